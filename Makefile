@@ -1,0 +1,44 @@
+# The two set-up commands: `make demo` and `make test`. Each bootstraps what it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics
+
+.PHONY: demo test proto lint bench venv debian-packages clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,plot]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Integration tests start real servers; Debian ships all three.
+debian-packages:
+	@if ! command -v mosquitto >/dev/null && ! test -x /usr/sbin/mosquitto \
+	   || ! command -v influxd >/dev/null || ! command -v victoria-metrics >/dev/null; then \
+	  echo "installing $(DEBIAN_PACKAGES) with apt-get"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
+	fi
+
+demo: $(STAMP)
+	$(VENV)/bin/twin-demo --report demo-report.json
+
+test: $(STAMP) debian-packages
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -p no:cacheprovider
+
+proto: $(STAMP)
+	$(PY) tools/gen_protos.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo-report.json
