@@ -5,13 +5,12 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
 __all__ = ["AssetSpec", "PointSpec", "Quality", "Reading", "Value", "VibrationSpec", "now_ns"]
 
-Value = Union[float, bool, str, np.ndarray]
+Value = float | bool | str | np.ndarray
 
 
 class Quality(enum.IntEnum):

@@ -1,0 +1,135 @@
+"""twin-agent: run | check-config | status | diagnose | probe."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from agent import __version__
+from agent.errors import ConfigError
+
+__all__ = ["main"]
+
+# Optional subcommands live in their own modules: (module, help). Each exposes add_arguments/run.
+TOOL_COMMANDS = {
+    "diagnose": ("agent.diagnose", "analyse vibration waveform files and print indicators and diagnosis"),
+}
+PROBE_PROTOCOLS = {
+    "modbus": ("agent.connectors.modbus.probe", "read raw registers and print every decoding"),
+}
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from agent.config import load_agent_config
+    from agent.daemon import AgentDaemon
+    from agent.logs import setup_logging
+
+    config = load_agent_config(args.config)
+    setup_logging(args.log_level or config.agent.log_level)
+    asyncio.run(AgentDaemon(config).run())
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from agent.config import load_agent_config
+
+    config = load_agent_config(args.file)
+    points = sum(len(a.points) for a in config.assets)
+    print(f"{args.file}: OK: agent {config.agent.id}, {len(config.assets)} assets, "
+          f"{len(config.connectors)} sources, {points} points")
+    return 0
+
+
+def _age(ns: int) -> str:
+    if not ns:
+        return "never"
+    s = max(0.0, time.time() - ns / 1e9)
+    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}min ago" if s < 7200 else f"{s / 3600:.1f}h ago"
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from agent.config import load_agent_config
+
+    config = load_agent_config(args.config)
+    path = config.state_dir / "status.json"
+    if not path.exists():
+        print(f"no status file at {path}: has the agent run with this config?", file=sys.stderr)
+        return 1
+    status = json.loads(path.read_text())
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    q, u = status["queue"], status["uplink"]
+    print(f"agent {status['agent']} (site {status['site']}), status written {_age(status['updated_ns'])}, "
+          f"uptime {status['uptime_s']:.0f}s")
+    link = "connected" if u["connected"] else "DISCONNECTED"
+    error = f", last error: {u['last_error']}" if u["last_error"] else ""
+    print(f"uplink: {link}, sent {u['sent']}, acked {u['acked']}, reconnects {u['reconnects']}{error}")
+    print(f"queue: {q['batches']} batches, {q['bytes'] / 1024:.1f} KiB, dropped {q['dropped']}")
+    for name, c in status["connectors"].items():
+        online = ", ".join(f"{d}={'online' if o else 'OFFLINE'}" for d, o in c["devices_online"].items())
+        print(f"source {name}: polls {c['polls']}, errors {c['errors']}, decode errors {c['decode_errors']}"
+              + (f" [{online}]" if online else ""))
+    for asset, a in status["assets"].items():
+        print(f"\n{asset} ({a['type']}): {a['state']}")
+        for point, p in a["points"].items():
+            flag = "" if p["quality"] == "GOOD" and not p["stale"] else f"  {p['quality']} {p['reason']}".rstrip()
+            if p["stale"] and p["quality"] == "GOOD":
+                flag = "  STALE"
+            print(f"  {point:<28} {p['value']:>14} {p['unit']:<6} {_age(p['ts_ns']):>10}{flag}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twin-agent", description="facility-twin edge agent")
+    parser.add_argument("--version", action="version", version=f"twin-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the agent daemon")
+    p.add_argument("--config", "-c", required=True, type=Path)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config file and print clear errors")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("status", help="print the local twin, queue and link state")
+    p.add_argument("--config", "-c", required=True, type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
+
+    for name, (module, help_text) in TOOL_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
+
+    probe = sub.add_parser("probe", help="talk to a device directly (support tool)")
+    probe_sub = probe.add_subparsers(dest="protocol", required=True)
+    for name, (module, help_text) in PROBE_PROTOCOLS.items():
+        p = probe_sub.add_parser(name, help=help_text)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The agent's TOML configuration: validated on load, errors name the key.
+
+Shape (see configs/agent.example.toml for every option):
+
+    [agent]     id, site, state_dir, summary_interval_s, log_level
+    [uplink]    collector address, token, TLS, queue bounds
+    [[assets]]  id, type, name, depends_on, optional [assets.vibration]
+    [[sources]] one table per connection; `type` picks the connector (modbus, opcua, mqtt), whose own
+                model validates the rest of the table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from agent.connectors import build_connector
+from agent.connectors.base import Connector
+from agent.errors import ConfigError
+from agent.model import AssetSpec, PointSpec, VibrationSpec
+from agent.tomlconfig import StrictModel, load_toml, parse_model
+
+__all__ = ["AgentConfig", "AgentSettings", "AssetSettings", "UplinkSettings", "load_agent_config",
+           "read_secret"]
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+DEFAULT_STATE_DIR = "/var/lib/twin-agent"
+
+
+class AgentSettings(StrictModel):
+    id: str = Field(pattern=ID_PATTERN)
+    site: str = Field(default="default", pattern=ID_PATTERN)
+    state_dir: str = DEFAULT_STATE_DIR
+    summary_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    twin_flush_interval_s: float = Field(default=5.0, gt=0, le=600)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class UplinkSettings(StrictModel):
+    collector: str = Field(description="host:port of the collector's gRPC endpoint")
+    token: str = ""
+    token_file: str = ""
+    token_env: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
+    max_queue_mb: float = Field(default=64.0, gt=0)
+    max_in_flight: int = Field(default=16, ge=1, le=1024)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    ack_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("collector")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", v):
+            raise ValueError(f"must be host:port, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> UplinkSettings:
+        given = [k for k in ("token", "token_file", "token_env") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of token, token_file, token_env (prefer token_file)")
+        if (self.cert_file or self.key_file) and not (self.cert_file and self.key_file):
+            raise ValueError("cert_file and key_file go together (client certificate for mTLS)")
+        if (self.ca_file or self.cert_file) and not self.tls:
+            raise ValueError("ca_file/cert_file given but tls = false")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be >= backoff_initial_s")
+        return self
+
+
+class VibrationSettings(StrictModel):
+    sensors: list[str] = Field(min_length=1, description="waveform point names of this asset")
+    speed_point: str = ""
+    nominal_rpm: float = Field(default=0.0, ge=0)
+    bearing: str = ""
+    bpfo: float = Field(default=0.0, ge=0)
+    bpfi: float = Field(default=0.0, ge=0)
+    bsf: float = Field(default=0.0, ge=0)
+    ftf: float = Field(default=0.0, ge=0)
+    machine_group: Literal[1, 2] = 2
+    foundation: Literal["rigid", "flexible"] = "rigid"
+
+    @model_validator(mode="after")
+    def _bearing_or_multipliers(self) -> VibrationSettings:
+        if self.bearing and any((self.bpfo, self.bpfi, self.bsf, self.ftf)):
+            raise ValueError("give either bearing (catalogue model) or bpfo/bpfi/bsf/ftf, not both")
+        return self
+
+
+class AssetSettings(StrictModel):
+    id: str = Field(pattern=ID_PATTERN)
+    type: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    name: str = ""
+    depends_on: list[str] = []
+    vibration: VibrationSettings | None = None
+
+
+class _AgentFile(StrictModel):
+    agent: AgentSettings
+    uplink: UplinkSettings
+    assets: list[AssetSettings] = Field(min_length=1)
+    sources: list[dict[str, Any]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_assets(self) -> _AgentFile:
+        ids = [a.id for a in self.assets]
+        for i, a in enumerate(self.assets):
+            if ids.count(a.id) > 1:
+                raise ValueError(f"assets[{i}].id: duplicate asset id {a.id!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The validated configuration plus the connectors it describes."""
+
+    path: Path | None
+    agent: AgentSettings
+    uplink: UplinkSettings
+    assets: tuple[AssetSpec, ...]
+    connectors: tuple[Connector, ...]
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.agent.state_dir)
+
+    def asset(self, asset_id: str) -> AssetSpec:
+        return next(a for a in self.assets if a.id == asset_id)
+
+
+def read_secret(value: str, file: str, env: str, key: str) -> str:
+    """Secrets come from a file or an environment variable (or inline for demos); never logged."""
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}_file: cannot read {file}: {exc.strerror}") from None
+    if env:
+        if env not in os.environ:
+            raise ConfigError(f"{key}_env: environment variable {env} is not set")
+        return os.environ[env]
+    return value
+
+
+def _vibration_spec(v: VibrationSettings) -> VibrationSpec:
+    return VibrationSpec(
+        sensor_points=tuple(v.sensors), speed_point=v.speed_point, nominal_rpm=v.nominal_rpm,
+        bearing=v.bearing, bpfo=v.bpfo, bpfi=v.bpfi, bsf=v.bsf, ftf=v.ftf,
+        machine_group=v.machine_group, foundation=v.foundation,
+    )
+
+
+def build_agent_config(data: dict[str, Any], path: Path | None = None) -> AgentConfig:
+    parsed = parse_model(_AgentFile, data)
+    asset_ids = {a.id for a in parsed.assets}
+    for i, a in enumerate(parsed.assets):
+        for j, dep in enumerate(a.depends_on):
+            if dep == a.id:
+                raise ConfigError(f"assets[{i}].depends_on[{j}]: an asset cannot depend on itself")
+    connectors: list[Connector] = []
+    names: set[str] = set()
+    for i, table in enumerate(parsed.sources):
+        key = f"sources[{i}]"
+        connector = build_connector(table, key)
+        if connector.name in names:
+            raise ConfigError(f"{key}.name: duplicate source name {connector.name!r}")
+        names.add(connector.name)
+        connectors.append(connector)
+    points_by_asset: dict[str, list[PointSpec]] = {a: [] for a in asset_ids}
+    seen: dict[tuple[str, str], str] = {}
+    for i, connector in enumerate(connectors):
+        for p in connector.points():
+            if p.asset not in asset_ids:
+                raise ConfigError(
+                    f"sources[{i}] ({connector.name}): point {p.name!r} refers to asset {p.asset!r}, "
+                    f"which is not declared in [[assets]] (declared: {sorted(asset_ids)})"
+                )
+            if (p.asset, p.name) in seen:
+                raise ConfigError(
+                    f"sources[{i}] ({connector.name}): point {p.asset}/{p.name} is also defined by "
+                    f"source {seen[(p.asset, p.name)]!r}"
+                )
+            seen[(p.asset, p.name)] = connector.name
+            points_by_asset[p.asset].append(p)
+    assets: list[AssetSpec] = []
+    for i, a in enumerate(parsed.assets):
+        vib = None
+        if a.vibration is not None:
+            names_here = {p.name for p in points_by_asset[a.id]}
+            for j, s in enumerate(a.vibration.sensors):
+                if s not in names_here:
+                    raise ConfigError(f"assets[{i}].vibration.sensors[{j}]: no point {s!r} on asset {a.id}")
+            if a.vibration.speed_point and a.vibration.speed_point not in names_here:
+                raise ConfigError(f"assets[{i}].vibration.speed_point: no point "
+                                  f"{a.vibration.speed_point!r} on asset {a.id}")
+            vib = _vibration_spec(a.vibration)
+        assets.append(AssetSpec(id=a.id, type=a.type, name=a.name or a.id, depends_on=tuple(a.depends_on),
+                                vibration=vib, points=tuple(points_by_asset[a.id])))
+    # depends_on may name assets of other agents (the collector joins the fleet), so it is not checked here.
+    return AgentConfig(path=path, agent=parsed.agent, uplink=parsed.uplink, assets=tuple(assets),
+                       connectors=tuple(connectors))
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    p = Path(path)
+    try:
+        return build_agent_config(load_toml(p), p)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}:\n{exc}") from None

@@ -1,0 +1,213 @@
+"""The agent daemon: connectors -> LocalTwin + summarizer -> queue -> uplink, supervised.
+
+Every long-running piece is its own task wrapped in `supervise`, so a bug in one connector is
+logged and that connector restarted after a pause, while the others, the queue and the uplink go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import resource
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from agent import __version__
+from agent.analytics.summarize import Summarizer
+from agent.batch import build_batch, build_hello
+from agent.config import AgentConfig, read_secret
+from agent.model import Quality, Reading
+from agent.twin import LocalTwin
+from agent.uplink.client import Backoff, ChannelSettings, UplinkClient
+from agent.uplink.queue import StoreAndForwardQueue
+from agent.vibration_monitor import VibrationMonitor
+from protos.twin.v1 import twin_pb2
+
+__all__ = ["AgentDaemon", "supervise"]
+
+log = logging.getLogger("twin.agent")
+
+STATUS_FILE = "status.json"
+RESTART_PAUSE_S = 5.0
+
+
+async def supervise(name: str, factory: Callable[[], Awaitable[None]], pause_s: float = RESTART_PAUSE_S) -> None:
+    """Run `factory()` forever: a crash is logged with its traceback and the task restarted."""
+    while True:
+        try:
+            await factory()
+            log.warning("%s: stopped unexpectedly; restarting in %.0fs", name, pause_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: crashed; restarting in %.0fs", name, pause_s)
+        await asyncio.sleep(pause_s)
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class AgentDaemon:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        state_dir = config.state_dir
+        self.twin = LocalTwin(config.assets, state_dir / "twin.sqlite")
+        self.queue = StoreAndForwardQueue(state_dir / "queue.sqlite",
+                                          int(config.uplink.max_queue_mb * 1024 * 1024))
+        self.summarizer = Summarizer()
+        self.vibration = VibrationMonitor(config.assets)
+        self.point_specs = {(p.asset, p.name): p for a in config.assets for p in a.points}
+        u = config.uplink
+        token = read_secret(u.token, u.token_file, u.token_env, "uplink.token")
+        self.uplink = UplinkClient(
+            ChannelSettings(u.collector, token, u.tls, u.ca_file, u.cert_file, u.key_file, u.server_name),
+            self.queue, self._hello, max_in_flight=u.max_in_flight,
+            backoff=Backoff(u.backoff_initial_s, u.backoff_max_s),
+        )
+        self.started = time.monotonic()
+        self.readings = 0
+        self._stop = asyncio.Event()
+        self._last_end_ns = 0
+
+    # ---- data path ------------------------------------------------------------------------------
+    def emit(self, readings: Sequence[Reading]) -> None:
+        self.readings += len(readings)
+        self.twin.apply(readings)
+        self.summarizer.add(readings)
+        for r in readings:
+            if isinstance(r.value, np.ndarray) and r.quality != Quality.BAD:
+                self.vibration.submit(r)
+            elif r.value is not None:
+                self.vibration.observe_scalar(r)
+
+    def _hello(self) -> twin_pb2.Hello:
+        a = self.config.agent
+        return build_hello(a.id, a.site, __version__, self.queue.epoch, self.config.assets)
+
+    def _health(self, now_ns: int) -> twin_pb2.AgentHealth:
+        q = self.queue.stats()
+        c = self.uplink.counters
+        return twin_pb2.AgentHealth(
+            ts_ns=now_ns, queue_batches=q.batches, queue_bytes=q.bytes, dropped=q.dropped,
+            sent=c.sent, acked=c.acked,
+            connector_errors=sum(x.stats.errors + x.stats.decode_errors for x in self.config.connectors),
+            stale_points=self.twin.stale_points(), rss_mb=round(rss_mb(), 1),
+            uptime_s=round(time.monotonic() - self.started, 1),
+        )
+
+    async def emit_batch(self, end_ns: int | None = None) -> int:
+        """Close the current summary interval into a batch and store it in the queue.
+
+        `end_ns` is the interval boundary the batch is stored under; it is strictly increasing
+        so that two batches never write the same InfluxDB point (same series + timestamp).
+        """
+        now_ns = time.time_ns()
+        end_ns = max(end_ns or now_ns, self._last_end_ns + 1)
+        self._last_end_ns = end_ns
+        self.twin.refresh_states()
+        vib = await self.vibration.drain()
+        batch = build_batch(
+            summaries=self.summarizer.drain(), point_specs=self.point_specs, interval_end_ns=end_ns,
+            changes=self.twin.drain_changes(),
+            asset_states={a: (v.state, self.vibration.health(a)) for a, v in self.twin.assets.items()},
+            vibration=vib, health=self._health(now_ns),
+        )
+
+        def encode(seq: int) -> bytes:
+            batch.seq = seq
+            return batch.SerializeToString()
+
+        return await self.queue.put(encode, now_ns)
+
+    # ---- loops ----------------------------------------------------------------------------------
+    async def _summary_loop(self) -> None:
+        interval = self.config.agent.summary_interval_s
+        while True:
+            # Sleep to the next wall-clock boundary so every agent's intervals line up in Grafana.
+            await asyncio.sleep(interval - (time.time() % interval))
+            await self.emit_batch(round(time.time() / interval) * int(interval * 1e9))
+            self.write_status()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.agent.twin_flush_interval_s)
+            await self.twin.flush()
+
+    def status(self) -> dict[str, object]:
+        q = self.queue.stats()
+        c = self.uplink.counters
+        return {
+            "agent": self.config.agent.id, "site": self.config.agent.site, "pid": os.getpid(),
+            "updated_ns": time.time_ns(), "uptime_s": round(time.monotonic() - self.started, 1),
+            "readings": self.readings,
+            "queue": {"batches": q.batches, "bytes": q.bytes, "dropped": q.dropped, "next_seq": q.next_seq},
+            "uplink": {"connected": c.connected, "sent": c.sent, "acked": c.acked,
+                       "reconnects": c.reconnects, "last_error": c.last_error},
+            "connectors": {
+                x.name: {"polls": x.stats.polls, "errors": x.stats.errors,
+                         "decode_errors": x.stats.decode_errors, "last_error": x.stats.last_error,
+                         "devices_online": dict(x.stats.devices_online)}
+                for x in self.config.connectors
+            },
+            "assets": self.twin.snapshot(),
+            "vibration": self.vibration.latest_summary(),
+        }
+
+    def write_status(self) -> None:
+        """Atomically replace state_dir/status.json (read by `twin-agent status` and the demo)."""
+        path = self.config.state_dir / STATUS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status(), default=str))
+        tmp.replace(path)
+
+    async def run(self) -> None:
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        await self.twin.open()
+        await self.queue.open()
+        log.info("agent %s (site %s) starting: %d assets, %d sources, queue has %d batches",
+                 self.config.agent.id, self.config.agent.site, len(self.config.assets),
+                 len(self.config.connectors), self.queue.stats().batches)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        tasks = [asyncio.create_task(supervise(f"source {c.name}", lambda c=c: c.run(self.emit)))
+                 for c in self.config.connectors]
+        tasks += [
+            asyncio.create_task(supervise("summarizer", self._summary_loop)),
+            asyncio.create_task(supervise("twin flush", self._flush_loop)),
+            asyncio.create_task(supervise("uplink", self.uplink.run)),
+        ]
+        self.write_status()
+        try:
+            await self._stop.wait()
+        finally:
+            log.info("agent stopping: storing the last interval and closing stores")
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.emit_batch()
+            self.write_status()
+            await self.twin.close()
+            await self.queue.close()
+            await self.vibration.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def write_pid(path: Path) -> None:
+    path.write_text(str(os.getpid()))

@@ -1,0 +1,146 @@
+"""Runs the vibration analytics on waveform readings, off the event loop, and keeps the results.
+
+Waveform blocks arrive from connectors (MQTT or OPC-UA arrays). Each block of an asset with a
+vibration spec is analysed in a worker thread (numpy releases the GIL in its FFTs), and the
+resulting indicators wait in `drain()` for the next uplink batch: the uplink carries indicators,
+never raw samples. If analysis falls behind, the oldest waiting blocks are dropped and counted
+rather than letting memory grow on a small gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.analytics.bearings import BearingDefects, lookup_bearing
+from agent.analytics.vibration import VibrationIndicators, analyze_block
+from agent.model import AssetSpec, PointSpec, Reading, VibrationSpec
+from protos.twin.v1 import twin_pb2
+
+__all__ = ["VibrationMonitor", "indicators_message"]
+
+log = logging.getLogger("twin.agent.vibration")
+
+MAX_PENDING_BLOCKS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Sensor:
+    asset: AssetSpec
+    spec: VibrationSpec
+    point: PointSpec
+    bearing: BearingDefects | None
+
+
+def indicators_message(asset: str, sensor: str, ts_ns: int, ind: VibrationIndicators) -> twin_pb2.VibrationIndicators:
+    return twin_pb2.VibrationIndicators(
+        asset=asset, sensor=sensor, ts_ns=ts_ns,
+        accel_rms=ind.accel_rms, accel_peak=ind.accel_peak, crest_factor=ind.crest_factor,
+        kurtosis=ind.kurtosis, velocity_rms_mm_s=ind.velocity_rms_mm_s, iso_zone=ind.iso_zone,
+        rpm=ind.rpm, rpm_source=ind.rpm_source, amp_1x=ind.amp_1x, amp_2x=ind.amp_2x, amp_3x=ind.amp_3x,
+        bpfo=ind.bpfo, bpfi=ind.bpfi, bsf=ind.bsf, ftf=ind.ftf, health=ind.health, fault=ind.fault,
+        confidence=ind.confidence,
+        diagnosis=[twin_pb2.DiagnosisEntry(fault=d.fault, confidence=d.confidence, evidence=d.evidence)
+                   for d in ind.diagnosis],
+    )
+
+
+def _bearing_for(spec: VibrationSpec) -> BearingDefects | None:
+    if spec.bearing:
+        return lookup_bearing(spec.bearing)
+    if any((spec.bpfo, spec.bpfi, spec.bsf, spec.ftf)):
+        return BearingDefects(bpfo=spec.bpfo, bpfi=spec.bpfi, bsf=spec.bsf, ftf=spec.ftf)
+    return None
+
+
+class VibrationMonitor:
+    def __init__(self, assets: Sequence[AssetSpec]) -> None:
+        self._sensors: dict[tuple[str, str], _Sensor] = {}
+        self._speed_points: dict[tuple[str, str], str] = {}
+        for a in assets:
+            if a.vibration is None:
+                continue
+            bearing = _bearing_for(a.vibration)
+            for p in a.points:
+                if p.name in a.vibration.sensor_points:
+                    self._sensors[(a.id, p.name)] = _Sensor(a, a.vibration, p, bearing)
+            if a.vibration.speed_point:
+                self._speed_points[(a.id, a.vibration.speed_point)] = a.id
+        self._rpm: dict[str, float] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+        self._done: list[twin_pb2.VibrationIndicators] = []
+        self._latest: dict[tuple[str, str], twin_pb2.VibrationIndicators] = {}
+        self._health: dict[str, float] = {}
+        self.dropped_blocks = 0
+        self.analysed_blocks = 0
+        self.errors = 0
+        self._executor = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)),
+                                            thread_name_prefix="vibration") if self._sensors else None
+
+    def observe_scalar(self, r: Reading) -> None:
+        asset = self._speed_points.get((r.asset, r.point))
+        if asset is not None and isinstance(r.value, (int, float)) and not isinstance(r.value, bool):
+            self._rpm[asset] = float(r.value)
+
+    def submit(self, r: Reading) -> None:
+        sensor = self._sensors.get((r.asset, r.point))
+        if sensor is None or self._executor is None or not isinstance(r.value, np.ndarray):
+            return
+        if len(self._pending) >= MAX_PENDING_BLOCKS:
+            self.dropped_blocks += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._analyse(sensor, r))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _analyse(self, sensor: _Sensor, r: Reading) -> None:
+        spec = sensor.spec
+        rpm, source = self._rpm.get(sensor.asset.id), "speed_point"
+        if rpm is None and spec.nominal_rpm > 0:
+            rpm, source = spec.nominal_rpm, "config"
+        fs = sensor.point.sample_rate_hz
+        x = np.asarray(r.value, dtype=np.float64)
+        try:
+            ind = await asyncio.get_running_loop().run_in_executor(
+                self._executor,
+                lambda: analyze_block(x, fs, rpm=rpm, rpm_source=source if rpm else "estimated",
+                                      bearing=sensor.bearing, machine_group=spec.machine_group,
+                                      foundation=spec.foundation, units=sensor.point.unit or "g"),
+            )
+        except Exception as exc:
+            self.errors += 1
+            log.warning("vibration %s/%s: analysis failed: %s", r.asset, r.point, exc)
+            return
+        msg = indicators_message(r.asset, r.point, r.ts_ns, ind)
+        self.analysed_blocks += 1
+        self._done.append(msg)
+        self._latest[(r.asset, r.point)] = msg
+        self._health[r.asset] = ind.health
+
+    async def drain(self) -> list[twin_pb2.VibrationIndicators]:
+        """Indicators finished since the last call (blocks still in analysis go in the next batch)."""
+        out, self._done = self._done, []
+        return out
+
+    def health(self, asset: str) -> float:
+        return self._health.get(asset, 100.0)
+
+    def latest_summary(self) -> dict[str, dict[str, object]]:
+        return {
+            f"{a}/{s}": {"velocity_rms_mm_s": round(m.velocity_rms_mm_s, 3), "iso_zone": m.iso_zone,
+                         "rpm": round(m.rpm, 1), "fault": m.fault, "confidence": round(m.confidence, 2),
+                         "health": round(m.health, 1), "bpfo": round(m.bpfo, 3), "bpfi": round(m.bpfi, 3)}
+            for (a, s), m in self._latest.items()
+        }
+
+    async def close(self) -> None:
+        for t in list(self._pending):
+            t.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,184 @@
+"""twin-collector: run | check-config | hash-token | work-orders list|show|ack|close."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+from collector.config import hash_token, load_collector_config
+
+__all__ = ["main"]
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from agent.logs import setup_logging
+    from collector.daemon import CollectorDaemon
+
+    config = load_collector_config(args.config)
+    setup_logging(args.log_level or config.collector.log_level)
+    asyncio.run(CollectorDaemon(config).run())
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_collector_config(args.file)
+    sink = f"InfluxDB ({config.influx.api} API)" if config.influx else "embedded SQLite store"
+    print(f"{args.file}: OK: listen {config.collector.listen}, {len(config.token_hashes)} agents, "
+          f"{len(config.rules)} rules, sink: {sink}")
+    return 0
+
+
+def _cmd_hash_token(args: argparse.Namespace) -> int:
+    token = sys.stdin.readline().strip() if args.stdin else getpass.getpass("agent token: ")
+    if len(token) < 16:
+        print("refusing a token shorter than 16 characters", file=sys.stderr)
+        return 2
+    print(hash_token(token))
+    return 0
+
+
+def _fmt_ts(ns: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9)) if ns else "-"
+
+
+def _print_work_order(wo: dict[str, Any]) -> None:
+    print(f"{wo['ref']}  [{wo['severity'].upper()}] {wo['title']}")
+    print(f"  asset {wo['asset']}, rule {wo['rule']}, status {wo['status']}, raised {_fmt_ts(wo['created_ns'])}"
+          + (", condition cleared " + _fmt_ts(wo['condition_cleared_ns']) if wo['condition_cleared_ns'] else ""))
+    print(f"  {wo['description']}")
+    ev = wo["evidence"]
+    print("  evidence: " + ", ".join(f"{k}={v}" for k, v in ev.items() if not k.endswith("_ns")))
+    state = wo["context"].get("state", {})
+    if state:
+        print(f"  asset state: {state.get('state')} (health {state.get('health')}), agent {state.get('agent')}")
+        pts = wo["context"].get("points", {})
+        shown = ", ".join(f"{p}={v['last']:.4g}{v['unit']}" for p, v in pts.items() if v.get("last") is not None)
+        if shown:
+            print(f"  current values: {shown}")
+        for dep in wo["context"].get("depends_on", []):
+            print(f"  depends on {dep['asset']}: {dep['state']}"
+                  + (f", open {', '.join(dep['open_work_orders'])}" if dep["open_work_orders"] else ""))
+        changes = wo["context"].get("recent_changes", [])
+        if changes:
+            print(f"  recent changes ({len(changes)}): " + "; ".join(
+                f"{_fmt_ts(c['ts_ns'])} {c['point'] or 'asset'} {c['old']}->{c['new']}" for c in changes[:5]))
+    if wo["acknowledged_by"]:
+        print(f"  acknowledged by {wo['acknowledged_by']} at {_fmt_ts(wo['acknowledged_ns'])}")
+    if wo["closed_by"]:
+        print(f"  closed by {wo['closed_by']} at {_fmt_ts(wo['closed_ns'])}")
+    if wo["note"]:
+        print(f"  note: {wo['note']}")
+
+
+def _parse_ref(ref: str) -> int:
+    try:
+        return int(ref.upper().removeprefix("WO-"))
+    except ValueError:
+        raise ConfigError(f"not a work order reference: {ref!r} (expected WO-000123 or 123)") from None
+
+
+async def _work_orders(args: argparse.Namespace) -> int:
+    from collector.fleet import FleetTwin
+
+    config = load_collector_config(args.config)
+    if not config.db_path.exists():
+        print(f"no collector database at {config.db_path}: has the collector run with this config?",
+              file=sys.stderr)
+        return 1
+    fleet = FleetTwin(config.db_path)
+    await fleet.open()
+    try:
+        assert fleet.work_orders is not None
+        if args.action == "list":
+            orders = await fleet.work_orders.list(status=args.status, asset=args.asset)
+            if args.json:
+                print(json.dumps([o.to_dict() for o in orders], indent=2))
+            elif not orders:
+                print("no work orders")
+            for o in orders if not args.json else []:
+                print(f"{o.ref}  {o.status:<12} {o.severity:<8} {o.asset:<16} {o.rule:<24} {o.title}")
+            return 0
+        wo_id = _parse_ref(args.ref)
+        if args.action == "show":
+            wo = await fleet.work_orders.get(wo_id)
+            if wo is None:
+                print(f"no work order {args.ref}", file=sys.stderr)
+                return 1
+            if args.json:
+                print(json.dumps(wo.to_dict(), indent=2))
+            else:
+                _print_work_order(wo.to_dict())
+                for ts, action, detail in await fleet.work_orders.events(wo_id):
+                    print(f"  {_fmt_ts(ts)} {action}: {detail}")
+            return 0
+        who = args.by or getpass.getuser()
+        try:
+            if args.action == "ack":
+                wo = await fleet.acknowledge(wo_id, who, args.note)
+            else:
+                wo = await fleet.close_work_order(wo_id, who, args.note)
+        except (LookupError, ValueError) as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        print(f"{wo.ref} is now {wo.status}")
+        return 0
+    finally:
+        await fleet.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twin-collector", description="facility-twin central collector")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the collector daemon")
+    p.add_argument("--config", "-c", required=True, type=Path)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config file and print clear errors")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("hash-token", help="print the token_sha256 for an agent token (read from the terminal)")
+    p.add_argument("--stdin", action="store_true", help="read the token from standard input")
+    p.set_defaults(func=_cmd_hash_token)
+
+    wo = sub.add_parser("work-orders", help="list, show, acknowledge and close work orders")
+    wo.add_argument("--config", "-c", required=True, type=Path)
+    wo_sub = wo.add_subparsers(dest="action", required=True)
+    p = wo_sub.add_parser("list")
+    p.add_argument("--status", choices=["open", "acknowledged", "closed", "active"])
+    p.add_argument("--asset")
+    p.add_argument("--json", action="store_true")
+    p = wo_sub.add_parser("show")
+    p.add_argument("ref")
+    p.add_argument("--json", action="store_true")
+    for name in ("ack", "close"):
+        p = wo_sub.add_parser(name)
+        p.add_argument("ref")
+        p.add_argument("--by", help="who (default: the current user)")
+        p.add_argument("--note", default="")
+    wo.set_defaults(func=lambda a: asyncio.run(_work_orders(a)))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

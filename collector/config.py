@@ -1,0 +1,134 @@
+"""The collector's TOML configuration, validated on load; errors name the key.
+
+    [collector]   listen address, state_dir, TLS
+    [influx]      optional: InfluxDB v2 API or v1 /write (absent = the embedded SQLite store)
+    [[agents]]    id and token hash (or token file) per agent
+    [[rules]]     work-order rules (collector/workorders/rules.py)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from agent.errors import ConfigError
+from agent.tomlconfig import StrictModel, load_toml, parse_model
+from collector.influx import InfluxSettings
+from collector.workorders.rules import RuleSettings
+
+__all__ = ["AgentCredential", "CollectorConfig", "CollectorSettings", "hash_token", "load_collector_config"]
+
+DEFAULT_STATE_DIR = "/var/lib/twin-collector"
+
+
+def hash_token(token: str) -> str:
+    """Tokens are random secrets, so a plain SHA-256 is enough to keep them out of the config."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class CollectorSettings(StrictModel):
+    listen: str = "127.0.0.1:50051"
+    state_dir: str = DEFAULT_STATE_DIR
+    site: str = "default"
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    client_ca_file: str = ""  # set to require client certificates (mTLS)
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    sink_retry_max_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", v):
+            raise ValueError(f"must be host:port, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> CollectorSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.client_ca_file and not self.tls_cert_file:
+            raise ValueError("client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
+        return self
+
+
+class AgentCredential(StrictModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    token_sha256: str = ""
+    token_file: str = ""  # a file holding the plain token (hashed on load)
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise ValueError("must be 64 lowercase hex characters (twin-collector hash-token prints it)")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> AgentCredential:
+        if bool(self.token_sha256) == bool(self.token_file):
+            raise ValueError("give exactly one of token_sha256 or token_file")
+        return self
+
+
+class _CollectorFile(StrictModel):
+    collector: CollectorSettings = CollectorSettings()
+    influx: InfluxSettings | None = None
+    agents: list[AgentCredential] = Field(min_length=1)
+    rules: list[RuleSettings] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> _CollectorFile:
+        for field_name, items in (("agents", [a.id for a in self.agents]),
+                                  ("rules", [r.name for r in self.rules])):
+            for i, v in enumerate(items):
+                if items.index(v) != i:
+                    raise ValueError(f"{field_name}[{i}]: duplicate {v!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    path: Path | None
+    collector: CollectorSettings
+    influx: InfluxSettings | None
+    token_hashes: dict[str, str]  # sha256 hex -> agent id
+    rules: tuple[RuleSettings, ...]
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.collector.state_dir)
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "collector.sqlite"
+
+
+def build_collector_config(data: dict[str, Any], path: Path | None = None) -> CollectorConfig:
+    parsed = parse_model(_CollectorFile, data)
+    hashes: dict[str, str] = {}
+    for i, a in enumerate(parsed.agents):
+        digest = a.token_sha256
+        if a.token_file:
+            try:
+                digest = hash_token(Path(a.token_file).read_text(encoding="utf-8").strip())
+            except OSError as exc:
+                raise ConfigError(f"agents[{i}].token_file: cannot read {a.token_file}: {exc.strerror}") from None
+        if digest in hashes:
+            raise ConfigError(f"agents[{i}]: same token as agent {hashes[digest]!r}; every agent needs its own")
+        hashes[digest] = a.id
+    return CollectorConfig(path=path, collector=parsed.collector, influx=parsed.influx,
+                           token_hashes=hashes, rules=tuple(parsed.rules))
+
+
+def load_collector_config(path: str | Path) -> CollectorConfig:
+    p = Path(path)
+    try:
+        return build_collector_config(load_toml(p), p)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}:\n{exc}") from None

@@ -1,0 +1,180 @@
+"""The collector's gRPC servicer: authenticate, deduplicate, store, then ack.
+
+One stream per agent. The bearer token in the call metadata identifies the agent (tokens are
+stored hashed); the Hello's agent id must match it. Each batch is handled in order:
+
+1. duplicate? (seq at or below the (agent, queue epoch) watermark) -> ack again, store nothing;
+2. write its points to the sink (InfluxDB or SQLite), retrying with backoff while the sink is
+   down: the agent gets no ack meanwhile, so its own disk queue absorbs the outage;
+3. commit the fleet twin, the watermark and any work orders in one SQLite transaction;
+4. ack. Only now may the agent delete the batch.
+
+A crash between 2 and 3 makes the agent resend the batch: the sink write is idempotent (same
+series and timestamps) and step 3 happens once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import grpc
+
+from agent.errors import SinkError
+from collector.config import hash_token
+from collector.fleet import FleetTwin
+from collector.points import PointSink, PointsRejectedError, batch_to_points, work_order_point
+from collector.workorders.store import WorkOrder
+from protos.twin.v1 import twin_pb2, twin_pb2_grpc
+
+__all__ = ["AgentIngestStats", "IngestServicer", "authenticate"]
+
+log = logging.getLogger("twin.collector.ingest")
+
+
+@dataclass(slots=True)
+class AgentIngestStats:
+    connected: bool = False
+    batches: int = 0
+    duplicates: int = 0
+    summaries: int = 0
+    rejected_points: int = 0
+    malformed_batches: int = 0
+    sink_retries: int = 0
+    last_seen_ns: int = 0
+
+
+@dataclass(slots=True)
+class IngestTotals:
+    refused_streams: int = 0
+    sink_errors: int = 0
+    sink_write_seconds: float = 0.0
+    sink_writes: int = 0
+    per_agent: dict[str, AgentIngestStats] = field(default_factory=dict)
+
+
+def authenticate(metadata: Mapping[str, str] | None, token_hashes: Mapping[str, str]) -> str | None:
+    """Return the agent id whose token is presented, or None. Constant-time comparison."""
+    header = (metadata or {}).get("authorization", "")
+    if not header.lower().startswith("bearer "):
+        return None
+    digest = hash_token(header[7:].strip())
+    found = None
+    for known, agent_id in token_hashes.items():
+        if hmac.compare_digest(known, digest):
+            found = agent_id
+    return found
+
+
+class IngestServicer(twin_pb2_grpc.CollectorServicer):
+    def __init__(self, fleet: FleetTwin, sink: PointSink, token_hashes: Mapping[str, str], site: str,
+                 sink_retry_max_s: float = 30.0) -> None:
+        self.fleet = fleet
+        self.sink = sink
+        self.token_hashes = dict(token_hashes)
+        self.site = site
+        self.sink_retry_max_s = sink_retry_max_s
+        self.totals = IngestTotals()
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[twin_pb2.AgentMessage], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[twin_pb2.CollectorMessage]:
+        peer = context.peer()
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        agent_id = authenticate(metadata, self.token_hashes)
+        if agent_id is None:
+            self.totals.refused_streams += 1
+            log.warning("refused stream from %s: missing or unknown token", peer)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown agent token")
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("hello"):
+            self.totals.refused_streams += 1
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello")
+        hello = first.hello
+        if hello.agent_id != agent_id:
+            self.totals.refused_streams += 1
+            log.warning("refused stream from %s: token belongs to agent %r but Hello says %r",
+                        peer, agent_id, hello.agent_id)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "agent id in Hello does not match the agent of the token")
+        stats = self.totals.per_agent.setdefault(agent_id, AgentIngestStats())
+        watermark = await self.fleet.register_hello(hello)
+        asset_types = await self.fleet.asset_types(agent_id)
+        site = hello.site or self.site
+        stats.connected = True
+        log.info("agent %s connected from %s (version %s, epoch %s, watermark %d)",
+                 agent_id, peer, hello.version, hello.queue_epoch[:8], watermark)
+        try:
+            # Answer the Hello with the watermark: the agent may drop anything at or below it.
+            yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=watermark))
+            async for msg in request_iterator:
+                if not msg.HasField("batch"):
+                    continue
+                batch = msg.batch
+                stats.last_seen_ns = time.time_ns()
+                if batch.seq <= watermark:
+                    stats.duplicates += 1
+                    yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=batch.seq))
+                    continue
+                await self._store(agent_id, site, hello.queue_epoch, batch, asset_types, stats)
+                watermark = batch.seq
+                yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=batch.seq))
+        finally:
+            stats.connected = False
+            log.info("agent %s disconnected", agent_id)
+            await asyncio.shield(self.fleet.set_connected(agent_id, False))
+
+    async def _store(self, agent_id: str, site: str, epoch: str, batch: twin_pb2.Batch,
+                     asset_types: dict[str, str], stats: AgentIngestStats) -> None:
+        try:
+            points = batch_to_points(batch, agent_id=agent_id, site=site, asset_types=asset_types)
+        except ValueError as exc:
+            # Can never be stored as points; keep its twin effects and move on rather than block the agent.
+            stats.malformed_batches += 1
+            log.warning("agent %s batch %d: malformed, points not stored: %s", agent_id, batch.seq, exc)
+            points = []
+        await self._write_with_retry(agent_id, points, stats)
+        changed = await self.fleet.commit_batch(agent_id, epoch, batch)
+        stats.batches += 1
+        stats.summaries += len(batch.summaries)
+        if changed:
+            await self._annotate(site, changed)
+
+    async def _write_with_retry(self, agent_id: str, points: list, stats: AgentIngestStats) -> None:
+        delay = 0.5
+        while points:
+            started = time.perf_counter()
+            try:
+                await self.sink.write(points)
+            except PointsRejectedError as exc:
+                stats.rejected_points += len(exc.rejected)
+                log.warning("agent %s: %d points permanently rejected by the sink: %s",
+                            agent_id, len(exc.rejected), exc)
+            except SinkError as exc:
+                self.totals.sink_errors += 1
+                stats.sink_retries += 1
+                log.warning("sink write failed (agent %s, %d points), retrying in %.1fs: %s",
+                            agent_id, len(points), delay, exc)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self.sink_retry_max_s)
+                continue
+            self.totals.sink_writes += 1
+            self.totals.sink_write_seconds += time.perf_counter() - started
+            return
+
+    async def _annotate(self, site: str, changed: list[WorkOrder]) -> None:
+        """Work orders also go to the time series store as annotation points (best effort)."""
+        for wo in changed:
+            log.info("work order %s %s: %s [%s] %s", wo.ref, wo.status, wo.asset, wo.severity, wo.title)
+        points = [work_order_point(site=site, asset=wo.asset, severity=wo.severity, rule=wo.rule,
+                                   order_id=wo.ref, title=wo.title, status=wo.status, opened_ns=wo.created_ns)
+                  for wo in changed]
+        try:
+            await self.sink.write(points)
+        except SinkError as exc:
+            log.warning("could not write %d work-order annotations: %s", len(points), exc)

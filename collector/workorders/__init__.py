@@ -1,0 +1,1 @@
+"""Maintenance work orders: pure rules (rules.py) and their SQLite store (store.py)."""
