@@ -115,7 +115,7 @@ class _AgentFile(StrictModel):
     def _unique_assets(self) -> _AgentFile:
         ids = [a.id for a in self.assets]
         for i, a in enumerate(self.assets):
-            if ids.count(a.id) > 1:
+            if ids.index(a.id) != i:
                 raise ValueError(f"assets[{i}].id: duplicate asset id {a.id!r}")
         return self
 

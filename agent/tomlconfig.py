@@ -52,7 +52,9 @@ def parse_model(model: type[M], data: Any, prefix: str = "") -> M:
             elif err["type"] == "missing":
                 msg = "required key is missing"
             msg = msg.removeprefix("Value error, ")
-            lines.append(f"{format_key(prefix, tuple(err['loc']))}: {msg}")
+            loc = tuple(err["loc"])
+            # A model-level check names its own keys in the message; don't prefix "(top level)".
+            lines.append(f"{format_key(prefix, loc)}: {msg}" if loc or prefix else msg)
         raise ConfigError("\n".join(lines)) from None
 
 

@@ -1,0 +1,90 @@
+"""Invalid configs produce errors that name the key; the example configs load."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import build_agent_config
+from agent.errors import ConfigError
+from collector.config import build_collector_config, load_collector_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+AGENT_BASE = {
+    "agent": {"id": "gw-1", "state_dir": "/tmp/x"},
+    "uplink": {"collector": "127.0.0.1:50051", "token": "t" * 20},
+    "assets": [{"id": "ahu-1", "type": "ahu"}],
+    "sources": [{"type": "nosuch"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"agent": {"state_dir": "/tmp/x"}}, "agent.id: required key is missing"),
+        ({"agent": {"id": "gw 1"}}, "agent.id"),
+        ({"agent": {"id": "gw-1", "summary_interval_s": 0}}, "agent.summary_interval_s"),
+        ({"agent": {"id": "gw-1", "sumary_interval_s": 5}}, "agent.sumary_interval_s: unknown key"),
+        ({"uplink": {"collector": "localhost", "token": "x"}}, "uplink.collector: must be host:port"),
+        ({"uplink": {"collector": "h:1", "token": "x", "token_file": "/t"}}, "uplink: give exactly one of token"),
+        ({"uplink": {"collector": "h:1", "token": "x", "max_queue_mb": -1}}, "uplink.max_queue_mb"),
+        ({"assets": [{"id": "a", "type": "AHU"}]}, "assets[0].type"),
+        ({"assets": [{"id": "a", "type": "ahu"}, {"id": "a", "type": "ahu"}]}, "assets[1].id: duplicate"),
+        ({"assets": [{"id": "a", "type": "ahu", "vibration": {"sensors": ["x"], "machine_group": 3}}]},
+         "assets[0].vibration.machine_group"),
+        ({"sources": [{"type": "nosuch"}]}, "sources[0].type: must be one of"),
+        ({"sources": []}, "sources: "),
+    ],
+)
+def test_agent_config_errors_name_the_key(patch: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_agent_config(AGENT_BASE | patch)
+    assert key in str(err.value)
+
+
+COLLECTOR_BASE = {"agents": [{"id": "gw-1", "token_sha256": "a" * 64}]}
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"agents": []}, "agents: "),
+        ({"agents": [{"id": "gw-1", "token_sha256": "xyz"}]}, "agents[0].token_sha256"),
+        ({"agents": [{"id": "gw-1"}]}, "agents[0]: give exactly one of token_sha256 or token_file"),
+        ({"agents": [{"id": "a", "token_sha256": "a" * 64}, {"id": "b", "token_sha256": "a" * 64}]},
+         "agents[1]: same token"),
+        ({"collector": {"listen": "50051"}}, "collector.listen"),
+        ({"collector": {"tls_cert_file": "/x"}}, "collector: tls_cert_file and tls_key_file go together"),
+        ({"influx": {"api": "v1", "url": "http://h:8086"}}, "influx.database"),
+        ({"influx": {"api": "v2", "url": "ftp://h"}}, "influx.url"),
+        ({"rules": [{"name": "r", "asset_type": "ahu", "point": "p"}]}, "rules[0]: give exactly one of above"),
+        ({"agents": [{"id": "gw-1", "token_file": "/nonexistent/token"}]}, "agents[0].token_file: cannot read"),
+    ],
+)
+def test_collector_config_errors_name_the_key(patch: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_collector_config(COLLECTOR_BASE | patch)
+    assert key in str(err.value)
+
+
+def test_collector_example_config_loads() -> None:
+    cfg = load_collector_config(ROOT / "configs" / "collector.example.toml")
+    assert cfg.rules and cfg.influx is None
+
+
+def test_check_config_cli_reports_key_and_exit_code(tmp_path: Path) -> None:
+    bad = tmp_path / "collector.toml"
+    bad.write_text('[collector]\nlisten = "nowhere"\n[[agents]]\nid = "a"\ntoken_sha256 = "' + "b" * 64 + '"\n')
+    proc = subprocess.run([sys.executable, "-m", "collector", "check-config", str(bad)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "collector.listen: must be host:port" in proc.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[collector\n")
+    proc = subprocess.run([sys.executable, "-m", "collector", "check-config", str(broken)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "not valid TOML" in proc.stderr
