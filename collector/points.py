@@ -1,0 +1,228 @@
+"""Agent batches as InfluxDB points (DESIGN section 7), and the contract every point store follows.
+
+`batch_to_points` is pure: the same Batch always yields the same points with the same timestamps,
+which is what makes a resent batch overwrite its points instead of adding new ones.
+
+Field types never change once written (InfluxDB refuses a field type change within a shard), so
+each measurement has one fixed table below; integers are written with the `i` suffix, floats
+without, strings quoted. Empty strings and non-finite floats are omitted (InfluxDB cannot store
+NaN/inf), as are empty tag values (line protocol has no empty tag value).
+
+    telemetry     tags site, agent, asset, asset_type, point, unit
+                  float mean, min, max, last; int count, bad; string text
+    vibration     tags site, asset, sensor
+                  float accel_rms, accel_peak, crest_factor, kurtosis, velocity_rms_mm_s, rpm,
+                        amp_1x, amp_2x, amp_3x, bpfo, bpfi, bsf, ftf, health, confidence
+                  string iso_zone, fault, rpm_source
+    asset_state   tags site, asset; string state; float health
+    agent_health  tags site, agent
+                  int queue_batches, queue_bytes, dropped, sent, acked, connector_errors, stale_points
+                  float rss_mb, uptime_s
+    work_order    tags site, asset, severity, rule; string id, title, status
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from influxdb_client import Point as LineProtocolPoint
+
+from agent.errors import SinkError
+from protos.twin.v1 import twin_pb2
+
+__all__ = [
+    "AGENT_HEALTH_FLOAT_FIELDS",
+    "AGENT_HEALTH_INT_FIELDS",
+    "VIBRATION_FLOAT_FIELDS",
+    "VIBRATION_STRING_FIELDS",
+    "FieldValue",
+    "Point",
+    "PointSink",
+    "PointsRejectedError",
+    "SinkStats",
+    "batch_to_points",
+    "storable_fields",
+    "to_line_protocol",
+    "work_order_point",
+]
+
+FieldValue = float | int | str | bool
+
+INT64_MAX = 2**63 - 1  # line protocol integers are signed 64-bit; uint64 counters are clamped
+
+VIBRATION_FLOAT_FIELDS = (
+    "accel_rms", "accel_peak", "crest_factor", "kurtosis", "velocity_rms_mm_s", "rpm",
+    "amp_1x", "amp_2x", "amp_3x", "bpfo", "bpfi", "bsf", "ftf", "health", "confidence",
+)
+VIBRATION_STRING_FIELDS = ("iso_zone", "fault", "rpm_source")
+AGENT_HEALTH_INT_FIELDS = (
+    "queue_batches", "queue_bytes", "dropped", "sent", "acked", "connector_errors", "stale_points",
+)
+AGENT_HEALTH_FLOAT_FIELDS = ("rss_mb", "uptime_s")
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One InfluxDB point: the series is (measurement, tags); a second write at ts_ns overwrites."""
+
+    measurement: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, FieldValue]
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class SinkStats:
+    """Counters a sink keeps for the collector's health metrics."""
+
+    points_written: int = 0
+    points_rejected: int = 0
+    write_errors: int = 0
+    last_error: str = ""
+
+
+class PointsRejectedError(SinkError):
+    """The store refused some points for good (malformed, field type conflict, too large).
+
+    Every other point of the write *is* durably stored when this is raised. Sending the rejected
+    points again fails the same way, so the caller must not retry them: count, log, and treat the
+    batch as stored. A plain `SinkError` (server down, timeout, 5xx, authentication) means nothing
+    is known to be stored and the whole write is to be retried later; writes are idempotent.
+    """
+
+    def __init__(self, message: str, rejected: Sequence[tuple[Point, str]]) -> None:
+        super().__init__(message)
+        self.rejected: tuple[tuple[Point, str], ...] = tuple(rejected)
+
+
+class PointSink(Protocol):
+    """A durable point store. `write` returns only once every point is stored.
+
+    Raises `SinkError` when nothing can be promised (retry the same points later) and
+    `PointsRejectedError` when the store accepted all but some permanently refused points.
+    """
+
+    stats: SinkStats
+
+    async def write(self, points: Sequence[Point]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def storable_fields(fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+    """The fields InfluxDB would keep: finite floats, ints, bools, strings (None dropped)."""
+    out: dict[str, FieldValue] = {}
+    for key, value in fields.items():
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            continue
+        if not isinstance(value, float | int | str | bool):
+            raise ValueError(f"field {key!r} has unsupported type {type(value).__name__}")
+        out[key] = value
+    return out
+
+
+def to_line_protocol(point: Point) -> str:
+    """One line of InfluxDB line protocol (ns precision); escaping is done by influxdb-client.
+
+    Raises ValueError when the point has no storable field, which no store would accept.
+    """
+    lp = LineProtocolPoint(point.measurement)
+    for key, value in point.tags.items():
+        lp.tag(key, value)
+    for key, value in storable_fields(point.fields).items():
+        lp.field(key, value)
+    lp.time(point.ts_ns)
+    line = lp.to_line_protocol()
+    if not line:
+        raise ValueError(f"{point.measurement} point at {point.ts_ns} has no storable field")
+    return line
+
+
+def _tags(**tags: str) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if v}
+
+
+def _floats(**values: float) -> dict[str, FieldValue]:
+    return {k: float(v) for k, v in values.items() if math.isfinite(v)}
+
+
+def _strings(**values: str) -> dict[str, FieldValue]:
+    return {k: v for k, v in values.items() if v}
+
+
+def _ts(own_ns: int, batch: twin_pb2.Batch, what: str) -> int:
+    """The message's own timestamp, else the batch's creation time (both survive a resend)."""
+    ts = own_ns or batch.created_ns
+    if ts <= 0:
+        raise ValueError(f"batch seq {batch.seq}: {what} has no timestamp (and created_ns is 0)")
+    return ts
+
+
+def _telemetry(s: twin_pb2.Summary, batch: twin_pb2.Batch, base_tags: dict[str, str],
+               asset_types: Mapping[str, str]) -> Point:
+    tags = _tags(**base_tags, asset=s.asset, asset_type=asset_types.get(s.asset, ""),
+                 point=s.point, unit=s.unit)
+    fields: dict[str, FieldValue] = {"count": int(s.count), "bad": int(s.bad_count)}
+    if s.count > 0:
+        if s.last_text:
+            fields["text"] = s.last_text
+        elif s.min <= s.max:  # min > max marks "no numeric statistics" (inf/-inf start values)
+            fields.update(_floats(mean=s.mean, min=s.min, max=s.max, last=s.last))
+    ts = _ts(s.interval_end_ns, batch, f"summary {s.asset}/{s.point}")
+    return Point("telemetry", tags, fields, ts)
+
+
+def _vibration(v: twin_pb2.VibrationIndicators, batch: twin_pb2.Batch, site: str) -> Point:
+    fields = _floats(**{name: getattr(v, name) for name in VIBRATION_FLOAT_FIELDS})
+    fields.update(_strings(**{name: getattr(v, name) for name in VIBRATION_STRING_FIELDS}))
+    ts = _ts(v.ts_ns, batch, f"vibration {v.asset}/{v.sensor}")
+    return Point("vibration", _tags(site=site, asset=v.asset, sensor=v.sensor), fields, ts)
+
+
+def _asset_state(a: twin_pb2.AssetState, batch: twin_pb2.Batch, site: str) -> Point:
+    fields = _strings(state=a.state) | _floats(health=a.health)
+    return Point("asset_state", _tags(site=site, asset=a.asset), fields,
+                 _ts(a.ts_ns, batch, f"asset_state {a.asset}"))
+
+
+def _agent_health(h: twin_pb2.AgentHealth, batch: twin_pb2.Batch, site: str, agent_id: str) -> Point:
+    fields: dict[str, FieldValue] = {
+        name: min(int(getattr(h, name)), INT64_MAX) for name in AGENT_HEALTH_INT_FIELDS
+    }
+    fields.update(_floats(**{name: getattr(h, name) for name in AGENT_HEALTH_FLOAT_FIELDS}))
+    return Point("agent_health", _tags(site=site, agent=agent_id), fields,
+                 _ts(h.ts_ns, batch, "agent_health"))
+
+
+def batch_to_points(batch: twin_pb2.Batch, *, agent_id: str, site: str,
+                    asset_types: Mapping[str, str]) -> list[Point]:
+    """All points of one batch: telemetry, vibration, asset_state and agent_health.
+
+    `asset_types` maps asset id -> type (from the agent's Hello). State changes are not points:
+    they belong to the fleet twin. Raises ValueError when a message has no timestamp at all
+    (its own is 0 and so is the batch's created_ns): such a batch can never be stored correctly.
+    """
+    base = {"site": site, "agent": agent_id}
+    points = [_telemetry(s, batch, base, asset_types) for s in batch.summaries]
+    points += [_vibration(v, batch, site) for v in batch.vibration]
+    points += [_asset_state(a, batch, site) for a in batch.asset_states]
+    if batch.HasField("health"):
+        points.append(_agent_health(batch.health, batch, site, agent_id))
+    return points
+
+
+def work_order_point(*, site: str, asset: str, severity: str, rule: str, order_id: str | int,
+                     title: str, status: str, opened_ns: int) -> Point:
+    """A work order as a Grafana annotation point.
+
+    Stored at the time the work order was opened, so writing it again with a new status
+    (acknowledged, closed) updates the same point rather than adding one. `id` is always a string.
+    """
+    if opened_ns <= 0:
+        raise ValueError(f"work order {order_id}: opened_ns must be positive, got {opened_ns}")
+    fields: dict[str, FieldValue] = {"id": str(order_id), **_strings(title=title, status=status)}
+    return Point("work_order", _tags(site=site, asset=asset, severity=severity, rule=rule),
+                 fields, opened_ns)

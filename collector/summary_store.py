@@ -1,0 +1,179 @@
+"""The embedded point store used when no InfluxDB is configured: the collector's own SQLite file.
+
+It behaves like InfluxDB where the delivery contract depends on it: a point is identified by
+(measurement, tags, timestamp), and writing it again merges its fields into the stored ones (same
+field name: the new value wins), so a resent batch overwrites instead of duplicating. Empty tag
+values and non-finite floats are dropped as InfluxDB drops them. A write returns after the
+transaction is committed with `synchronous=FULL`, i.e. it survives a crash or power loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from agent.errors import SinkError
+from collector.points import FieldValue, Point, PointsRejectedError, SinkStats, storable_fields
+
+__all__ = ["SqliteSummarySink"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS summary_points (
+    measurement TEXT NOT NULL,
+    series      TEXT NOT NULL,   -- the tags as canonical JSON (sorted keys): part of the identity
+    ts_ns       INTEGER NOT NULL,
+    fields      TEXT NOT NULL,   -- JSON object; ints stay ints, floats stay floats
+    PRIMARY KEY (measurement, series, ts_ns)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS summary_points_by_time ON summary_points (measurement, ts_ns);
+"""
+
+UPSERT = """
+INSERT INTO summary_points (measurement, series, ts_ns, fields) VALUES (?, ?, ?, ?)
+ON CONFLICT (measurement, series, ts_ns) DO UPDATE SET fields = json_patch(fields, excluded.fields)
+"""
+
+
+def _series(tags: Mapping[str, str]) -> str:
+    return json.dumps({k: v for k, v in tags.items() if v}, sort_keys=True, separators=(",", ":"))
+
+
+def _row(point: Point) -> tuple[str, str, int, str]:
+    """The stored form of a point; ValueError when InfluxDB would refuse it too."""
+    if not point.measurement:
+        raise ValueError("empty measurement name")
+    if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in point.tags.items()):
+        raise ValueError(f"{point.measurement}: tag keys and values must be strings")
+    if not isinstance(point.ts_ns, int) or isinstance(point.ts_ns, bool):
+        raise ValueError(f"{point.measurement}: timestamp must be an int (ns)")
+    fields = storable_fields(point.fields)
+    if not fields:
+        raise ValueError(f"{point.measurement} point at {point.ts_ns} has no storable field")
+    return point.measurement, _series(point.tags), point.ts_ns, json.dumps(fields, allow_nan=False)
+
+
+class SqliteSummarySink:
+    """Points in a SQLite file (aiosqlite), with the small queries the demo report and tests need.
+
+    The connection opens on first use; `close()` ends it. The table lives beside the collector's
+    other tables if `path` is shared with them.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.target = f"SQLite point store {self.path}"
+        self.stats = SinkStats()
+        self._db: aiosqlite.Connection | None = None
+        self._open_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._db is not None:
+                return
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = await aiosqlite.connect(self.path)
+                try:
+                    await db.execute("PRAGMA journal_mode=WAL")
+                    await db.execute("PRAGMA synchronous=FULL")
+                    await db.execute("PRAGMA busy_timeout=10000")
+                    await db.executescript(SCHEMA)
+                    await db.commit()
+                except BaseException:
+                    await db.close()
+                    raise
+            except (OSError, sqlite3.Error) as exc:
+                raise SinkError(f"{self.target}: cannot open: {exc}") from None
+            self._db = db
+
+    async def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            await self.open()
+        assert self._db is not None
+        return self._db
+
+    async def write(self, points: Sequence[Point]) -> None:
+        """Commit `points`; PointsRejectedError after committing the rest if some are unstorable."""
+        rows: list[tuple[str, str, int, str]] = []
+        rejected: list[tuple[Point, str]] = []
+        for p in points:
+            try:
+                rows.append(_row(p))
+            except ValueError as exc:
+                rejected.append((p, str(exc)))
+        db = await self._conn()
+        try:
+            await db.executemany(UPSERT, rows)
+            await db.commit()
+        except sqlite3.Error as exc:
+            await self._rollback(db)
+            self.stats.write_errors += 1
+            self.stats.last_error = f"{self.target}: {exc}"
+            raise SinkError(self.stats.last_error) from None
+        self.stats.points_written += len(rows)
+        if rejected:
+            self.stats.points_rejected += len(rejected)
+            self.stats.last_error = rejected[0][1]
+            raise PointsRejectedError(
+                f"{self.target}: {len(rejected)} of {len(points)} points rejected, the rest stored; "
+                f"first: {rejected[0][1]}", rejected)
+
+    @staticmethod
+    async def _rollback(db: aiosqlite.Connection) -> None:
+        try:
+            await db.rollback()
+        except sqlite3.Error:
+            pass  # the connection is unusable; the original error is what gets reported
+
+    @staticmethod
+    def _where(measurement: str, tags: Mapping[str, str] | None, start_ns: int | None,
+               end_ns: int | None) -> tuple[str, list[object]]:
+        clauses, args = ["measurement = ?"], [measurement]
+        for key, value in (tags or {}).items():
+            clauses.append("json_extract(series, ?) = ?")
+            args += ['$."' + key.replace('"', '""') + '"', value]
+        if start_ns is not None:
+            clauses.append("ts_ns >= ?")
+            args.append(start_ns)
+        if end_ns is not None:
+            clauses.append("ts_ns < ?")
+            args.append(end_ns)
+        return " AND ".join(clauses), args
+
+    async def count(self, measurement: str, tags: Mapping[str, str] | None = None, *,
+                    start_ns: int | None = None, end_ns: int | None = None) -> int:
+        """Number of stored points of `measurement` whose tags include `tags`, in [start, end)."""
+        where, args = self._where(measurement, tags, start_ns, end_ns)
+        db = await self._conn()
+        async with db.execute(f"SELECT count(*) FROM summary_points WHERE {where}", args) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def rows(self, measurement: str, tags: Mapping[str, str] | None = None, *,
+                   start_ns: int | None = None, end_ns: int | None = None,
+                   limit: int | None = None) -> list[Point]:
+        """Stored points of `measurement` ordered by time, then series; filters as in `count`."""
+        where, args = self._where(measurement, tags, start_ns, end_ns)
+        sql = f"SELECT series, ts_ns, fields FROM summary_points WHERE {where} ORDER BY ts_ns, series"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        db = await self._conn()
+        async with db.execute(sql, args) as cur:
+            found = await cur.fetchall()
+        out = []
+        for series, ts_ns, fields in found:
+            values: dict[str, FieldValue] = json.loads(fields)
+            out.append(Point(measurement, json.loads(series), values, int(ts_ns)))
+        return out
+
+    async def close(self) -> None:
+        async with self._open_lock:
+            if self._db is not None:
+                await self._db.close()
+                self._db = None
