@@ -57,6 +57,17 @@ def _row(point: Point) -> tuple[str, str, int, str]:
     return point.measurement, _series(point.tags), point.ts_ns, json.dumps(fields, allow_nan=False)
 
 
+def _rows(points: Sequence[Point]) -> tuple[list[tuple[str, str, int, str]], list[tuple[Point, str]]]:
+    rows: list[tuple[str, str, int, str]] = []
+    rejected: list[tuple[Point, str]] = []
+    for p in points:
+        try:
+            rows.append(_row(p))
+        except ValueError as exc:
+            rejected.append((p, str(exc)))
+    return rows, rejected
+
+
 class SqliteSummarySink:
     """Points in a SQLite file (aiosqlite), with the small queries the demo report and tests need.
 
@@ -99,13 +110,7 @@ class SqliteSummarySink:
 
     async def write(self, points: Sequence[Point]) -> None:
         """Commit `points`; PointsRejectedError after committing the rest if some are unstorable."""
-        rows: list[tuple[str, str, int, str]] = []
-        rejected: list[tuple[Point, str]] = []
-        for p in points:
-            try:
-                rows.append(_row(p))
-            except ValueError as exc:
-                rejected.append((p, str(exc)))
+        rows, rejected = await asyncio.to_thread(_rows, points)  # JSON encoding off the event loop
         db = await self._conn()
         try:
             await db.executemany(UPSERT, rows)
