@@ -1,0 +1,238 @@
+"""twin-demo: a simulated facility, one agent and one collector, on loopback, with a live view.
+
+    twin-demo [--duration SECONDS] [--report FILE.json] [--workdir DIR] [--keep]
+
+Starts `twin-sim`, `twin-collector` and `twin-agent` as separate processes (as they run in a
+plant), with configs rendered from configs/demo/ (free loopback ports filled in), prints what the
+twin sees every couple of seconds, and at the end writes a JSON report. The simulator develops a
+fault (a clogging air filter) so a work order appears within the first minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "demo"
+DEMO_TOKEN = "demo-token-not-secret-0123456789"
+REFRESH_S = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if os.path.exists(p)), None)
+
+
+class Processes:
+    """The demo's child processes; all stopped (SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str], ready_port: int | None = None, timeout: float = 30.0) -> None:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
+        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                            start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while ready_port is not None and not port_open(ready_port):
+            if self.procs[name].poll() is not None or time.monotonic() > deadline:
+                tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(f"{name} did not start; its log ends with:\n{tail}")
+            time.sleep(0.1)
+
+    def check(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.poll() is not None]
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.procs)):  # agent first, so it flushes to a live collector
+            p = self.procs[name]
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+def render_configs(workdir: Path, ports: dict[str, int], mqtt: bool) -> tuple[Path, Path]:
+    values = {f"{k}_port": str(v) for k, v in ports.items()} | {
+        "state_dir": str(workdir), "token": DEMO_TOKEN,
+        "token_sha256": __import__("hashlib").sha256(DEMO_TOKEN.encode()).hexdigest(),
+    }
+    agent_text = string.Template((CONFIG_DIR / "agent.toml").read_text()).substitute(values)
+    if mqtt:
+        agent_text += "\n" + string.Template((CONFIG_DIR / "agent-vibration.toml").read_text()).substitute(values)
+    collector_text = string.Template((CONFIG_DIR / "collector.toml").read_text()).substitute(values)
+    agent_cfg, collector_cfg = workdir / "agent.toml", workdir / "collector.toml"
+    agent_cfg.write_text(agent_text)
+    collector_cfg.write_text(collector_text)
+    return agent_cfg, collector_cfg
+
+
+def read_collector(workdir: Path) -> dict[str, Any]:
+    """Read the collector's stores directly (read-only; SQLite WAL allows a reader beside the daemon)."""
+    out: dict[str, Any] = {"work_orders": [], "points_stored": 0, "assets": {}}
+    db = workdir / "collector" / "collector.sqlite"
+    if db.exists():
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            for row in conn.execute("SELECT id, asset, rule, severity, title, status, description, evidence, context, "
+                                    "created_ns FROM work_orders ORDER BY id"):
+                out["work_orders"].append({
+                    "id": f"WO-{row[0]:06d}", "asset": row[1], "rule": row[2], "severity": row[3], "title": row[4],
+                    "status": row[5], "description": row[6], "evidence": json.loads(row[7]),
+                    "context": json.loads(row[8]), "created_ns": row[9]})
+            for asset, state, health in conn.execute("SELECT asset, state, health FROM assets"):
+                out["assets"][asset] = {"state": state, "health": health}
+    sink = workdir / "collector" / "summaries.sqlite"
+    if sink.exists():
+        with sqlite3.connect(f"file:{sink}?mode=ro", uri=True, timeout=5) as conn:
+            out["points_stored"] = conn.execute("SELECT COUNT(*) FROM summary_points").fetchone()[0]
+            out["points_by_measurement"] = dict(conn.execute(
+                "SELECT measurement, COUNT(*) FROM summary_points GROUP BY measurement"))
+    return out
+
+
+def read_agent(workdir: Path) -> dict[str, Any]:
+    path = workdir / "agent" / "status.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def render(elapsed: float, duration: float, agent: dict[str, Any], collector: dict[str, Any]) -> str:
+    lines = [f"facility-twin demo  t={elapsed:5.0f}s / {duration:.0f}s   (Ctrl-C to stop early)", ""]
+    if agent:
+        q, u = agent["queue"], agent["uplink"]
+        link = "connected" if u["connected"] else "DISCONNECTED"
+        lines.append(f"agent {agent['agent']}: link {link}, batches sent {u['sent']} acked {u['acked']}, "
+                     f"queue {q['batches']} batches / {q['bytes'] / 1024:.1f} KiB, dropped {q['dropped']}")
+        for name, a in agent["assets"].items():
+            health = collector["assets"].get(name, {}).get("health")
+            lines.append(f"  {name} [{a['state']}]" + (f" health {health:.0f}" if health is not None else ""))
+            for point, p in a["points"].items():
+                flag = "" if p["quality"] == "GOOD" else f"  {p['quality']} {p['reason']}"
+                lines.append(f"    {point:<24} {p['value']:>12} {p['unit']:<6}{flag}")
+        for sensor, v in agent.get("vibration", {}).items():
+            lines.append(f"  vibration {sensor}: {v['velocity_rms_mm_s']:.2f} mm/s zone {v['iso_zone']}, "
+                         f"{v['rpm']:.0f} rpm, {v['fault']} ({v['confidence']:.0%}), health {v['health']:.0f}")
+    else:
+        lines.append("agent: starting...")
+    lines.append(f"\ncollector: {collector['points_stored']} points stored")
+    wos = collector["work_orders"]
+    lines.append(f"work orders: {len(wos)}")
+    for wo in wos:
+        ev = wo["evidence"]
+        lines.append(f"  {wo['id']} [{wo['severity'].upper()}] {wo['title']} ({wo['status']})")
+        lines.append(f"      evidence: {ev.get('condition', '')}, value {ev.get('value', 0):.4g}, "
+                     f"held {ev.get('duration_s', 0):.0f}s; asset state {wo['context'].get('state', {}).get('state')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="twin-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
+    parser.add_argument("--report", type=Path, help="write a JSON report here at the end")
+    parser.add_argument("--workdir", type=Path, help="keep state and logs here (default: a temp dir)")
+    parser.add_argument("--no-mqtt", action="store_true", help="skip the MQTT vibration sensors")
+    args = parser.parse_args(argv)
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="twin-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    ports = {"modbus": free_port(), "collector": free_port(), "opcua": free_port(), "mqtt": free_port()}
+    mosquitto = None if args.no_mqtt else mosquitto_binary()
+    have_vibration = mosquitto is not None and (CONFIG_DIR / "agent-vibration.toml").exists()
+    agent_cfg, collector_cfg = render_configs(workdir, ports, have_vibration)
+    py = sys.executable
+    procs = Processes(workdir)
+    interactive = sys.stdout.isatty()
+    report: dict[str, Any] = {}
+    try:
+        sim_argv = [py, "-m", "simulator.cli", "--modbus-port", str(ports["modbus"]),
+                    "--fault", "clogging_filter@5"]
+        if have_vibration:
+            (workdir / "mosquitto.conf").write_text(f"listener {ports['mqtt']} 127.0.0.1\nallow_anonymous true\n")
+            procs.start("mosquitto", [mosquitto, "-c", str(workdir / "mosquitto.conf")], ports["mqtt"])
+            sim_argv += ["--mqtt-port", str(ports["mqtt"]), "--fault", "bearing_outer@10"]
+        else:
+            print("note: mosquitto not found, running without the MQTT vibration sensors "
+                  "(install it with: apt-get install mosquitto)")
+        procs.start("simulator", sim_argv, ports["modbus"])
+        procs.start("collector", [py, "-m", "collector", "run", "--config", str(collector_cfg)], ports["collector"])
+        procs.start("agent", [py, "-m", "agent", "run", "--config", str(agent_cfg)])
+        print(f"demo running in {workdir} (logs: *.log there)")
+        started = time.monotonic()
+        seen_wos: set[str] = set()
+        while (elapsed := time.monotonic() - started) < args.duration:
+            time.sleep(REFRESH_S)
+            dead = procs.check()
+            if dead:
+                print(f"process exited early: {', '.join(dead)}; see {workdir}/<name>.log", file=sys.stderr)
+                return 1
+            agent, collector = read_agent(workdir), read_collector(workdir)
+            if interactive:
+                print("\033[2J\033[H" + render(elapsed, args.duration, agent, collector), flush=True)
+            else:
+                u = agent.get("uplink", {})
+                print(f"t={elapsed:4.0f}s acked={u.get('acked', 0)} stored={collector['points_stored']} "
+                      f"work_orders={len(collector['work_orders'])}", flush=True)
+                for wo in collector["work_orders"]:
+                    if wo["id"] not in seen_wos:
+                        seen_wos.add(wo["id"])
+                        print(f"  NEW {wo['id']} [{wo['severity'].upper()}] {wo['title']}", flush=True)
+    except KeyboardInterrupt:
+        print("\nstopping early")
+    finally:
+        procs.stop_all()
+        agent, collector = read_agent(workdir), read_collector(workdir)
+        report = {
+            "workdir": str(workdir),
+            "points_stored": int(collector["points_stored"]),
+            "points_by_measurement": collector.get("points_by_measurement", {}),
+            "batches_acked": int(agent.get("uplink", {}).get("acked", 0)),
+            "batches_dropped": int(agent.get("queue", {}).get("dropped", 0)),
+            "queue_batches_left": int(agent.get("queue", {}).get("batches", 0)),
+            "assets": collector["assets"],
+            "vibration": agent.get("vibration", {}),
+            "work_orders": collector["work_orders"],
+        }
+        print("\n" + render(time.monotonic() - started if "started" in locals() else 0, args.duration,
+                            agent, collector))
+        if args.report:
+            args.report.write_text(json.dumps(report, indent=2, default=str))
+            print(f"\nreport written to {args.report}")
+    return 0 if report.get("work_orders") else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
