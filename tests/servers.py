@@ -209,6 +209,9 @@ def victoria_metrics_server(workdir: Path) -> ServerProcess:
         "-retentionPeriod=100y",
         "-search.latencyOffset=0s",
         "-search.disableCache",
+        # Without deduplication VictoriaMetrics keeps both copies of a resent write; InfluxDB
+        # overwrites. With it, "same series + timestamp = one point" holds for both.
+        "-dedup.minScrapeInterval=1ms",
     ]
     proc = ServerProcess("victoria-metrics", argv, workdir,
                          lambda: http_ok(f"http://{LOOPBACK}:{port}/health"), port)
