@@ -129,7 +129,7 @@ class AgentDaemon:
             batch.seq = seq
             return batch.SerializeToString()
 
-        return await self.queue.put(encode, now_ns)
+        return await self.queue.put(encode, now_ns, summaries=len(batch.summaries))
 
     # ---- loops ----------------------------------------------------------------------------------
     async def _summary_loop(self) -> None:
@@ -152,7 +152,8 @@ class AgentDaemon:
             "agent": self.config.agent.id, "site": self.config.agent.site, "pid": os.getpid(),
             "updated_ns": time.time_ns(), "uptime_s": round(time.monotonic() - self.started, 1),
             "readings": self.readings,
-            "queue": {"batches": q.batches, "bytes": q.bytes, "dropped": q.dropped, "next_seq": q.next_seq},
+            "queue": {"batches": q.batches, "bytes": q.bytes, "dropped": q.dropped, "next_seq": q.next_seq,
+                      "summaries_total": q.summaries_total},
             "uplink": {"connected": c.connected, "sent": c.sent, "acked": c.acked,
                        "reconnects": c.reconnects, "last_error": c.last_error},
             "connectors": {

@@ -15,13 +15,16 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agent.analytics.bearings import BearingDefects, lookup_bearing
-from agent.analytics.vibration import VibrationIndicators, analyze_block
 from agent.model import AssetSpec, PointSpec, Reading, VibrationSpec
 from protos.twin.v1 import twin_pb2
+
+if TYPE_CHECKING:  # the analytics are imported only by agents that have vibration sensors
+    from agent.analytics.bearings import BearingDefects
+    from agent.analytics.vibration import VibrationIndicators
 
 __all__ = ["VibrationMonitor", "indicators_message"]
 
@@ -52,6 +55,8 @@ def indicators_message(asset: str, sensor: str, ts_ns: int, ind: VibrationIndica
 
 
 def _bearing_for(spec: VibrationSpec) -> BearingDefects | None:
+    from agent.analytics.bearings import BearingDefects, lookup_bearing
+
     if spec.bearing:
         return lookup_bearing(spec.bearing)
     if any((spec.bpfo, spec.bpfi, spec.bsf, spec.ftf)):
@@ -104,6 +109,8 @@ class VibrationMonitor:
         rpm, source = self._rpm.get(sensor.asset.id), "speed_point"
         if rpm is None and spec.nominal_rpm > 0:
             rpm, source = spec.nominal_rpm, "config"
+        from agent.analytics.vibration import analyze_block
+
         fs = sensor.point.sample_rate_hz
         x = np.asarray(r.value, dtype=np.float64)
         try:

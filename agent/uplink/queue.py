@@ -33,6 +33,7 @@ class QueueStats:
     bytes: int
     dropped: int
     next_seq: int
+    summaries_total: int  # summaries ever stored in this queue (epoch): what the collector should have
 
 
 class StoreAndForwardQueue:
@@ -45,6 +46,7 @@ class StoreAndForwardQueue:
         self._db: aiosqlite.Connection | None = None
         self._next_seq = 1
         self._dropped = 0
+        self._summaries_total = 0
         self._bytes = 0
         self._count = 0
         self._lock = asyncio.Lock()
@@ -62,6 +64,7 @@ class StoreAndForwardQueue:
             await db.execute("INSERT INTO meta VALUES ('epoch', ?)", (meta["epoch"],))
         self.epoch = meta["epoch"]
         self._dropped = int(meta.get("dropped", 0))
+        self._summaries_total = int(meta.get("summaries_total", 0))
         row = await (await db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), MAX(seq) "
                                       "FROM batches")).fetchone()
         assert row is not None
@@ -80,11 +83,12 @@ class StoreAndForwardQueue:
             raise RuntimeError("queue is not open")
         return self._db
 
-    async def put(self, encode: Callable[[int], bytes], created_ns: int) -> int:
+    async def put(self, encode: Callable[[int], bytes], created_ns: int, summaries: int = 0) -> int:
         """Assign the next seq, encode the batch with it and store it durably; return the seq.
 
         `encode(seq)` returns the serialized batch: the seq is part of the payload, so it must
-        be known before serializing.
+        be known before serializing. `summaries` feeds the persisted production counter that lets
+        an operator (or a test) reconcile what the agent produced with what the collector stored.
         """
         async with self._lock:
             seq = self._next_seq
@@ -93,8 +97,10 @@ class StoreAndForwardQueue:
             await db.execute("INSERT INTO batches (seq, created_ns, payload) VALUES (?, ?, ?)",
                              (seq, created_ns, payload))
             self._next_seq = seq + 1
-            await db.execute("INSERT INTO meta VALUES ('next_seq', ?) ON CONFLICT (key) DO UPDATE "
-                             "SET value = excluded.value", (str(self._next_seq),))
+            self._summaries_total += summaries
+            await db.executemany("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                 [("next_seq", str(self._next_seq)),
+                                  ("summaries_total", str(self._summaries_total))])
             self._bytes += len(payload)
             self._count += 1
             await self._enforce_bound()
@@ -140,4 +146,4 @@ class StoreAndForwardQueue:
             return int(row[0])
 
     def stats(self) -> QueueStats:
-        return QueueStats(self._count, self._bytes, self._dropped, self._next_seq)
+        return QueueStats(self._count, self._bytes, self._dropped, self._next_seq, self._summaries_total)
