@@ -1,0 +1,272 @@
+"""The `[[sources]] type = "mqtt"` table: pydantic models plus the semantic checks that fail early.
+
+Shape checks (types, ranges, unknown keys) come from the pydantic models; the checks that need
+several keys at once (a JSON point needs value_path, a waveform option only makes sense for a
+waveform point, a persistent session needs a client id, ...) are in `parse_source`, which raises
+ConfigError naming the exact key, e.g. `sources[2].points[0].value_path`. Secrets are read here so
+that `twin-agent check-config` reports a missing password file; they are never logged.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from agent.connectors.mqtt.codec import WaveformFormat, parse_json_path
+from agent.errors import ConfigError
+from agent.model import PointSpec
+from agent.tomlconfig import StrictModel, parse_model
+
+__all__ = [
+    "MqttPointSettings",
+    "MqttSourceSettings",
+    "filter_covers",
+    "parse_source",
+    "point_spec",
+    "read_password",
+    "sparkplug_filter",
+    "subscriptions",
+    "validate_topic_filter",
+    "waveform_format",
+]
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+DEFAULT_PORT, DEFAULT_TLS_PORT = 1883, 8883
+DEFAULT_SESSION_EXPIRY_S = 86_400
+SPARKPLUG_PREFIX = "spBv1.0/"
+
+Format = Literal["number", "json", "waveform", "sparkplug"]
+FORMAT_KEYS: dict[str, frozenset[str]] = {
+    "json": frozenset({"value_path", "timestamp_path"}),
+    "waveform": frozenset({"dtype", "byte_order", "scale", "sample_rate_hz", "header"}),
+    "sparkplug": frozenset({"metric"}),
+}
+HEADER_KEYS = frozenset({"dtype", "byte_order", "scale"})  # carried by the twin-v1 header instead
+
+
+class MqttPointSettings(StrictModel):
+    asset: str = Field(pattern=ID_PATTERN)
+    name: str = Field(min_length=1, max_length=128)
+    kind: Literal["measurement", "setpoint", "state", "waveform"] = "measurement"
+    unit: str = ""
+    topic: str = Field(min_length=1, description="topic filter; may contain + and # wildcards")
+    qos: Literal[0, 1, 2] = 1
+    format: Format = "number"
+    expected_interval_s: float = Field(default=10.0, gt=0)
+    deadband: float = Field(default=0.0, ge=0)
+    # json
+    value_path: str = ""
+    timestamp_path: str = ""
+    # waveform
+    dtype: Literal["float32", "int16"] = "float32"
+    byte_order: Literal["little", "big"] = "little"
+    scale: float = 1.0
+    sample_rate_hz: float = Field(default=0.0, ge=0)
+    header: Literal["none", "twin-v1"] = "none"
+    # sparkplug
+    metric: str = ""
+
+
+class MqttSourceSettings(StrictModel):
+    name: str = Field(pattern=ID_PATTERN)
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535, description="1883, or 8883 with TLS")
+    client_id: str = Field(default="", max_length=128)
+    clean_session: bool = True
+    session_expiry_s: int = Field(default=DEFAULT_SESSION_EXPIRY_S, ge=0, le=0xFFFFFFFF)
+    protocol: Literal["3.1.1", "5"] = "5"
+    keepalive_s: int = Field(default=30, ge=5, le=65535)
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    username: str = ""
+    password_file: str = ""
+    password_env: str = ""
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=60.0, gt=0)
+    log_interval_s: float = Field(default=60.0, gt=0, description="at most one malformed-payload line "
+                                                                  "per topic per interval")
+    points: list[MqttPointSettings] = Field(min_length=1)
+
+    @property
+    def broker_port(self) -> int:
+        return self.port or (DEFAULT_TLS_PORT if self.tls else DEFAULT_PORT)
+
+
+def validate_topic_filter(topic: str) -> str | None:
+    """Why `topic` is not a valid MQTT topic filter, or None when it is."""
+    if "\0" in topic:
+        return "topic must not contain NUL characters"
+    if len(topic.encode("utf-8")) > 65535:
+        return "topic is longer than 65535 bytes"
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return "'#' must be a whole level and the last one (e.g. plant/#)"
+        if "+" in level and level != "+":
+            return "'+' must be a whole level (e.g. plant/+/temp)"
+    return None
+
+
+def _check_point(p: MqttPointSettings, key: str) -> list[str]:
+    errors: list[str] = []
+    problem = validate_topic_filter(p.topic)
+    if problem:
+        errors.append(f"{key}.topic: {problem}")
+    for fmt, keys in FORMAT_KEYS.items():
+        if fmt != p.format:
+            errors += [f"{key}.{k}: only for format = \"{fmt}\" (this point has format = \"{p.format}\")"
+                       for k in sorted(keys & p.model_fields_set)]
+    if (p.kind == "waveform") != (p.format == "waveform"):
+        errors.append(f"{key}.format: kind = \"waveform\" and format = \"waveform\" go together "
+                      f"(got kind = \"{p.kind}\", format = \"{p.format}\")")
+    if p.format == "json":
+        if not p.value_path:
+            errors.append(f"{key}.value_path: required with format = \"json\" (e.g. value_path = \"data.temp\")")
+        for k in ("value_path", "timestamp_path"):
+            if getattr(p, k):
+                try:
+                    parse_json_path(getattr(p, k))
+                except ValueError as exc:
+                    errors.append(f"{key}.{k}: {exc}")
+    elif p.format == "waveform":
+        if p.sample_rate_hz <= 0:
+            errors.append(f"{key}.sample_rate_hz: required for a waveform point (e.g. 12800)")
+        if p.header == "twin-v1":
+            errors += [f"{key}.{k}: given by the twin-v1 header; remove it here"
+                       for k in sorted(HEADER_KEYS & p.model_fields_set)]
+        if not (math.isfinite(p.scale) and p.scale != 0):
+            errors.append(f"{key}.scale: must be a finite non-zero number")
+    elif p.format == "sparkplug":
+        if not p.metric:
+            errors.append(f"{key}.metric: required with format = \"sparkplug\" (e.g. metric = \"Pump1/Speed\")")
+        if not p.topic.startswith(SPARKPLUG_PREFIX) and p.topic != "#":
+            errors.append(f"{key}.topic: a Sparkplug B topic starts with {SPARKPLUG_PREFIX} "
+                          "(e.g. spBv1.0/plant/+/gw01/pump1)")
+    return errors
+
+
+def _check_file(path: str, key: str) -> list[str]:
+    if path and not Path(path).is_file():
+        return [f"{key}: file {path} does not exist"]
+    return []
+
+
+def parse_source(table: dict[str, Any], key: str) -> MqttSourceSettings:
+    """Validate a `[[sources]]` table (without `type`); ConfigError lists every bad key."""
+    s = parse_model(MqttSourceSettings, table, key)
+    errors: list[str] = []
+    if not s.clean_session and not s.client_id:
+        errors.append(f"{key}.client_id: required with clean_session = false (the broker keeps the "
+                      "session under this id)")
+    if "session_expiry_s" in s.model_fields_set:
+        if s.protocol != "5":
+            errors.append(f"{key}.session_expiry_s: only for protocol = \"5\" (MQTT 3.1.1 brokers keep "
+                          "persistent sessions by their own settings)")
+        elif s.clean_session:
+            errors.append(f"{key}.session_expiry_s: only with clean_session = false")
+    if not s.tls:
+        errors += [f"{key}.{k}: given but tls = false" for k in ("ca_file", "cert_file", "key_file")
+                   if getattr(s, k)]
+    if bool(s.cert_file) != bool(s.key_file):
+        errors.append(f"{key}.{'key_file' if s.cert_file else 'cert_file'}: cert_file and key_file go "
+                      "together (client certificate)")
+    for k in ("ca_file", "cert_file", "key_file", "password_file"):
+        errors += _check_file(getattr(s, k), f"{key}.{k}")
+    if s.password_file and s.password_env:
+        errors.append(f"{key}.password_env: give password_file or password_env, not both")
+    if (s.password_file or s.password_env) and not s.username:
+        errors.append(f"{key}.username: required when a password is given")
+    if s.reconnect_max_s < s.reconnect_min_s:
+        errors.append(f"{key}.reconnect_max_s: must be >= reconnect_min_s")
+    seen: dict[tuple[str, str], int] = {}
+    for i, p in enumerate(s.points):
+        errors += _check_point(p, f"{key}.points[{i}]")
+        if (p.asset, p.name) in seen:
+            errors.append(f"{key}.points[{i}].name: {p.asset}/{p.name} is already points[{seen[(p.asset, p.name)]}]")
+        seen.setdefault((p.asset, p.name), i)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return s
+
+
+def read_password(s: MqttSourceSettings, key: str) -> str | None:
+    """The broker password from its file or environment variable (None when there is none)."""
+    if s.password_file:
+        try:
+            return Path(s.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}.password_file: cannot read {s.password_file}: {exc.strerror}") from None
+    if s.password_env:
+        if s.password_env not in os.environ:
+            raise ConfigError(f"{key}.password_env: environment variable {s.password_env} is not set")
+        return os.environ[s.password_env]
+    return None
+
+
+def point_spec(p: MqttPointSettings) -> PointSpec:
+    return PointSpec(asset=p.asset, name=p.name, unit=p.unit, kind=p.kind,
+                     expected_interval_s=p.expected_interval_s, deadband=p.deadband,
+                     sample_rate_hz=p.sample_rate_hz if p.format == "waveform" else 0.0)
+
+
+def waveform_format(p: MqttPointSettings) -> WaveformFormat:
+    return WaveformFormat(sample_rate_hz=p.sample_rate_hz, dtype=p.dtype, byte_order=p.byte_order,
+                          scale=p.scale, header=p.header)
+
+
+def sparkplug_filter(topic: str) -> str:
+    """The filter a Sparkplug point's messages arrive on: any message type for its node/device.
+
+    `spBv1.0/plant/DDATA/gw01/pump1` -> `spBv1.0/plant/+/gw01/pump1`, so that the births that
+    declare aliases and the deaths that mark points BAD reach the point as well as its data."""
+    levels = topic.split("/")
+    if len(levels) >= 4 and "#" not in levels[:3]:
+        levels[2] = "+"
+    return "/".join(levels)
+
+
+def filter_covers(a: str, b: str) -> bool:
+    """True when every topic matching filter `b` also matches filter `a`."""
+    la, lb = a.split("/"), b.split("/")
+    for i, level in enumerate(la):
+        if level == "#":
+            return True
+        if i >= len(lb) or lb[i] == "#" or (level != "+" and (lb[i] == "+" or lb[i] != level)):
+            return False
+    return len(la) == len(lb)
+
+
+def subscriptions(s: MqttSourceSettings) -> dict[str, int]:
+    """Topic filter -> QoS to subscribe with.
+
+    A filter covered by another (plant/pump-1/speed under plant/#) is not subscribed on its own:
+    brokers may deliver a message once per matching subscription, and points are found by
+    matching the topic, not by subscription. The covering filter gets the highest QoS of the two.
+    A device-level Sparkplug point also needs its node's NBIRTH/NDEATH: the node's birth defines
+    aliases its devices' data may use, and its death ends every device session of the node."""
+    wanted: dict[str, int] = {}
+    for p in s.points:
+        filters = [p.topic]
+        if p.format == "sparkplug":
+            filters = [sparkplug_filter(p.topic)]
+            levels = filters[0].split("/")
+            if len(levels) == 5 and "#" not in levels:
+                filters.append("/".join(levels[:4]))
+        for f in filters:
+            wanted[f] = max(wanted.get(f, 0), p.qos)
+    subs: dict[str, int] = {}
+    for f, qos in wanted.items():
+        if not any(c != f and filter_covers(c, f) for c in wanted):
+            subs[f] = qos
+    for f, qos in wanted.items():
+        if f not in subs:
+            top = next(c for c in subs if filter_covers(c, f))
+            subs[top] = max(subs[top], qos)
+    return subs
