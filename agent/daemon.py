@@ -36,6 +36,7 @@ log = logging.getLogger("twin.agent")
 
 STATUS_FILE = "status.json"
 RESTART_PAUSE_S = 5.0
+SHUTDOWN_GRACE_S = 2.0
 
 
 async def supervise(name: str, factory: Callable[[], Awaitable[None]], pause_s: float = RESTART_PAUSE_S) -> None:
@@ -184,27 +185,37 @@ class AgentDaemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
-        tasks = [asyncio.create_task(supervise(f"source {c.name}", lambda c=c: c.run(self.emit)))
-                 for c in self.config.connectors]
-        tasks += [
+        producers = [asyncio.create_task(supervise(f"source {c.name}", lambda c=c: c.run(self.emit)))
+                     for c in self.config.connectors]
+        producers += [
             asyncio.create_task(supervise("summarizer", self._summary_loop)),
             asyncio.create_task(supervise("twin flush", self._flush_loop)),
-            asyncio.create_task(supervise("uplink", self.uplink.run)),
         ]
+        uplink = asyncio.create_task(supervise("uplink", self.uplink.run))
         self.write_status()
         try:
             await self._stop.wait()
         finally:
             log.info("agent stopping: storing the last interval and closing stores")
-            for t in tasks:
+            for t in producers:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*producers, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self.emit_batch()
+            await self._drain_uplink(SHUTDOWN_GRACE_S)
+            uplink.cancel()
+            await asyncio.gather(uplink, return_exceptions=True)
+            self.uplink.counters.connected = False
             self.write_status()
             await self.twin.close()
             await self.queue.close()
             await self.vibration.close()
+
+    async def _drain_uplink(self, grace_s: float) -> None:
+        """Give a connected uplink a moment to deliver the last batches; they stay queued otherwise."""
+        deadline = time.monotonic() + grace_s
+        while self.uplink.counters.connected and self.queue.stats().batches and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     def stop(self) -> None:
         self._stop.set()

@@ -15,5 +15,5 @@ def setup_logging(level: str = "info") -> None:
     if not os.environ.get("JOURNAL_STREAM"):
         fmt = "%(asctime)s " + fmt
     logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr, force=True)
-    for noisy in ("pymodbus", "asyncua", "grpc", "urllib3", "influxdb_client"):
+    for noisy in ("pymodbus", "asyncua", "grpc", "urllib3", "influxdb_client", "aiosqlite"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
