@@ -85,7 +85,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twin-agent", description="facility-twin edge agent")
     parser.add_argument("--version", action="version", version=f"twin-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,24 +104,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_status)
 
+    # Tool modules (numpy analytics, device probes) are imported only when their command is used,
+    # so `twin-agent run` on a small gateway loads no more than it needs.
+    chosen = [a for a in argv if not a.startswith("-")][:2]
     for name, (module, help_text) in TOOL_COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
-        mod = importlib.import_module(module)
-        mod.add_arguments(p)
-        p.set_defaults(func=mod.run)
+        if chosen[:1] == [name]:
+            _attach(p, module)
 
     probe = sub.add_parser("probe", help="talk to a device directly (support tool)")
     probe_sub = probe.add_subparsers(dest="protocol", required=True)
     for name, (module, help_text) in PROBE_PROTOCOLS.items():
         p = probe_sub.add_parser(name, help=help_text)
-        mod = importlib.import_module(module)
-        mod.add_arguments(p)
-        p.set_defaults(func=mod.run)
+        if chosen == ["probe", name]:
+            _attach(p, module)
     return parser
 
 
+def _attach(parser: argparse.ArgumentParser, module: str) -> None:
+    mod = importlib.import_module(module)
+    mod.add_arguments(parser)
+    parser.set_defaults(func=mod.run)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

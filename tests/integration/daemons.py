@@ -6,11 +6,13 @@ import json
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from collector.config import hash_token
 from tests.servers import ServerProcess, free_port, tcp_open, wait_for
 
-__all__ = ["TOKENS", "agent_process", "collector_process", "collector_toml", "read_status"]
+__all__ = ["TOKENS", "agent_process", "collector_process", "collector_toml", "pattern_agent_toml", "pattern_device",
+           "read_status", "status", "wait_acked", "wait_drained"]
 
 TOKENS = {"gw-a": "token-for-gw-a-0123456789abcdef", "gw-b": "token-for-gw-b-0123456789abcdef"}
 
@@ -67,3 +69,78 @@ def read_status(agent_workdir: Path) -> dict[str, object]:
     path = agent_workdir / "state" / "status.json"
     wait_for(path.exists, 30, "agent status file")
     return json.loads(path.read_text())
+
+
+def pattern_device(workdir: Path) -> ServerProcess:
+    """A Modbus TCP device whose holding register at address A of unit U reads U*1000 + A."""
+    port = free_port()
+    return ServerProcess("modbus-device", [sys.executable, "-m", "simulator.modbus_device", "--port", str(port),
+                                           "--units", "1", "--holding", "20"], workdir / "device",
+                         lambda: tcp_open(port), port).start()
+
+
+def pattern_agent_toml(state_dir: Path, collector_port: int, device_port: int, agent_id: str = "gw-a",
+                       summary_interval_s: float = 1.0, max_queue_mb: float = 16.0) -> str:
+    """An agent reading two registers of `pattern_device`: r0 = 1000 Pa, r5 = 100.5 degC (scale 0.1)."""
+    return textwrap.dedent(f"""
+        [agent]
+        id = "{agent_id}"
+        site = "plant-a"
+        state_dir = "{state_dir}"
+        summary_interval_s = {summary_interval_s}
+
+        [uplink]
+        collector = "127.0.0.1:{collector_port}"
+        token = "{TOKENS[agent_id]}"
+        max_queue_mb = {max_queue_mb}
+        backoff_initial_s = 0.2
+        backoff_max_s = 1.0
+
+        [[assets]]
+        id = "ahu-1"
+        type = "ahu"
+        name = "AHU 1"
+
+        [[sources]]
+        type = "modbus"
+        name = "ahu-1-controller"
+        host = "127.0.0.1"
+        port = {device_port}
+        poll_interval_s = 0.25
+        timeout_s = 0.2
+        retries = 0
+        backoff_max_s = 0.5
+          [[sources.points]]
+          asset = "ahu-1"
+          name = "r0"
+          unit = "Pa"
+          address = 0
+          type = "uint16"
+          [[sources.points]]
+          asset = "ahu-1"
+          name = "r5"
+          unit = "degC"
+          address = 5
+          type = "int16"
+          scale = 0.1
+        """)
+
+
+def status(agent_workdir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((agent_workdir / "state" / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_acked(agent_workdir: Path, at_least: int, timeout: float = 60.0) -> None:
+    wait_for(lambda: status(agent_workdir).get("uplink", {}).get("acked", 0) >= at_least, timeout,
+             f"{at_least} batches acked")
+
+
+def wait_drained(agent_workdir: Path, timeout: float = 60.0) -> None:
+    """Until the agent's queue is empty and its link is up."""
+    def drained() -> bool:
+        st = status(agent_workdir)
+        return bool(st) and st["queue"]["batches"] == 0 and st["uplink"]["connected"]
+    wait_for(drained, timeout, "the agent's queue to drain")
