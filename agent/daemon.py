@@ -214,7 +214,8 @@ class AgentDaemon:
     async def _drain_uplink(self, grace_s: float) -> None:
         """Give a connected uplink a moment to deliver the last batches; they stay queued otherwise."""
         deadline = time.monotonic() + grace_s
-        while self.uplink.counters.connected and self.queue.stats().batches and time.monotonic() < deadline:
+        # Polling is fine here: it runs once, at shutdown, for at most `grace_s`.
+        while self.uplink.counters.connected and self.queue.stats().batches and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
     def stop(self) -> None:

@@ -99,7 +99,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process lifetime
+        log = open(self.log_path, "ab")
         env = dict(os.environ, **(self.env or {}))
         self.proc = subprocess.Popen(
             self.argv, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,

@@ -98,7 +98,8 @@ class StoreAndForwardQueue:
                              (seq, created_ns, payload))
             self._next_seq = seq + 1
             self._summaries_total += summaries
-            await db.executemany("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            await db.executemany("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                                 "SET value = excluded.value",
                                  [("next_seq", str(self._next_seq)),
                                   ("summaries_total", str(self._summaries_total))])
             self._bytes += len(payload)

@@ -8,7 +8,7 @@ from pathlib import Path
 from agent.uplink.queue import StoreAndForwardQueue
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(coro)
 
 
