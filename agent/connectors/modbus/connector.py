@@ -101,6 +101,8 @@ class ModbusConnector:
                 )
             self._units[req.unit_id].requests.append(req)
         self._link: Link | None = None
+        self._requests_closed = 0  # requests_sent of links closed before
+        self._reconnects_seen = 0
         self._last_decode_log = 0.0
 
     # -- the Connector protocol ------------------------------------------------------------------
@@ -123,7 +125,7 @@ class ModbusConnector:
     @property
     def requests_sent(self) -> int:
         """Requests put on the line so far (retries included)."""
-        return self._link.requests_sent if self._link else 0
+        return self._requests_closed + (self._link.requests_sent if self._link else 0)
 
     async def read_once(self) -> list[Reading]:
         """Read every point once (units in parallel, no backoff): for diagnostics and benchmarks."""
@@ -140,7 +142,7 @@ class ModbusConnector:
 
     def close(self) -> None:
         if self._link is not None:
-            self.stats.reconnects = self._link.reconnects
+            self._requests_closed += self._link.requests_sent
             self._link.close()
             self._link = None
 
@@ -166,6 +168,7 @@ class ModbusConnector:
     def _open_link(self) -> Link:
         if self._link is None:
             self._link = Link(self.config)
+            self._reconnects_seen = 0
         return self._link
 
     async def _poll_unit(self, link: Link, unit: _Unit, emit: Emit) -> None:
@@ -213,7 +216,8 @@ class ModbusConnector:
                 self._refused(unit, req, str(exc), emit)
                 continue
             finally:
-                self.stats.reconnects = link.reconnects
+                self.stats.reconnects += link.reconnects - self._reconnects_seen
+                self._reconnects_seen = link.reconnects
             self._unit_answered(unit)
             emit(self.decode_response(req, values, arrived))
         self.stats.polls += 1

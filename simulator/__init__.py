@@ -1,0 +1,1 @@
+"""Simulated facility equipment served over real protocols on loopback, with injectable faults."""
