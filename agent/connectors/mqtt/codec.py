@@ -168,10 +168,11 @@ def parse_timestamp(raw: Any) -> int:
         raise DecodeError(f"timestamp is {raw!r}, not a number or ISO 8601 string")
     if isinstance(raw, str):
         text = raw.strip()
-        try:
-            return _epoch_to_ns(float(text))
-        except ValueError:
-            pass
+        for number in (int, float):
+            try:
+                return _epoch_to_ns(number(text))
+            except (ValueError, OverflowError):
+                pass
         try:
             dt = datetime.fromisoformat(text)
             if dt.tzinfo is None:
@@ -183,24 +184,25 @@ def parse_timestamp(raw: Any) -> int:
         return _checked_ts(ns)
     if isinstance(raw, int | float):
         try:
-            return _epoch_to_ns(float(raw))
+            return _epoch_to_ns(raw)
         except OverflowError:
             raise DecodeError("timestamp out of range") from None
     raise DecodeError(f"timestamp is a JSON {type(raw).__name__}, not a number or ISO 8601 string")
 
 
-def _epoch_to_ns(value: float) -> int:
+def _epoch_to_ns(value: int | float) -> int:
     if not math.isfinite(value) or value < 0:
         raise DecodeError(f"timestamp {value!r} is not a time after 1970")
     if value < 1e11:
-        ns = value * 1e9
+        factor = 1_000_000_000
     elif value < 1e14:
-        ns = value * 1e6
+        factor = 1_000_000
     elif value < 1e17:
-        ns = value * 1e3
+        factor = 1_000
     else:
-        ns = value
-    return _checked_ts(int(ns))
+        factor = 1
+    whole = int(value)  # integer arithmetic: a float64 cannot hold epoch ns exactly
+    return _checked_ts(whole * factor + round((value - whole) * factor))
 
 
 def _checked_ts(ns: int) -> int:
