@@ -36,12 +36,12 @@ class Readings:
     def of(self, point: str, quality: Quality | None = None, since: int = 0) -> list[Reading]:
         return [r for r in self.items[since:] if r.point == point and (quality is None or r.quality is quality)]
 
-    async def wait(self, predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait(self, predicate: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + WAIT_S
         while not predicate():
             if time.monotonic() > deadline:
                 tail = [(r.point, r.quality.name, r.reason) for r in self.items[-8:]]
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last readings: {tail}")
+                raise AssertionError(f"timed out after {WAIT_S:.0f}s waiting for {what}; last readings: {tail}")
             await asyncio.sleep(0.05)
 
 
@@ -191,8 +191,8 @@ def test_server_restart_marks_bad_then_recovers_resubscribed() -> None:
                 assert all(r.quality is Quality.BAD and r.value is None for r in outage)
                 assert len(outage) == len(names), "each point is marked BAD once per outage"
 
-                # The PLC restarts; its meter nodes appear only 3 s after the server listens.
-                sim.boot_delay_s = 3.0
+                # The PLC restarts; its meter nodes appear only 2 s after the server listens.
+                sim.boot_delay_s = 2.0
                 await sim.start()
                 restarted = len(readings.items)
                 await readings.wait(lambda: all(readings.of(n, Quality.GOOD, since=restarted) for n in names),
