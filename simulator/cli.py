@@ -2,8 +2,8 @@
 
     twin-sim --modbus-port 15020 [--opcua-port 4840] [--mqtt-port 1883] [--fault clogging_filter@10 ...]
 
-Each simulator is optional; a fault is NAME@SECONDS (after start) and goes to the simulator that
-knows it. The demo and the tests start this as a separate process, like a real plant would be.
+Each simulator is optional; a fault is NAME[:RATE]@SECONDS (after start; RATE is the severity
+growth per second of the vibration faults) and goes to the simulator that knows it. The demo and the tests start this as a separate process, like a real plant would be.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ log = logging.getLogger("twin.sim")
 
 
 class Simulator(Protocol):
-    schedule: list[tuple[float, str]]
-
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -35,12 +33,14 @@ FAULTS = {
 }
 
 
-def parse_fault(text: str) -> tuple[str, float]:
-    name, _, at = text.partition("@")
+def parse_fault(text: str) -> tuple[str, float, float]:
+    """`bearing_outer:0.02@10` -> ("bearing_outer", 0.02 per s, at 10 s)."""
+    spec, _, at = text.partition("@")
+    name, _, rate = spec.partition(":")
     try:
-        return name, float(at or 0)
+        return name, float(rate or 0.0), float(at or 0.0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"fault must be NAME@SECONDS, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"fault must be NAME[:RATE]@SECONDS, got {text!r}") from None
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -57,11 +57,14 @@ async def run(args: argparse.Namespace) -> None:
         from simulator.mqtt_sensors import VibrationSensorSimulator
 
         sims["vibration"] = VibrationSensorSimulator("127.0.0.1", args.mqtt_port, seed=args.seed)
-    for name, at in args.fault:
+    for name, rate, at in args.fault:
         owner = next((k for k, faults in FAULTS.items() if name in faults), None)
         if owner is None or owner not in sims:
             raise SystemExit(f"fault {name!r}: no running simulator knows it (known: {FAULTS})")
-        sims[owner].schedule.append((at, name))
+        if owner == "vibration":  # faults that grow: severity rises by `rate` per second
+            sims[owner].schedule(at, name, rate)
+        else:
+            sims[owner].schedule.append((at, name))
     if not sims:
         raise SystemExit("nothing to simulate: give --modbus-port, --opcua-port and/or --mqtt-port")
     for name, sim in sims.items():

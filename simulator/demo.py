@@ -30,6 +30,7 @@ __all__ = ["main"]
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "demo"
 DEMO_TOKEN = "demo-token-not-secret-0123456789"
 REFRESH_S = 2.0
+SUMMARY_INTERVAL_S = 2
 
 
 def free_port() -> int:
@@ -86,7 +87,7 @@ class Processes:
 
 def render_configs(workdir: Path, ports: dict[str, int], mqtt: bool) -> tuple[Path, Path]:
     values = {f"{k}_port": str(v) for k, v in ports.items()} | {
-        "state_dir": str(workdir), "token": DEMO_TOKEN,
+        "state_dir": str(workdir), "token": DEMO_TOKEN, "summary_interval_s": str(SUMMARY_INTERVAL_S),
         "token_sha256": __import__("hashlib").sha256(DEMO_TOKEN.encode()).hexdigest(),
     }
     agent_text = string.Template((CONFIG_DIR / "agent.toml").read_text()).substitute(values)
@@ -179,11 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {}
     try:
         sim_argv = [py, "-m", "simulator.cli", "--modbus-port", str(ports["modbus"]),
-                    "--fault", "clogging_filter@5"]
+                    "--opcua-port", str(ports["opcua"]), "--fault", "clogging_filter@5"]
         if have_vibration:
             (workdir / "mosquitto.conf").write_text(f"listener {ports['mqtt']} 127.0.0.1\nallow_anonymous true\n")
             procs.start("mosquitto", [mosquitto, "-c", str(workdir / "mosquitto.conf")], ports["mqtt"])
-            sim_argv += ["--mqtt-port", str(ports["mqtt"]), "--fault", "bearing_outer@10"]
+            sim_argv += ["--mqtt-port", str(ports["mqtt"]), "--fault", "bearing_outer:0.02@10"]
         else:
             print("note: mosquitto not found, running without the MQTT vibration sensors "
                   "(install it with: apt-get install mosquitto)")
