@@ -10,8 +10,8 @@ Faults a test needs and a real bus produces:
     busy          a unit answers "server device busy" (exception 6) to the next N requests
 
 `request_count` counts the requests served per function code (dropped ones in `dropped`) and
-`request_log` keeps the last (unit id, function code, address, count) served, so a test can verify
-on the server side which requests a client really sent.
+`request_log` keeps the last requests served (`ServedRequest`: unit id, function code, address,
+count, monotonic arrival time), so a test can verify on the server side what a client really sent.
 
     python -m simulator.modbus_device --port 15020 --units 1-20 --holding 200
 runs a device with a deterministic register pattern (value = unit * 1000 + address) until SIGTERM.
@@ -26,8 +26,10 @@ import functools
 import logging
 import signal
 import sys
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
@@ -36,7 +38,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simutils import SimUtils
 
-__all__ = ["ModbusDeviceServer", "UnitMemory", "pattern_memory"]
+__all__ = ["ModbusDeviceServer", "ServedRequest", "UnitMemory", "pattern_memory"]
 
 log = logging.getLogger("twin.sim.modbus")
 
@@ -44,6 +46,14 @@ LOOPBACK = "127.0.0.1"
 REQUEST_LOG_SIZE = 100_000
 _REGISTER_FUNCTIONS = {3: "holding", 6: "holding", 16: "holding", 23: "holding", 4: "input"}
 _BIT_FUNCTIONS = {1: "coils", 5: "coils", 15: "coils", 2: "discrete"}
+
+
+class ServedRequest(NamedTuple):
+    unit_id: int
+    function_code: int
+    address: int
+    count: int
+    at: float  # time.monotonic() when the request arrived
 
 
 @dataclass
@@ -94,8 +104,9 @@ class ModbusDeviceServer:
         self.baudrate = baudrate
         self.request_count: Counter[int] = Counter()
         self.requests_by_unit: Counter[int] = Counter()
-        self.request_log: deque[tuple[int, int, int, int]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self.request_log: deque[ServedRequest] = deque(maxlen=REQUEST_LOG_SIZE)
         self.dropped = 0
+        self.busy_answers = 0
         self._unresponsive: set[int] = set()
         self._busy: Counter[int] = Counter()
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
@@ -148,8 +159,8 @@ class ModbusDeviceServer:
             return None
         self.request_count[pdu.function_code] += 1
         self.requests_by_unit[pdu.dev_id] += 1
-        self.request_log.append((pdu.dev_id, pdu.function_code, int(getattr(pdu, "address", 0)),
-                                 int(getattr(pdu, "count", 0))))
+        self.request_log.append(ServedRequest(pdu.dev_id, pdu.function_code, int(getattr(pdu, "address", 0)),
+                                              int(getattr(pdu, "count", 0)), time.monotonic()))
         return pdu
 
     async def _action(self, unit_id: int, function_code: int, start_address: int, address: int, count: int,
@@ -157,6 +168,7 @@ class ModbusDeviceServer:
         """Copy between UnitMemory and the pymodbus block for every request that reaches the store."""
         if self._busy[unit_id] > 0:
             self._busy[unit_id] -= 1
+            self.busy_answers += 1
             return ExcCodes.DEVICE_BUSY
         mem = self.units[unit_id]
         if function_code in _BIT_FUNCTIONS:

@@ -83,7 +83,7 @@ def test_200_scattered_registers_take_the_minimal_number_of_requests() -> None:
             readings = await connector.read_once()
             connector.close()
             assert server.request_count[FC_HOLDING] == minimal == connector.requests_sent
-            assert all(count <= limit for _, _, _, count in server.request_log)
+            assert all(r.count <= limit for r in server.request_log)
             assert {r.point: r.value for r in readings} == {f"r{a}": float(1000 + a) for a in addresses}
 
     asyncio.run(scenario())
@@ -97,7 +97,7 @@ def test_fast_and_slow_points_are_polled_apart_within_the_size_limit() -> None:
             connector = source(server.port, fast + slow, max_registers_per_request=3)
             async with running(connector) as got:
                 await wait_until(lambda: len(got.good("fast6")) >= 4, "four fast polls")
-            requests = [(address, count) for _, _, address, count in server.request_log]
+            requests = [(r.address, r.count) for r in server.request_log]
             assert set(requests) == {(0, 3), (4, 3), (1, 3), (5, 3)}
             assert requests.count((1, 3)) == requests.count((5, 3)) == 1
             assert requests.count((0, 3)) >= 4 and requests.count((4, 3)) >= 4
@@ -170,6 +170,7 @@ def test_busy_unit_is_asked_again_and_refusals_are_bad_readings() -> None:
             connector = source(server.port, points, busy_retries=3, busy_delay_s=0.01)
             server.set_busy(1, 2)
             readings = {r.point: r for r in await connector.read_once()}
+            assert server.busy_answers == 2
             assert readings["ok"].quality is Quality.GOOD and readings["ok"].value == 1002.0
             assert readings["missing"].quality is Quality.BAD and readings["missing"].value is None
             assert readings["missing"].reason == "exception 2 illegal data address"
