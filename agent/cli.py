@@ -9,9 +9,13 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 __all__ = ["main"]
 
@@ -57,10 +61,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     config = load_agent_config(args.config)
     path = config.state_dir / "status.json"
-    if not path.exists():
-        print(f"no status file at {path}: has the agent run with this config?", file=sys.stderr)
+    if path.exists():
+        status = json.loads(path.read_text())
+    elif (config.state_dir / "twin.sqlite").exists():
+        status = asyncio.run(_status_from_state_files(config))
+    else:
+        print(f"no state in {config.state_dir}: has the agent run with this config?", file=sys.stderr)
         return 1
-    status = json.loads(path.read_text())
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -83,6 +90,29 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 flag = "  STALE"
             print(f"  {point:<28} {p['value']:>14} {p['unit']:<6} {_age(p['ts_ns']):>10}{flag}")
     return 0
+
+
+async def _status_from_state_files(config: AgentConfig) -> dict[str, Any]:
+    """What the state files say when the agent is not running (or never wrote its status)."""
+    from agent.twin import LocalTwin
+    from agent.uplink.queue import StoreAndForwardQueue
+
+    twin = LocalTwin(config.assets, config.state_dir / "twin.sqlite")
+    queue = StoreAndForwardQueue(config.state_dir / "queue.sqlite", int(config.uplink.max_queue_mb * 1024 * 1024))
+    await twin.open()
+    await queue.open()
+    q = queue.stats()
+    assets = twin.snapshot()
+    await twin.close()
+    await queue.close()
+    return {
+        "agent": config.agent.id, "site": config.agent.site, "updated_ns": 0, "uptime_s": 0.0,
+        "queue": {"batches": q.batches, "bytes": q.bytes, "dropped": q.dropped, "next_seq": q.next_seq,
+                  "summaries_total": q.summaries_total},
+        "uplink": {"connected": False, "sent": 0, "acked": 0, "reconnects": 0,
+                   "last_error": "agent not running (read from its state files)"},
+        "connectors": {}, "assets": assets,
+    }
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:

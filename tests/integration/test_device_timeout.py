@@ -10,6 +10,8 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,16 @@ def test_device_timeout_marks_points_bad_and_recovers(tmp_path: Path) -> None:
         os.kill(device.pid, signal.SIGCONT)
         wait_for(lambda: {p["quality"] for p in points(agent_dir).values()} == {"GOOD"}, 30, "recovery")
         assert status(agent_dir)["assets"]["ahu-1"]["state"] == "online"
+        out = subprocess.run([sys.executable, "-m", "agent", "status", "--config", str(agent_dir / "agent.toml")],
+                             capture_output=True, text=True, check=True).stdout
+        assert "ahu-1 (ahu): online" in out and "uplink: connected" in out
+        assert "unit-1=online" in out
+        agent.stop()
+        # Stopped: the same command reads the state files the agent left behind.
+        (agent_dir / "state" / "status.json").unlink()
+        out = subprocess.run([sys.executable, "-m", "agent", "status", "--config", str(agent_dir / "agent.toml")],
+                             capture_output=True, text=True, check=True).stdout
+        assert "agent not running" in out and "r5" in out and "100.5" in out
     finally:
         os.kill(device.pid, signal.SIGCONT)
         for p in (agent, collector, device):
