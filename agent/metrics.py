@@ -1,0 +1,251 @@
+"""Prometheus metrics of a running agent, read from the live daemon objects at scrape time.
+
+Nothing is counted twice: `AgentMetrics.collect` reads the counters the connectors, twin,
+queue, uplink and vibration monitor already keep, when Prometheus scrapes. The HTTP endpoint
+(`start_metrics_server`, shared with the collector) runs in its own thread, so it answers even
+while the event loop is busy; it has no authentication, which is why it listens on loopback by
+default (`[metrics] listen`, see `MetricsSettings`).
+
+    twin_agent_info{agent,site,version}                       1
+    twin_agent_uptime_seconds, twin_agent_readings_total
+    twin_agent_connector_{polls,errors,decode_errors,reconnects}_total{connector}
+    twin_agent_connector_devices{connector}, twin_agent_connector_devices_online{connector}
+    twin_agent_device_online{connector,device}                0 | 1
+    twin_agent_points{quality="good|uncertain|bad"}, twin_agent_points_stale
+    twin_agent_assets{state}
+    twin_agent_queue_{batches,bytes,max_bytes}, twin_agent_queue_dropped_batches_total,
+    twin_agent_queue_{batches,summaries}_stored_total
+    twin_agent_uplink_connected, twin_agent_uplink_{sent,acked}_batches_total,
+    twin_agent_uplink_reconnects_total
+    twin_agent_vibration_blocks_{analysed,dropped}_total, twin_agent_vibration_analysis_errors_total
+    twin_agent_resident_memory_bytes
+    + the standard process_* metrics (CPU, open fds, ...) of prometheus_client
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic import field_validator
+
+from agent import __version__
+from agent.errors import ConfigError
+from agent.model import Quality
+from agent.tomlconfig import StrictModel
+
+if TYPE_CHECKING:  # the daemon imports this module
+    from agent.daemon import AgentDaemon
+
+__all__ = [
+    "DEFAULT_AGENT_METRICS_LISTEN",
+    "DEFAULT_COLLECTOR_METRICS_LISTEN",
+    "AgentMetrics",
+    "MetricsServer",
+    "MetricsSettings",
+    "agent_registry",
+    "parse_listen",
+    "start_metrics_server",
+]
+
+log = logging.getLogger("twin.metrics")
+
+DEFAULT_AGENT_METRICS_LISTEN = "127.0.0.1:9851"
+DEFAULT_COLLECTOR_METRICS_LISTEN = "127.0.0.1:9852"
+_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port). Raises ValueError with the reason."""
+    match = _LISTEN.match(listen)
+    if match is None:
+        raise ValueError(f"must be host:port (or [ipv6]:port), got {listen!r}")
+    host, port = match.group(1).strip("[]"), int(match.group(2))
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class MetricsSettings(StrictModel):
+    """The `[metrics]` table of either daemon: `listen = "127.0.0.1:9851"`; empty = no endpoint."""
+
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if v:
+            parse_listen(v)
+        return v
+
+
+@dataclass
+class MetricsServer:
+    """A running /metrics endpoint; `close()` stops it and frees the port."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def host(self) -> str:
+        return str(self.server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def start_metrics_server(registry: CollectorRegistry, listen: str, key: str = "metrics.listen") -> MetricsServer:
+    """Serve `registry` at http://<listen>/metrics from a daemon thread (port 0 = any free port).
+
+    Raises ConfigError naming `key` when the address is malformed or cannot be bound.
+    """
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot listen on {listen}: {exc.strerror or exc}") from None
+    running = MetricsServer(server, thread)
+    if is_loopback(host):
+        log.info("metrics at %s", running.url)
+    else:
+        log.warning("metrics at %s: not loopback, and the endpoint has no authentication", running.url)
+    return running
+
+
+class AgentMetrics(Collector):
+    """Reads the daemon's own counters on every scrape (called from the HTTP server's thread).
+
+    Only reads: values are ints/bools updated by the event loop, and dicts that may grow are
+    copied in one C-level step (`dict(...)`) before iterating.
+    """
+
+    def __init__(self, daemon: AgentDaemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.daemon
+        a = d.config.agent
+        yield InfoMetricFamily("twin_agent", "Agent identity.",
+                               value={"agent": a.id, "site": a.site, "version": __version__})
+        yield GaugeMetricFamily("twin_agent_uptime_seconds", "Seconds since the daemon started.",
+                                value=time.monotonic() - d.started)
+        yield CounterMetricFamily("twin_agent_readings", "Readings received from all connectors.",
+                                  value=d.readings)
+        yield from self._connectors()
+        yield from self._twin()
+        yield from self._queue_uplink()
+        v = d.vibration
+        yield CounterMetricFamily("twin_agent_vibration_blocks_analysed", "Waveform blocks analysed.",
+                                  value=v.analysed_blocks)
+        yield CounterMetricFamily("twin_agent_vibration_blocks_dropped",
+                                  "Waveform blocks dropped because analysis fell behind.", value=v.dropped_blocks)
+        yield CounterMetricFamily("twin_agent_vibration_analysis_errors", "Waveform blocks whose analysis failed.",
+                                  value=v.errors)
+        from agent.daemon import rss_mb
+
+        yield GaugeMetricFamily("twin_agent_resident_memory_bytes", "Resident set size of the agent process.",
+                                value=rss_mb() * 1e6)
+
+    def _connectors(self) -> Iterator[Metric]:
+        labels = ["connector"]
+        polls = CounterMetricFamily("twin_agent_connector_polls", "Poll cycles or messages handled.", labels=labels)
+        errors = CounterMetricFamily("twin_agent_connector_errors", "Failed polls, timeouts, lost connections.",
+                                     labels=labels)
+        decode = CounterMetricFamily("twin_agent_connector_decode_errors", "Values or payloads that could not be "
+                                     "decoded.", labels=labels)
+        reconnects = CounterMetricFamily("twin_agent_connector_reconnects", "Connections re-established.",
+                                         labels=labels)
+        devices = GaugeMetricFamily("twin_agent_connector_devices", "Devices the connector talks to.", labels=labels)
+        online = GaugeMetricFamily("twin_agent_connector_devices_online", "Devices currently answering.",
+                                   labels=labels)
+        device = GaugeMetricFamily("twin_agent_device_online", "1 while the device answers, else 0.",
+                                   labels=["connector", "device"])
+        for c in self.daemon.config.connectors:
+            s = c.stats
+            polls.add_metric([c.name], s.polls)
+            errors.add_metric([c.name], s.errors)
+            decode.add_metric([c.name], s.decode_errors)
+            reconnects.add_metric([c.name], s.reconnects)
+            states = dict(s.devices_online)
+            devices.add_metric([c.name], len(states))
+            online.add_metric([c.name], sum(states.values()))
+            for name, up in sorted(states.items()):
+                device.add_metric([c.name, name], float(up))
+        yield from (polls, errors, decode, reconnects, devices, online, device)
+
+    def _twin(self) -> Iterator[Metric]:
+        twin = self.daemon.twin
+        views = list(twin.assets.values())
+        quality = Counter(p.quality for v in views for p in list(v.points.values()))
+        points = GaugeMetricFamily("twin_agent_points", "Points by the quality of their latest reading.",
+                                   labels=["quality"])
+        for q in Quality:
+            points.add_metric([q.name.lower()], quality.get(q, 0))
+        yield points
+        yield GaugeMetricFamily("twin_agent_points_stale", "Points silent for longer than expected.",
+                                value=twin.stale_points())
+        assets = GaugeMetricFamily("twin_agent_assets", "Assets by derived state.", labels=["state"])
+        for state, n in sorted(Counter(v.state for v in views).items()):
+            assets.add_metric([state], n)
+        yield assets
+
+    def _queue_uplink(self) -> Iterator[Metric]:
+        q = self.daemon.queue.stats()
+        c = self.daemon.uplink.counters
+        yield GaugeMetricFamily("twin_agent_queue_batches", "Batches waiting for an ack.", value=q.batches)
+        yield GaugeMetricFamily("twin_agent_queue_bytes", "Bytes of batches waiting for an ack.", value=q.bytes)
+        yield GaugeMetricFamily("twin_agent_queue_max_bytes", "Queue bound; the oldest batches are dropped beyond.",
+                                value=self.daemon.queue.max_bytes)
+        yield CounterMetricFamily("twin_agent_queue_dropped_batches", "Batches dropped because the queue was full.",
+                                  value=q.dropped)
+        yield CounterMetricFamily("twin_agent_queue_batches_stored", "Batches stored in this queue epoch.",
+                                  value=max(q.next_seq - 1, 0))
+        yield CounterMetricFamily("twin_agent_queue_summaries_stored", "Summaries stored in this queue epoch.",
+                                  value=q.summaries_total)
+        yield GaugeMetricFamily("twin_agent_uplink_connected", "1 while the collector stream is up.",
+                                value=float(c.connected))
+        yield CounterMetricFamily("twin_agent_uplink_sent_batches", "Batches sent (resends included).", value=c.sent)
+        yield CounterMetricFamily("twin_agent_uplink_acked_batches", "Batches acked by the collector.", value=c.acked)
+        yield CounterMetricFamily("twin_agent_uplink_reconnects", "Stream reconnects.", value=c.reconnects)
+
+
+def agent_registry(daemon: AgentDaemon) -> CollectorRegistry:
+    """A registry with the agent's metrics and the standard process metrics, for one daemon."""
+    registry = CollectorRegistry()
+    registry.register(AgentMetrics(daemon))
+    ProcessCollector(registry=registry)
+    return registry
