@@ -1,0 +1,501 @@
+"""Vibration indicators and diagnosis for one waveform block (pure numpy, no I/O).
+
+`analyze_block` turns an acceleration block into `VibrationIndicators`: what the uplink carries
+instead of raw samples. Everything is computed from ONE real FFT of the block:
+
+* time domain: r.m.s., peak, crest factor, kurtosis of the acceleration;
+* velocity r.m.s. over the ISO band (10-1000 Hz; 2-1000 Hz below 600 r/min) by integrating the
+  Hann-windowed spectrum (the window is applied in the frequency domain as a 3-tap convolution of
+  the FFT, so no second FFT is needed) and the ISO 10816-3 zone;
+* velocity amplitudes at 1x, 2x, 3x shaft speed, and the shaft speed itself when the caller has
+  none (`estimate_shaft_hz`);
+* bearing evidence from squared-envelope spectra of the spectral-kurtosis band and of the
+  pre-whitened block (agent.analytics.kurtogram, agent.analytics.envelope);
+* a diagnosis: (fault, confidence, evidence) entries and a 0-100 health score.
+
+Only numpy is used (numpy.fft; the analytic signal is the positive half of the spectrum), so the
+edge install needs no scipy. Per-block-size tables (frequency weights, kurtogram band layout) are
+cached, which keeps the cost at a few FFTs of the block.
+
+Diagnosis rules are physical, not learned: a bearing defect is reported when its defect line and a
+harmonic or expected sideband stand at least 12 dB above the local median of the envelope
+spectrum (agent.analytics.envelope.SIGNIFICANT_DB); unbalance, misalignment and looseness are
+reported from the shape of the 1x/2x/3x... velocity spectrum, weighted by how far the overall
+velocity is into ISO zone B (a machine in zone A has nothing to act on).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.analytics.bearings import BearingDefects
+from agent.analytics.envelope import (
+    SIGNIFICANT_DB,
+    EnvelopeSpectrum,
+    FamilyEvidence,
+    LineSpec,
+    band_envelope_spectrum,
+    measure_family,
+    shaft_harmonic_mask,
+    whitened_envelope_spectrum,
+)
+from agent.analytics.iso10816 import iso_zone, velocity_band_hz, zone_boundaries
+from agent.analytics.kurtogram import Band, select_band
+
+__all__ = [
+    "FAULTS",
+    "RPM_SOURCES",
+    "STANDARD_GRAVITY",
+    "BearingFindings",
+    "DiagnosisEntry",
+    "VibrationIndicators",
+    "analyze_block",
+    "bearing_findings",
+    "estimate_shaft_hz",
+]
+
+STANDARD_GRAVITY = 9.80665  # m/s^2 per g
+FAULTS = ("normal", "outer_race", "inner_race", "ball", "cage", "unbalance", "misalignment", "looseness")
+RPM_SOURCES = ("speed_point", "config", "estimated", "given")
+UNITS_G = ("g",)
+UNITS_SI = ("m/s2", "m/s^2", "m/s**2", "m/s²")
+
+MIN_SAMPLES = 256
+DEFAULT_SLIP_TOLERANCE = 0.02  # rolling elements slip 1-2 %; a nominal speed is often ~1 % off too
+SHAFT_SEARCH_HZ = (5.0, 100.0)  # 300-6000 r/min when the speed must be estimated
+REPORT_THRESHOLD = 0.5  # a diagnosis entry at or above this confidence becomes `fault`
+IMPULSIVE_SK = 1.0  # band spectral kurtosis above which the envelope carries impacts, not just noise
+SECONDARY_CAP = 0.45  # a second bearing family beside a stronger one is only a possibility
+CAGE_ALTERNATIVE = 0.6  # weight of the less likely reading of cage-rate lines (ball vs cage)
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosisEntry:
+    fault: str
+    confidence: float
+    evidence: str
+
+
+@dataclass(frozen=True, slots=True)
+class VibrationIndicators:
+    """Indicators of one waveform block; field names match protos.twin.v1.VibrationIndicators.
+
+    Units: accelerations in g (input in m/s^2 is converted), velocities in mm/s r.m.s.
+    amp_1x/2x/3x: velocity r.m.s. (mm/s) of the shaft-speed harmonics.
+    bpfo/bpfi/bsf/ftf: height in dB of the defect line above the local median of the squared
+      envelope spectrum (0 when no line stands out or no bearing is configured). bsf is measured
+      at 2 x BSF, the rate at which a ball defect strikes the races; ftf at the cage frequency.
+      A height of 12 dB or more is a present line; in noise the maximum is typically 5-10 dB.
+    health: 0-100; 90-100 as new, 70-90 acceptable, 40-70 plan maintenance, below 40 act now.
+    fault: the most confident diagnosis, "normal" if none reaches confidence 0.5.
+    """
+
+    accel_rms: float
+    accel_peak: float
+    crest_factor: float
+    kurtosis: float
+    velocity_rms_mm_s: float
+    iso_zone: str
+    rpm: float
+    rpm_source: str
+    amp_1x: float
+    amp_2x: float
+    amp_3x: float
+    bpfo: float
+    bpfi: float
+    bsf: float
+    ftf: float
+    health: float
+    fault: str
+    confidence: float
+    diagnosis: tuple[DiagnosisEntry, ...]
+    envelope_band_hz: tuple[float, float] = (0.0, 0.0)
+    band_kurtosis: float = 0.0
+    sample_rate_hz: float = 0.0
+    n_samples: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain JSON-able dict (diagnosis as a list of dicts)."""
+        out: dict[str, object] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name == "diagnosis":
+                value = [{"fault": d.fault, "confidence": d.confidence, "evidence": d.evidence}
+                         for d in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[name] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class BearingFindings:
+    """Everything the bearing analysis measured; `analyze_block` keeps the summary, plots use all."""
+
+    band: Band
+    spectra: tuple[EnvelopeSpectrum, ...]
+    families: dict[str, FamilyEvidence] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Per (block length, sample rate) tables, computed once and cached."""
+
+    n: int
+    fs: float
+    df: float
+    freqs: np.ndarray
+    window_power: float  # sum of the squared Hann window
+    velocity_weight: np.ndarray  # (1000 * g / (2 pi f))^2, 0 at DC: PSD in g^2 -> (mm/s)^2
+
+    def band_mask(self, band_hz: tuple[float, float]) -> np.ndarray:
+        return (self.freqs >= band_hz[0]) & (self.freqs <= band_hz[1])
+
+
+@functools.lru_cache(maxsize=32)
+def _plan(n: int, fs: float) -> _Plan:
+    freqs = np.fft.rfftfreq(n, 1.0 / fs)
+    weight = np.zeros_like(freqs)
+    weight[1:] = (1000.0 * STANDARD_GRAVITY / (2 * np.pi * freqs[1:])) ** 2
+    return _Plan(n, fs, fs / n, freqs, 3.0 * n / 8.0, weight)
+
+
+def _hann_spectrum(spectrum: np.ndarray, n: int) -> np.ndarray:
+    """Spectrum of the periodic-Hann-windowed block from the unwindowed one (3-tap convolution)."""
+    last = len(spectrum) - 1
+    above = np.conj(spectrum[n - last - 1]) if n - last - 1 >= 0 else 0
+    left = np.concatenate(([np.conj(spectrum[1]) if last >= 1 else 0], spectrum[:-1]))
+    right = np.concatenate((spectrum[1:], [above]))
+    return 0.5 * spectrum - 0.25 * (left + right)
+
+
+def _line_rms(power: np.ndarray, weight: np.ndarray, df: float, hz: float, search_hz: float) -> float:
+    """R.m.s. (sqrt of summed PSD over the Hann main lobe) of the strongest line within +/- search_hz."""
+    if hz <= 0:
+        return 0.0
+    centre = round(hz / df)
+    reach = max(math.ceil(search_hz / df), 1)
+    lo, hi = max(centre - reach, 2), min(centre + reach + 1, len(power) - 2)
+    if hi <= lo:
+        return 0.0
+    weighted = power[lo:hi] * weight[lo:hi]
+    peak = lo + int(np.argmax(weighted))
+    return float(math.sqrt(np.sum(power[peak - 2:peak + 3] * weight[peak - 2:peak + 3])))
+
+
+def estimate_shaft_hz(power: np.ndarray, df: float, *, search_hz: tuple[float, float] = SHAFT_SEARCH_HZ,
+                      harmonics: int = 8) -> float:
+    """Shaft rate from the acceleration power spectrum: the fundamental whose harmonics stand out most.
+
+    Each candidate f in `search_hz` scores the summed log-height of the spectrum at f, 2f, ...
+    over the local median (a harmonic sum). An estimate only: line-frequency (50/60 Hz) families
+    of electrical machines can win; give the speed from a speed point or the config when known.
+    """
+    top_hz = min(search_hz[1] * harmonics * 1.05, (len(power) - 3) * df)
+    n_top = int(top_hz / df) + 3
+    spec = np.log(np.maximum(power[:n_top], 1e-300))
+    half = max(round(search_hz[0] / 2 / df), 3)
+    if n_top <= 2 * half + 1:
+        return float(0.5 * (search_hz[0] + search_hz[1]))
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(spec, half, mode="edge"), 2 * half + 1)
+    height = np.maximum(spec - np.median(windows, axis=1)[: len(spec)], 0.0)
+    step = df / harmonics
+    candidates = np.arange(max(search_hz[0], 2 * df), min(search_hz[1], top_hz / 2), step)
+    if len(candidates) == 0:
+        return float(0.5 * (search_hz[0] + search_hz[1]))
+    orders = np.arange(1, harmonics + 1)
+    idx = np.rint(candidates[:, None] * orders[None, :] / df).astype(np.intp)
+    inside = idx < len(height) - 1
+    idx = np.minimum(idx, len(height) - 2)
+    peak = np.maximum(np.maximum(height[idx - 1], height[idx]), height[idx + 1])
+    score = np.where(inside, peak, 0.0).sum(axis=1)
+    return float(candidates[int(np.argmax(score))])
+
+
+def _families(defects: BearingDefects, fr: float) -> dict[str, tuple[float, tuple[LineSpec, ...]]]:
+    ftf_hz = defects.ftf * fr
+    return {
+        "outer_race": (defects.bpfo * fr, (
+            LineSpec(1, 0, "BPFO"), LineSpec(2, 0, "2xBPFO"), LineSpec(3, 0, "3xBPFO"))),
+        "inner_race": (defects.bpfi * fr, (
+            LineSpec(1, 0, "BPFI"), LineSpec(2, 0, "2xBPFI"), LineSpec(3, 0, "3xBPFI"),
+            LineSpec(1, -fr, "BPFI-1x"), LineSpec(1, fr, "BPFI+1x"),
+            LineSpec(2, -fr, "2xBPFI-1x"), LineSpec(2, fr, "2xBPFI+1x"))),
+        "ball": (2 * defects.bsf * fr, (
+            LineSpec(1, 0, "2xBSF"), LineSpec(2, 0, "4xBSF"), LineSpec(0.5, 0, "BSF"),
+            LineSpec(1, -ftf_hz, "2xBSF-FTF"), LineSpec(1, ftf_hz, "2xBSF+FTF"))),
+        "cage": (ftf_hz, (
+            LineSpec(1, 0, "FTF"), LineSpec(2, 0, "2xFTF"), LineSpec(3, 0, "3xFTF"),
+            LineSpec(-1, fr, "1x-FTF"), LineSpec(1, fr, "1x+FTF"))),
+    }
+
+
+def bearing_findings(spectrum: np.ndarray, n: int, fs: float, fr: float, defects: BearingDefects, *,
+                     tolerance: float = DEFAULT_SLIP_TOLERANCE) -> BearingFindings:
+    """Envelope evidence for each bearing defect family, from the block's one-sided FFT.
+
+    The demodulation band must be wide enough to hold the highest line searched (third BPFI
+    harmonic plus a shaft sideband) twice over: an envelope cannot carry modulation faster than
+    about half the band width without losing it to the band edges. Shaft harmonics present in an
+    envelope spectrum are excluded from the evidence (`shaft_harmonic_mask`).
+    """
+    df = fs / n
+    families = _families(defects, fr)
+    top_line = max(base * (1 + tolerance) * max(s.order for s in specs) + fr
+                   for base, specs in families.values())
+    band = select_band(spectrum, df, min_width_hz=2.0 * top_line)
+    max_hz = top_line * 1.2 + 0.5 * fr
+    spectra = (
+        band_envelope_spectrum(spectrum, n, df, band.start, band.stop, band.kurtosis, max_hz=max_hz),
+        whitened_envelope_spectrum(spectrum, df, max_hz=max_hz),
+    )
+    masks = [shaft_harmonic_mask(es, fr, tolerance=tolerance, background_hz=0.5 * fr)[0] for es in spectra]
+    measured: dict[str, FamilyEvidence] = {}
+    for fault, (base, specs) in families.items():
+        options = [measure_family(es, fault, base, specs, tolerance=tolerance, background_hz=0.5 * fr,
+                                  exclude=mask)
+                   for es, mask in zip(spectra, masks, strict=True)]
+        measured[fault] = max(options, key=lambda ev: (ev.present, ev.strength_db))
+    return BearingFindings(band, spectra, measured)
+
+
+def _ramp(value: float, zero: float, one: float) -> float:
+    return float(min(max((value - zero) / (one - zero), 0.0), 1.0))
+
+
+def _bearing_diagnosis(found: BearingFindings) -> list[DiagnosisEntry]:
+    """Bearing entries from the envelope evidence.
+
+    A present family (fundamental and a supporting line >= SIGNIFICANT_DB) gets confidence 0.5 at
+    that strength, rising to 1.0 10 dB higher. Cage-rate lines (FTF, its harmonics, 1x +/- FTF)
+    are the usual sign of a damaged rolling element carried by the cage through the load zone;
+    they are attributed to a ball defect when the demodulated band carries impacts (spectral
+    kurtosis > 1), to the cage otherwise, and are ignored when a race family is present (balls
+    of slightly different size passing a race defect modulate it at the cage rate too).
+
+    The strongest present family is the diagnosis. Any other present family is listed only as a
+    possibility (confidence at most SECONDARY_CAP): the defect frequencies are tied together
+    (BPFO = Z FTF, BPFI = Z (1 - FTF) in shaft orders), so the sidebands of one strong defect
+    fall near the lines of the others.
+    """
+    fam = found.families
+    candidates: dict[str, FamilyEvidence] = {
+        fault: fam[fault] for fault in ("outer_race", "inner_race", "ball") if fam[fault].present
+    }
+    cage_ev = fam["cage"]
+    cage_route = cage_ev.present and "outer_race" not in candidates and "inner_race" not in candidates
+    if cage_route and cage_ev.strength_db > candidates.get("ball", cage_ev).strength_db - 1e-9:
+        candidates["ball"] = cage_ev
+    if cage_route:
+        candidates["cage"] = cage_ev
+    if not candidates:
+        return []
+    impulsive = max(es.kurtosis for es in found.spectra) > IMPULSIVE_SK
+
+    def weight(fault: str, ev: FamilyEvidence) -> float:
+        if ev.fault != "cage":
+            return 1.0
+        prefer_ball = impulsive == (fault == "ball")
+        return 1.0 if prefer_ball else CAGE_ALTERNATIVE
+
+    ranked = sorted(candidates.items(), key=lambda item: -item[1].strength_db * weight(*item))
+    entries = []
+    for rank, (fault, ev) in enumerate(ranked):
+        conf = (0.5 + 0.5 * _ramp(ev.strength_db, SIGNIFICANT_DB, SIGNIFICANT_DB + 10.0)) * weight(fault, ev)
+        if rank > 0:
+            conf = min(conf, SECONDARY_CAP)
+        entries.append(DiagnosisEntry(fault, round(conf, 3), _describe(ev, fault)))
+    return entries
+
+
+def _describe(ev: FamilyEvidence, fault: str) -> str:
+    support = sorted((ln for ln in ev.lines[1:] if ln.snr_db >= SIGNIFICANT_DB), key=lambda ln: -ln.snr_db)
+    shown = [ev.lines[0], *support[:3]]
+    parts = ", ".join(f"{ln.label} {ln.hz:.1f} Hz +{ln.snr_db:.0f} dB" for ln in shown)
+    what = {"outer_race": "outer race defect", "inner_race": "inner race defect",
+            "ball": "rolling element defect", "cage": "cage defect"}[fault]
+    via = " (cage-rate modulation)" if ev.fault == "cage" and fault == "ball" else ""
+    return f"{what}{via}: {parts} above envelope background ({ev.source})"
+
+
+def _mechanical_diagnosis(v_rms: float, lines: dict[float, float], bounds: tuple[float, float, float]
+                          ) -> list[DiagnosisEntry]:
+    """Unbalance, misalignment, looseness from the velocity spectrum shape, scaled by severity.
+
+    Severity is 0 in zone A, 1 from the B/C boundary up. Classic patterns: unbalance puts most of
+    the velocity at 1x; misalignment raises 2x to half of 1x or more; looseness produces a long
+    series of harmonics (3x..10x) and half-orders.
+    """
+    ab, bc, _ = bounds
+    severity = _ramp(v_rms, ab, bc)
+    if severity <= 0 or v_rms <= 0:
+        return []
+    v1, v2, v3 = lines[1.0], lines[2.0], lines[3.0]
+    high = math.sqrt(sum(lines[h] ** 2 for h in (4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)))
+    half = math.sqrt(sum(lines[h] ** 2 for h in (0.5, 1.5, 2.5)))
+    share_1x = (v1 / v_rms) ** 2
+    entries = []
+    unbalance = severity * _ramp(share_1x, 0.3, 0.7) * (1.0 - _ramp(v2 / v1 if v1 else 1.0, 0.3, 0.6))
+    if unbalance > 0:
+        entries.append(DiagnosisEntry("unbalance", round(unbalance, 3),
+                                      f"1x {v1:.2f} mm/s carries {share_1x:.0%} of {v_rms:.2f} mm/s"))
+    ratio_2x = v2 / v1 if v1 else (1.0 if v2 else 0.0)
+    misalign = severity * _ramp(ratio_2x, 0.4, 0.8) * _ramp((v1**2 + v2**2) / v_rms**2, 0.2, 0.4)
+    if misalign > 0:
+        entries.append(DiagnosisEntry("misalignment", round(misalign, 3),
+                                      f"2x {v2:.2f} mm/s is {ratio_2x:.0%} of 1x {v1:.2f} mm/s"))
+    rest = math.sqrt(v3**2 + high**2 + half**2)
+    loose = severity * _ramp(rest / v1 if v1 else 0.0, 0.3, 0.7) * _ramp((rest / v_rms) ** 2, 0.1, 0.3)
+    if loose > 0:
+        entries.append(DiagnosisEntry("looseness", round(loose, 3),
+                                      f"harmonics 3x-10x and half-orders {rest:.2f} mm/s vs 1x {v1:.2f} mm/s"))
+    return entries
+
+
+def _health(v_rms: float, bounds: tuple[float, float, float], entries: list[DiagnosisEntry]) -> float:
+    """0-100: ISO zone A 90-100, B 70-90, C 40-70, D below 40; a fault caps it by its confidence."""
+    ab, bc, cd = bounds
+    score = float(np.interp(v_rms, [0.0, ab, bc, cd, 1.6 * cd], [100.0, 90.0, 70.0, 40.0, 0.0]))
+    for entry in entries:
+        weight = 65.0 if entry.fault in ("outer_race", "inner_race", "ball", "cage") else 40.0
+        score = min(score, 100.0 - weight * entry.confidence)
+    return round(max(score, 0.0), 1)
+
+
+def _normal_evidence(v_rms: float, zone: str, bounds: tuple[float, float, float],
+                     bearing: BearingDefects | None) -> str:
+    text = "no fault pattern above threshold"
+    if bearing is None:
+        text += " (no bearing configured: bearing defects not checked)"
+    if zone in ("C", "D"):
+        text += (f"; but velocity {v_rms:.2f} mm/s is in ISO zone {zone} (B/C boundary {bounds[1]} mm/s):"
+                 " find the source")
+    return text
+
+
+def _to_g(x: np.ndarray, units: str) -> np.ndarray:
+    if units in UNITS_G:
+        return x
+    if units in UNITS_SI:
+        return x / STANDARD_GRAVITY
+    raise ValueError(f"units must be 'g' or 'm/s^2', got {units!r}")
+
+
+def analyze_block(
+    x: np.ndarray,
+    fs: float,
+    *,
+    rpm: float | None = None,
+    rpm_source: str = "given",
+    bearing: BearingDefects | None = None,
+    machine_group: int = 2,
+    foundation: str = "rigid",
+    units: str = "g",
+    slip_tolerance: float = DEFAULT_SLIP_TOLERANCE,
+) -> VibrationIndicators:
+    """All indicators and the diagnosis for one acceleration block.
+
+    x: 1-D acceleration samples in `units` ("g" or "m/s^2"); fs: sample rate in Hz.
+    rpm: shaft speed in r/min, None to estimate it from the spectrum (rpm_source "estimated");
+      otherwise `rpm_source` says where it came from ("speed_point", "config" or "given").
+    bearing: defect multipliers (agent.analytics.bearings); None skips the bearing analysis.
+    machine_group (1 or 2) and foundation ("rigid" or "flexible") select the ISO 10816-3 zones.
+    slip_tolerance: relative search window around each defect frequency.
+
+    Raises ValueError for input that cannot be analysed (not 1-D, too short, non-finite,
+    constant, bad units or settings), with a message saying which.
+    """
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"waveform block must be 1-D, got shape {arr.shape}")
+    if len(arr) < MIN_SAMPLES:
+        raise ValueError(f"waveform block too short: {len(arr)} samples, need at least {MIN_SAMPLES}")
+    if not (math.isfinite(fs) and fs > 0):
+        raise ValueError(f"sample rate must be a positive number, got {fs!r}")
+    if not np.isfinite(arr).all():
+        raise ValueError("waveform block contains NaN or infinite samples")
+    if rpm is not None and not (math.isfinite(rpm) and rpm > 0):
+        raise ValueError(f"rpm must be a positive number or None, got {rpm!r}")
+    if rpm is not None and rpm_source not in RPM_SOURCES:
+        raise ValueError(f"rpm_source must be one of {RPM_SOURCES}, got {rpm_source!r}")
+    if not 0 <= slip_tolerance < 0.2:
+        raise ValueError(f"slip_tolerance must be in [0, 0.2), got {slip_tolerance!r}")
+    bounds = zone_boundaries(machine_group, foundation)
+    xg = _to_g(arr, units)
+    xg = xg - xg.mean()
+
+    n = len(xg)
+    rms = float(np.sqrt(np.mean(xg * xg)))
+    if rms == 0.0:
+        raise ValueError("waveform block is constant: no vibration signal (sensor or cabling fault?)")
+    peak = float(np.max(np.abs(xg)))
+    kurt = float(np.mean(xg**4) / rms**4)
+
+    plan = _plan(n, float(fs))
+    spectrum = np.fft.rfft(xg)
+    hann = _hann_spectrum(spectrum, n)
+    power = (hann.real**2 + hann.imag**2) * (2.0 / (n * plan.window_power))  # g^2 per bin
+
+    if rpm is None:
+        fr = estimate_shaft_hz(power, plan.df)
+        rpm_value, source = fr * 60.0, "estimated"
+    else:
+        fr, rpm_value, source = rpm / 60.0, float(rpm), rpm_source
+    v_band = plan.band_mask(velocity_band_hz(rpm_value))
+    v_rms = float(math.sqrt(np.sum(power[v_band] * plan.velocity_weight[v_band])))
+    search = max(slip_tolerance * fr, 2 * plan.df)
+    orders = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
+    lines = {h: _line_rms(power, plan.velocity_weight, plan.df, h * fr, min(search * h, 0.25 * fr))
+             for h in orders}
+
+    entries = _mechanical_diagnosis(v_rms, lines, bounds)
+    snr = {"bpfo": 0.0, "bpfi": 0.0, "bsf": 0.0, "ftf": 0.0}
+    band_hz, band_sk = (0.0, 0.0), 0.0
+    if bearing is not None:
+        found = bearing_findings(spectrum, n, float(fs), fr, bearing, tolerance=slip_tolerance)
+        entries += _bearing_diagnosis(found)
+        for key, fault in (("bpfo", "outer_race"), ("bpfi", "inner_race"), ("bsf", "ball"), ("ftf", "cage")):
+            snr[key] = found.families[fault].fundamental_db
+        band_hz, band_sk = (found.band.low_hz, found.band.high_hz), found.band.kurtosis
+
+    if source == "estimated":
+        entries = [DiagnosisEntry(e.fault, e.confidence, f"{e.evidence} [shaft speed estimated: {rpm_value:.0f} "
+                                  "r/min]") for e in entries]
+    entries.sort(key=lambda e: -e.confidence)
+    zone = iso_zone(v_rms, machine_group, foundation)
+    health = _health(v_rms, bounds, entries)
+    if entries and entries[0].confidence >= REPORT_THRESHOLD:
+        fault, confidence = entries[0].fault, entries[0].confidence
+    else:
+        worst = entries[0].confidence if entries else 0.0
+        fault, confidence = "normal", round(1.0 - worst, 3)
+        entries.insert(0, DiagnosisEntry("normal", confidence, _normal_evidence(v_rms, zone, bounds, bearing)))
+    return VibrationIndicators(
+        accel_rms=rms,
+        accel_peak=peak,
+        crest_factor=peak / rms,
+        kurtosis=kurt,
+        velocity_rms_mm_s=v_rms,
+        iso_zone=zone,
+        rpm=rpm_value,
+        rpm_source=source,
+        amp_1x=lines[1.0],
+        amp_2x=lines[2.0],
+        amp_3x=lines[3.0],
+        bpfo=snr["bpfo"],
+        bpfi=snr["bpfi"],
+        bsf=snr["bsf"],
+        ftf=snr["ftf"],
+        health=health,
+        fault=fault,
+        confidence=confidence,
+        diagnosis=tuple(entries),
+        envelope_band_hz=band_hz,
+        band_kurtosis=band_sk,
+        sample_rate_hz=float(fs),
+        n_samples=n,
+    )
