@@ -1,0 +1,149 @@
+"""Prometheus metrics of a running collector, read at scrape time from the ingest servicer, the
+sink and (for work orders, assets and agents) the fleet SQLite file.
+
+The in-memory counters are those the servicer and the sink already keep. Work orders and assets
+are counted with one small GROUP BY each on a separate read-only connection (WAL lets it read
+beside the writer), so a scrape never waits on the event loop and never blocks ingest. Served by
+`agent.metrics.start_metrics_server`, loopback by default.
+
+    twin_collector_agent_{batches,summaries,duplicate_batches,rejected_points,
+                          malformed_batches,sink_retries}_total{agent}
+    twin_collector_agent_connected{agent}                     0 | 1 (every agent ever seen)
+    twin_collector_agent_last_seen_timestamp_seconds{agent}
+    twin_collector_refused_streams_total
+    twin_collector_sink_write_seconds (summary: _count writes, _sum seconds)
+    twin_collector_sink_write_errors_total, twin_collector_sink_points_{written,rejected}_total
+    twin_collector_work_orders{status,severity}               every combination, zeros included
+    twin_collector_assets{state}
+    twin_collector_fleet_db_up                                0 when the fleet file cannot be read
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.registry import Collector
+
+from collector.points import PointSink
+from collector.workorders.rules import SEVERITIES
+from collector.workorders.store import STATUSES
+
+if TYPE_CHECKING:
+    from collector.daemon import CollectorDaemon
+    from collector.ingest import IngestServicer
+
+__all__ = ["CollectorMetrics", "collector_registry"]
+
+log = logging.getLogger("twin.collector.metrics")
+
+DB_TIMEOUT_S = 2.0
+DB_WARNING_INTERVAL_S = 300.0
+
+
+class CollectorMetrics(Collector):
+    def __init__(self, servicer: IngestServicer, sink: PointSink, fleet_db: Path) -> None:
+        self.servicer = servicer
+        self.sink = sink
+        self.fleet_db = fleet_db
+        self._last_db_warning = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        fleet = self._read_fleet()
+        yield from self._agents(fleet[2] if fleet else {})
+        t = self.servicer.totals
+        yield CounterMetricFamily("twin_collector_refused_streams", "Agent streams refused (token, agent id, "
+                                  "no Hello).", value=t.refused_streams)
+        yield SummaryMetricFamily("twin_collector_sink_write_seconds", "Durations of successful sink writes.",
+                                  count_value=t.sink_writes, sum_value=t.sink_write_seconds)
+        yield CounterMetricFamily("twin_collector_sink_write_errors", "Sink writes that failed and were retried.",
+                                  value=t.sink_errors)
+        s = self.sink.stats
+        yield CounterMetricFamily("twin_collector_sink_points_written", "Points the sink stored.",
+                                  value=s.points_written)
+        yield CounterMetricFamily("twin_collector_sink_points_rejected", "Points the store refused for good.",
+                                  value=s.points_rejected)
+        yield GaugeMetricFamily("twin_collector_fleet_db_up", "1 when the fleet SQLite file could be read.",
+                                value=float(fleet is not None))
+        if fleet is None:
+            return
+        work_orders, assets, _ = fleet
+        wo = GaugeMetricFamily("twin_collector_work_orders", "Work orders by status and severity.",
+                               labels=["status", "severity"])
+        for status in STATUSES:
+            for severity in SEVERITIES:
+                wo.add_metric([status, severity], work_orders.get((status, severity), 0))
+        for (status, severity), n in sorted(work_orders.items()):
+            if status not in STATUSES or severity not in SEVERITIES:
+                wo.add_metric([status, severity], n)
+        yield wo
+        by_state = GaugeMetricFamily("twin_collector_assets", "Assets by their latest state.", labels=["state"])
+        for state, n in sorted(assets.items()):
+            by_state.add_metric([state], n)
+        yield by_state
+
+    def _agents(self, last_seen_db: dict[str, int]) -> Iterator[Metric]:
+        per_agent = dict(self.servicer.totals.per_agent)  # one C-level copy: the loop may add agents
+        labels = ["agent"]
+        families = {
+            "batches": CounterMetricFamily("twin_collector_agent_batches", "Batches stored.", labels=labels),
+            "summaries": CounterMetricFamily("twin_collector_agent_summaries", "Summaries stored.", labels=labels),
+            "duplicates": CounterMetricFamily("twin_collector_agent_duplicate_batches",
+                                              "Resent batches recognised as already stored.", labels=labels),
+            "rejected_points": CounterMetricFamily("twin_collector_agent_rejected_points",
+                                                   "Points the store refused for good.", labels=labels),
+            "malformed_batches": CounterMetricFamily("twin_collector_agent_malformed_batches",
+                                                     "Batches whose points could not be built.", labels=labels),
+            "sink_retries": CounterMetricFamily("twin_collector_agent_sink_retries",
+                                                "Sink write retries while storing this agent's batches.",
+                                                labels=labels),
+        }
+        connected = GaugeMetricFamily("twin_collector_agent_connected", "1 while the agent's stream is open.",
+                                      labels=labels)
+        last_seen = GaugeMetricFamily("twin_collector_agent_last_seen_timestamp_seconds",
+                                      "When the agent last sent a batch or (dis)connected.", labels=labels)
+        for agent in sorted(set(per_agent) | set(last_seen_db)):
+            stats = per_agent.get(agent)
+            if stats is not None:
+                for attr, family in families.items():
+                    family.add_metric([agent], getattr(stats, attr))
+            connected.add_metric([agent], float(stats is not None and stats.connected))
+            seen_ns = max(last_seen_db.get(agent, 0), stats.last_seen_ns if stats else 0)
+            if seen_ns:
+                last_seen.add_metric([agent], seen_ns / 1e9)
+        yield from families.values()
+        yield connected
+        yield last_seen
+
+    def _read_fleet(self) -> tuple[dict[tuple[str, str], int], dict[str, int], dict[str, int]] | None:
+        """(work orders by (status, severity), assets by state, agent last seen ns) or None."""
+        try:
+            db = sqlite3.connect(f"{self.fleet_db.resolve().as_uri()}?mode=ro", uri=True, timeout=DB_TIMEOUT_S)
+            try:
+                work_orders = {(st, sev): int(n) for st, sev, n in db.execute(
+                    "SELECT status, severity, COUNT(*) FROM work_orders GROUP BY status, severity")}
+                assets = {st: int(n) for st, n in db.execute("SELECT state, COUNT(*) FROM assets GROUP BY state")}
+                agents = {a: int(ns) for a, ns in db.execute("SELECT agent_id, last_seen_ns FROM agents")}
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            now = time.monotonic()
+            if now - self._last_db_warning > DB_WARNING_INTERVAL_S:
+                log.warning("metrics: cannot read the fleet database %s: %s", self.fleet_db, exc)
+                self._last_db_warning = now
+            return None
+        return work_orders, assets, agents
+
+
+def collector_registry(daemon: CollectorDaemon) -> CollectorRegistry:
+    """A registry with the collector's metrics and the standard process metrics."""
+    registry = CollectorRegistry()
+    registry.register(CollectorMetrics(daemon.servicer, daemon.sink, daemon.config.db_path))
+    ProcessCollector(registry=registry)
+    return registry
