@@ -200,3 +200,31 @@ def test_unknown_unit_times_out_and_connection_refused_is_bad() -> None:
         connector.close()
 
     asyncio.run(scenario())
+
+
+def test_a_failing_cycle_is_counted_and_polling_goes_on() -> None:
+    async def scenario() -> None:
+        async with ModbusDeviceServer({1: pattern_memory(1, 8, 1, 1)}) as server:
+            connector = source(server.port, [{"asset": "a", "name": "x", "address": 4}])
+            received: list[Reading] = []
+            calls = 0
+
+            def flaky_emit(batch: Sequence[Reading]) -> None:
+                nonlocal calls
+                calls += 1
+                if calls <= 2:
+                    raise RuntimeError("sink hiccup")
+                received.extend(batch)
+
+            task = asyncio.create_task(connector.run(flaky_emit))
+            try:
+                await wait_until(lambda: len(received) >= 2, "readings after two failed cycles")
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            assert connector.stats.errors == 2
+            assert "RuntimeError: sink hiccup" in connector.stats.last_error
+            assert all(r.value == 1004.0 for r in received)
+
+    asyncio.run(scenario())
