@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import tomllib
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from agent.connectors import build_connector
 from agent.connectors.opcua.connector import OpcUaConnector, build
 from agent.model import Quality, Reading
 from simulator.power_meter import NODES, WAVEFORM_SAMPLES, PowerMeterSimulator
@@ -21,6 +24,7 @@ from simulator.power_meter import NODES, WAVEFORM_SAMPLES, PowerMeterSimulator
 pytestmark = pytest.mark.integration
 
 ASSET = "msb-meter"
+SAMPLE = Path(__file__).resolve().parents[2] / "agent/connectors/opcua/sample.toml"
 WAIT_S = 20.0
 
 
@@ -91,10 +95,18 @@ def test_subscription_timestamps_deadband_waveform_and_status() -> None:
                 point("energy", unit="kWh"),
                 point("voltage_waveform_l1"),
             ])
-            async with running(connector, readings):
+            # The documented sample runs against the same meter, beside the test's own connector.
+            table = tomllib.loads(SAMPLE.read_text())["sources"][0] | {"endpoint": sim.endpoint}
+            sample = build_connector(table, "sources[0]")
+            assert isinstance(sample, OpcUaConnector)
+            sample_readings = Readings()
+            async with running(connector, readings), running(sample, sample_readings):
                 await readings.wait(lambda: len(readings.of("voltage_l1", Quality.GOOD)) >= 10
                                     and len(readings.of("voltage_waveform_l1", Quality.GOOD)) >= 2,
                                     "10 voltage values and 2 waveforms")
+                await sample_readings.wait(lambda: all(sample_readings.of(p.name, Quality.GOOD)
+                                                       for p in sample.points()), "every sample point")
+                assert not any(r.quality is not Quality.GOOD for r in sample_readings.items)
                 volts = readings.of("voltage_l1", Quality.GOOD)
                 assert all(200.0 < r.value < 260.0 for r in volts)  # type: ignore[operator]
                 assert all(on_grid(r, 0.1) for r in volts), "SourceTimestamp must be used"

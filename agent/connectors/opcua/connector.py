@@ -85,8 +85,8 @@ class _ReportedElsewhere(logging.Filter):
         return not (message.startswith("ServiceFault (") or "but connection is closed" in message)
 
 
-for _name in ("asyncua.client.ua_session.UaSession", "asyncua.client.ua_client.UaClient",
-              "asyncua.client.ua_client.UASocketProtocol"):
+for _name in ("asyncua.client.client", "asyncua.client.ua_session.UaSession",
+              "asyncua.client.ua_client.UaClient", "asyncua.client.ua_client.UASocketProtocol"):
     if not any(isinstance(f, _ReportedElsewhere) for f in logging.getLogger(_name).filters):
         logging.getLogger(_name).addFilter(_ReportedElsewhere())
 
@@ -179,7 +179,7 @@ class OpcUaConnector:
         self.stats = ConnectorStats()
         self.config = cfg
         self._password = password
-        self._application_uri = cfg.application_uri or application_uri or f"{DEFAULT_APPLICATION_URI}:{cfg.name}"
+        self.application_uri = cfg.application_uri or application_uri or f"{DEFAULT_APPLICATION_URI}:{cfg.name}"
         self._points = [self._point(i, p) for i, p in enumerate(cfg.points)]
         self._rng = random.Random()
         self._offline_reason: str | None = None  # reason all points were last marked BAD with
@@ -187,7 +187,6 @@ class OpcUaConnector:
         self._last_problem = ""  # last connection problem logged, to log each problem once
         self._decode_log: dict[int, tuple[float, int]] = {}  # point -> (last log time, suppressed)
         self._ever_connected = False
-        self._session_up = False  # the current attempt got a session (resets the backoff)
 
     def _point(self, index: int, p: OpcUaPointConfig) -> _Point:
         spec = PointSpec(asset=p.asset, name=p.name, unit=p.unit, kind=p.kind,
@@ -206,7 +205,7 @@ class OpcUaConnector:
         cfg = self.config
         attempt = 0
         while True:
-            self._session_up = False
+            polls_before = self.stats.polls
             try:
                 await self._session(emit)
                 failure: BaseException = ConnectError("the server closed the connection")
@@ -214,14 +213,17 @@ class OpcUaConnector:
                 raise
             except Exception as exc:
                 failure = exc
+            if self.stats.polls > polls_before:
+                # Data flowed: this is a new outage. A session that connects and fails at once
+                # (flapping) keeps backing off and logs its problem only once.
+                attempt = 0
+                self._last_problem = ""
             self.stats.errors += 1
             self.stats.devices_online[cfg.endpoint] = False
             reason, message = describe_failure(failure, cfg)
             self.stats.last_error = message
             self._report(message, failure)
             self._mark_offline(emit, reason)
-            if self._session_up:
-                attempt = 0
             delay = backoff_delay(attempt, cfg.backoff_initial_s, cfg.backoff_max_s, self._rng)
             attempt += 1
             await asyncio.sleep(delay)
@@ -258,7 +260,7 @@ class OpcUaConnector:
         cfg = self.config
         client = Client(cfg.endpoint, timeout=cfg.timeout_s, watchdog_intervall=cfg.timeout_s)
         client.name = client.description = f"facility-twin {cfg.name}"
-        client.application_uri = self._application_uri
+        client.application_uri = self.application_uri
         client.session_timeout = SESSION_TIMEOUT_MS
         if cfg.username:
             client.set_user(cfg.username)
@@ -274,7 +276,6 @@ class OpcUaConnector:
     async def _session(self, emit: Emit) -> None:
         client = await self._client()
         async with client:
-            self._session_up = True
             self.stats.devices_online[self.config.endpoint] = True
             self._offline_reason = None
             self._point_reason.clear()
@@ -282,7 +283,6 @@ class OpcUaConnector:
                      "reconnected" if self._ever_connected else "connected", self.config.endpoint,
                      self.config.mode, len(self._points))
             self._ever_connected = True
-            self._last_problem = ""
             if self.config.mode == "subscribe":
                 await self._subscribe(client, emit)
             else:
@@ -399,7 +399,10 @@ class OpcUaConnector:
                 pending = await self._monitor(client, sub, pending, emit)
                 retry.schedule(progressed=len(pending) < before)
             wait = min(cfg.timeout_s, max(0.05, retry.due - time.monotonic())) if pending else cfg.timeout_s
-            ev = await sub.next_event(timeout=wait)
+            try:
+                ev = await sub.next_event(timeout=wait)
+            except StopAsyncIteration:
+                raise ConnectError("the subscription was closed") from None
             if ev is None:
                 continue
             if isinstance(ev, DataChangeEvent):
