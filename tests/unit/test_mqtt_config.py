@@ -12,7 +12,7 @@ import pytest
 
 from agent.connectors import build_connector
 from agent.connectors.base import Connector
-from agent.connectors.mqtt.config import filter_covers, parse_source, subscriptions
+from agent.connectors.mqtt.config import filter_covers, filters_overlap, parse_source, subscriptions
 from agent.connectors.mqtt.connector import Backoff, MqttConnector, RateLimitedLog, build
 from agent.errors import ConfigError
 from agent.model import PointSpec
@@ -132,6 +132,25 @@ def test_default_ports() -> None:
 ])
 def test_filter_covers(a: str, b: str, covers: bool) -> None:
     assert filter_covers(a, b) is covers
+
+
+@pytest.mark.parametrize(("a", "b", "overlap"), [
+    ("w/+/temp", "w/hall-2/#", True), ("a/b", "a/b/#", True), ("a/+", "+/b", True), ("#", "x", True),
+    ("a/b", "a/c", False), ("a/+", "a/b/c", False), ("a/b/#", "a/c/#", False), ("a/+/c", "a/b", False),
+])
+def test_filters_overlap(a: str, b: str, overlap: bool) -> None:
+    assert filters_overlap(a, b) is overlap
+    assert filters_overlap(b, a) is overlap
+
+
+def test_overlapping_filters_need_mqtt5() -> None:
+    points = [{"asset": "h", "name": "plus", "topic": "w/+/temp"},
+              {"asset": "h", "name": "hash", "topic": "w/hall-2/#"},
+              {"asset": "h", "name": "exact", "topic": "w/hall-1/temp"}]  # covered by w/+/temp: merged, fine
+    message = config_error({"name": "b", "protocol": "3.1.1", "points": points})
+    assert message == ("sources[0].points[1].topic: w/hall-2/# overlaps w/+/temp; with protocol = \"3.1.1\" the "
+                       "broker may deliver such messages twice. Use protocol = \"5\" or filters that do not overlap")
+    assert build({"name": "b", "protocol": "5", "points": points}, "sources[0]").points()
 
 
 def test_subscriptions_drop_covered_filters_and_keep_the_highest_qos() -> None:

@@ -25,7 +25,9 @@ __all__ = [
     "MqttPointSettings",
     "MqttSourceSettings",
     "filter_covers",
+    "filters_overlap",
     "parse_source",
+    "point_filter",
     "point_spec",
     "read_password",
     "sparkplug_filter",
@@ -191,9 +193,29 @@ def parse_source(table: dict[str, Any], key: str) -> MqttSourceSettings:
         if (p.asset, p.name) in seen:
             errors.append(f"{key}.points[{i}].name: {p.asset}/{p.name} is already points[{seen[(p.asset, p.name)]}]")
         seen.setdefault((p.asset, p.name), i)
+    if s.protocol == "3.1.1":
+        errors += _overlap_errors(s, key)
     if errors:
         raise ConfigError("\n".join(errors))
     return s
+
+
+def _overlap_errors(s: MqttSourceSettings, key: str) -> list[str]:
+    """MQTT 3.1.1 brokers may deliver a message once per matching subscription and say nothing about
+    which one it came from; two overlapping filters (neither covering the other, which would be
+    merged into one subscription) would double some readings. MQTT 5 tells them apart with
+    subscription identifiers."""
+    filters = list(subscriptions(s))
+    errors: list[str] = []
+    for i, a in enumerate(filters):
+        for b in filters[i + 1:]:
+            if filters_overlap(a, b):
+                index = next((j for f in (b, a) for j, p in enumerate(s.points)
+                              if filter_covers(f, point_filter(p))), 0)
+                errors.append(f"{key}.points[{index}].topic: {b} overlaps {a}; with protocol = \"3.1.1\" the "
+                              "broker may deliver such messages twice. Use protocol = \"5\" or filters that "
+                              "do not overlap")
+    return errors
 
 
 def read_password(s: MqttSourceSettings, key: str) -> str | None:
@@ -243,6 +265,23 @@ def filter_covers(a: str, b: str) -> bool:
     return len(la) == len(lb)
 
 
+def filters_overlap(a: str, b: str) -> bool:
+    """True when some topic matches both filters."""
+    la, lb = a.split("/"), b.split("/")
+    for x, y in zip(la, lb, strict=False):
+        if x == "#" or y == "#":
+            return True
+        if x != y and "+" not in (x, y):
+            return False
+    rest = la[len(lb):] or lb[len(la):]
+    return not rest or rest == ["#"]
+
+
+def point_filter(p: MqttPointSettings) -> str:
+    """The filter whose messages a point reads."""
+    return sparkplug_filter(p.topic) if p.format == "sparkplug" else p.topic
+
+
 def subscriptions(s: MqttSourceSettings) -> dict[str, int]:
     """Topic filter -> QoS to subscribe with.
 
@@ -253,9 +292,8 @@ def subscriptions(s: MqttSourceSettings) -> dict[str, int]:
     aliases its devices' data may use, and its death ends every device session of the node."""
     wanted: dict[str, int] = {}
     for p in s.points:
-        filters = [p.topic]
+        filters = [point_filter(p)]
         if p.format == "sparkplug":
-            filters = [sparkplug_filter(p.topic)]
             levels = filters[0].split("/")
             if len(levels) == 5 and "#" not in levels:
                 filters.append("/".join(levels[:4]))

@@ -55,10 +55,11 @@ from agent.connectors.mqtt.codec import (
 from agent.connectors.mqtt.config import (
     MqttPointSettings,
     MqttSourceSettings,
+    filter_covers,
     parse_source,
+    point_filter,
     point_spec,
     read_password,
-    sparkplug_filter,
     subscriptions,
     waveform_format,
 )
@@ -190,9 +191,18 @@ class MqttConnector:
         self._tls_context = tls_context
         self._routes = tuple(_compile(i, p) for i, p in enumerate(settings.points))
         self._subscriptions = subscriptions(settings)
+        self._v5 = settings.protocol == "5"
+        # MQTT 5 subscription identifier (1, 2, ...) -> the points that subscription serves: a message
+        # matching two overlapping filters arrives once per subscription, and each copy feeds only its own.
+        self._subscription_points = {
+            sub_id: frozenset(r.index for r in self._routes if filter_covers(f, point_filter(r.settings)))
+            for sub_id, f in enumerate(self._subscriptions, start=1)
+        }
+        self._pending_subacks: set[int] = set()  # SUBSCRIBE packet ids awaiting SUBACK (paho thread)
+        self._sub_filters: dict[int, list[str]] = {}  # SUBSCRIBE packet id -> its filters (paho thread)
         self._matcher = MQTTMatcher()
         for route in self._routes:
-            f = sparkplug_filter(route.settings.topic) if route.settings.format == "sparkplug" else route.settings.topic
+            f = point_filter(route.settings)
             try:
                 self._matcher[f].append(route)
             except KeyError:
@@ -284,12 +294,13 @@ class MqttConnector:
         self._backoff.reset()
         log.info("%s: connected to %s (session present: %s)", self.name, self.broker, session_present)
 
-    def _subscribed(self, failed: list[str]) -> None:
+    def _subscribed(self, failed: list[str], complete: bool) -> None:
         if failed:
             self.stats.errors += 1
             self.stats.last_error = f"subscription refused: {', '.join(failed)}"
             log.error("%s: broker refused subscriptions: %s", self.name, ", ".join(failed))
-        self.stats.devices_online[self.broker] = True
+        if complete and self._connected:
+            self.stats.devices_online[self.broker] = True
 
     def _session_ended(self, reason: str) -> None:
         self.stats.devices_online[self.broker] = False
@@ -332,15 +343,27 @@ class MqttConnector:
         if self._stopping.is_set():
             client.disconnect()
             return
-        client.subscribe(list(self._subscriptions.items()))
         self._call_soon(self._connected_ok, bool(flags.session_present))
+        self._pending_subacks.clear()
+        self._sub_filters.clear()
+        if self._v5:  # one SUBSCRIBE per filter: an identifier belongs to a whole SUBSCRIBE packet
+            for sub_id, (f, qos) in enumerate(self._subscriptions.items(), start=1):
+                props = Properties(PacketTypes.SUBSCRIBE)
+                props.SubscriptionIdentifier = sub_id
+                _, mid = client.subscribe(f, qos, properties=props)
+                self._sub_filters[mid] = [f]
+        else:
+            _, mid = client.subscribe(list(self._subscriptions.items()))
+            self._sub_filters[mid] = list(self._subscriptions)
+        self._pending_subacks.update(self._sub_filters)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[Any],
                       properties: Any) -> None:
-        filters = list(self._subscriptions)
+        filters = self._sub_filters.get(mid, [])
         failed = [f"{filters[i] if i < len(filters) else '?'} ({rc})"
                   for i, rc in enumerate(reason_codes) if rc.is_failure]
-        self._call_soon(self._subscribed, failed)
+        self._pending_subacks.discard(mid)
+        self._call_soon(self._subscribed, failed, not self._pending_subacks)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
@@ -386,18 +409,25 @@ class MqttConnector:
             except UnicodeDecodeError:
                 self._malformed("(not UTF-8)", ["topic is not UTF-8"])
                 continue
-            self.decode_message(topic, msg.payload, recv_ns, readings)
+            sub_ids = getattr(msg.properties, "SubscriptionIdentifier", None) if self._v5 else None
+            self.decode_message(topic, msg.payload, recv_ns, readings, sub_ids)
         if readings:
             self._emit_safely(readings)
 
-    def decode_message(self, topic: str, payload: bytes, recv_ns: int, out: list[Reading]) -> None:
-        """Append the readings one message yields to `out` (malformed parts are BAD and counted)."""
+    def decode_message(self, topic: str, payload: bytes, recv_ns: int, out: list[Reading],
+                       subscription_ids: Sequence[int] | None = None) -> None:
+        """Append the readings one message yields to `out` (malformed parts are BAD and counted).
+
+        `subscription_ids` (MQTT 5) limits the message to the points of the subscriptions it came by."""
         routes = self._topic_routes.get(topic)
         if routes is None:
             routes = tuple(r for group in self._matcher.iter_match(topic) for r in group)
             if len(self._topic_routes) >= MAX_TOPIC_CACHE:
                 self._topic_routes.clear()
             self._topic_routes[topic] = routes
+        if subscription_ids and len(self._subscription_points) > 1:
+            wanted = frozenset().union(*(self._subscription_points.get(i, frozenset()) for i in subscription_ids))
+            routes = tuple(r for r in routes if r.index in wanted)
         problems: list[str] = []
         if self._sparkplug is not None and topic.startswith(NAMESPACE + "/"):
             self._decode_sparkplug(topic, payload, recv_ns, routes, out, problems)
