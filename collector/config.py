@@ -3,14 +3,15 @@
     [collector]   listen address, state_dir, TLS
     [influx]      optional: InfluxDB v2 API or v1 /write (absent = the embedded SQLite store)
     [[agents]]    id and token hash (or token file) per agent
-    [[rules]]     work-order rules (collector/workorders/rules.py)
+    [[rules]]     work-order rules, one table each, `kind` selects the rule (collector/workorders/)
+    [history]     what the rules keep of the past (retention, resolution)
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from pydantic import Field, field_validator, model_validator
 from agent.errors import ConfigError
 from agent.tomlconfig import StrictModel, load_toml, parse_model
 from collector.influx import InfluxSettings
-from collector.workorders.rules import RuleSettings
+from collector.workorders.evaluate import Rule, parse_rules
+from collector.workorders.history import HistorySettings
 
 __all__ = ["AgentCredential", "CollectorConfig", "CollectorSettings", "hash_token", "load_collector_config"]
 
@@ -40,6 +42,8 @@ class CollectorSettings(StrictModel):
     client_ca_file: str = ""  # set to require client certificates (mTLS)
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     sink_retry_max_s: float = Field(default=30.0, gt=0)
+    # how often silence is judged (stale points, offline agents) and old history pruned
+    check_interval_s: float = Field(default=10.0, gt=0, le=3600)
 
     @field_validator("listen")
     @classmethod
@@ -80,15 +84,15 @@ class _CollectorFile(StrictModel):
     collector: CollectorSettings = CollectorSettings()
     influx: InfluxSettings | None = None
     agents: list[AgentCredential] = Field(min_length=1)
-    rules: list[RuleSettings] = []
+    rules: list[dict[str, Any]] = []  # validated per kind by parse_rules, so errors name rules[i].key
+    history: HistorySettings = HistorySettings()
 
     @model_validator(mode="after")
     def _unique(self) -> _CollectorFile:
-        for field_name, items in (("agents", [a.id for a in self.agents]),
-                                  ("rules", [r.name for r in self.rules])):
-            for i, v in enumerate(items):
-                if items.index(v) != i:
-                    raise ValueError(f"{field_name}[{i}]: duplicate {v!r}")
+        ids = [a.id for a in self.agents]
+        for i, v in enumerate(ids):
+            if ids.index(v) != i:
+                raise ValueError(f"agents[{i}]: duplicate {v!r}")
         return self
 
 
@@ -98,7 +102,8 @@ class CollectorConfig:
     collector: CollectorSettings
     influx: InfluxSettings | None
     token_hashes: dict[str, str]  # sha256 hex -> agent id
-    rules: tuple[RuleSettings, ...]
+    rules: tuple[Rule, ...]
+    history: HistorySettings = field(default_factory=HistorySettings)
 
     @property
     def state_dir(self) -> Path:
@@ -122,8 +127,9 @@ def build_collector_config(data: dict[str, Any], path: Path | None = None) -> Co
         if digest in hashes:
             raise ConfigError(f"agents[{i}]: same token as agent {hashes[digest]!r}; every agent needs its own")
         hashes[digest] = a.id
+    rules = parse_rules(parsed.rules)
     return CollectorConfig(path=path, collector=parsed.collector, influx=parsed.influx,
-                           token_hashes=hashes, rules=tuple(parsed.rules))
+                           token_hashes=hashes, rules=rules, history=parsed.history)
 
 
 def load_collector_config(path: str | Path) -> CollectorConfig:

@@ -1,10 +1,13 @@
 """FleetTwin: the collector's picture of every asset of every agent, in SQLite.
 
 `commit_batch` is the one place where a batch becomes durable state: in a single transaction it
-updates assets, points, changes and agent health, advances the (agent, queue epoch) watermark used
-for deduplication, evaluates the work-order rules and stores the resulting work orders. Either all
-of it happens or none, so a batch resent after a crash is recognised as a duplicate exactly when
-its effects are already stored.
+updates assets, points, changes and agent health, appends the indicator history, advances the
+(agent, queue epoch) watermark used for deduplication, evaluates the work-order rules, stores the
+resulting work orders and queues their ITSM deliveries. Either all of it happens or none, so a
+batch resent after a crash is recognised as a duplicate exactly when its effects are already stored.
+
+`check` is the periodic half: rules about silence (stale points, offline agents) cannot wait for a
+batch, so the daemon calls it on a timer; it also prunes the history past its retention.
 """
 
 from __future__ import annotations
@@ -14,21 +17,36 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import numpy as np
 
-from collector.workorders.rules import RuleSettings, ThresholdState, evaluate_threshold, rule_applies
+from collector.workorders import history
+from collector.workorders.evaluate import (
+    AgentStatus,
+    PointStatus,
+    Rule,
+    VibrationObs,
+    evaluate_summary,
+    evaluate_tick,
+    evaluate_vibration,
+)
+from collector.workorders.history import HistorySettings
+from collector.workorders.rules import Finding
 from collector.workorders.store import SCHEMA as WORK_ORDER_SCHEMA
-from collector.workorders.store import WorkOrder, WorkOrderStore
+from collector.workorders.store import WorkOrder, WorkOrderListener, WorkOrderStore, migrate
 from protos.twin.v1 import twin_pb2
 
-__all__ = ["FleetTwin", "IngestCounters"]
+__all__ = ["FleetTwin", "IngestCounters", "SqliteRuleStore"]
 
 CONTEXT_CHANGES_WINDOW_NS = 24 * 3600 * 10**9
 CONTEXT_MAX_CHANGES = 50
+CONTEXT_TREND_WINDOW_NS = 24 * 3600 * 10**9
+CONTEXT_TREND_POINTS = 96
+CONTEXT_EARLIER_WORK_ORDERS = 10
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -55,6 +73,9 @@ CREATE TABLE IF NOT EXISTS vibration (
     PRIMARY KEY (asset, sensor));
 CREATE TABLE IF NOT EXISTS rule_state (
     asset TEXT NOT NULL, rule TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (asset, rule));
+CREATE TABLE IF NOT EXISTS rule_states (
+    asset TEXT NOT NULL, rule TEXT NOT NULL, subject TEXT NOT NULL, state TEXT NOT NULL,
+    PRIMARY KEY (asset, rule, subject)) WITHOUT ROWID;
 """
 
 _QUALITY = {int(twin_pb2.GOOD): "GOOD", int(twin_pb2.UNCERTAIN): "UNCERTAIN", int(twin_pb2.BAD): "BAD"}
@@ -67,10 +88,40 @@ class IngestCounters:
     summaries: int = 0
 
 
+class SqliteRuleStore:
+    """The rules' state and history inside the fleet database (used within a transaction)."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def load_state(self, asset: str, rule: str, subject: str) -> dict[str, Any] | None:
+        cur = await self.db.execute("SELECT state FROM rule_states WHERE asset = ? AND rule = ? AND subject = ?",
+                                    (asset, rule, subject))
+        row = await cur.fetchone()
+        return json.loads(row[0]) if row else None
+
+    async def save_state(self, asset: str, rule: str, subject: str, state: dict[str, Any]) -> None:
+        await self.db.execute(
+            "INSERT INTO rule_states VALUES (?, ?, ?, ?) ON CONFLICT (asset, rule, subject) DO UPDATE "
+            "SET state = excluded.state", (asset, rule, subject, json.dumps(state)))
+
+    async def active_subjects(self, asset: str, rule: str) -> list[str]:
+        cur = await self.db.execute(
+            "SELECT subject FROM rule_states WHERE asset = ? AND rule = ? AND json_extract(state, '$.active')",
+            (asset, rule))
+        return [r[0] for r in await cur.fetchall()]
+
+    async def series(self, asset: str, key: str, since_ns: int, until_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        return await history.series(self.db, asset, key, since_ns, until_ns)
+
+
 class FleetTwin:
-    def __init__(self, path: Path, rules: Sequence[RuleSettings] = ()) -> None:
+    def __init__(self, path: Path, rules: Sequence[Rule] = (), history_settings: HistorySettings | None = None,
+                 listener: WorkOrderListener | None = None) -> None:
         self.path = path
         self.rules = tuple(rules)
+        self.history = history_settings or HistorySettings()
+        self.listener = listener
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self.work_orders: WorkOrderStore | None = None
@@ -81,8 +132,15 @@ class FleetTwin:
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=FULL")
         await self._db.execute("PRAGMA busy_timeout=10000")
-        await self._db.executescript(_SCHEMA + WORK_ORDER_SCHEMA)
-        self.work_orders = WorkOrderStore(self._db)
+        await self._db.executescript(_SCHEMA + WORK_ORDER_SCHEMA + history.SCHEMA)
+        async with self.transaction() as db:
+            await migrate(db)
+            cols = {r[1] for r in await (await db.execute("PRAGMA table_info(agents)")).fetchall()}
+            if "connected_ns" not in cols:
+                await db.execute("ALTER TABLE agents ADD COLUMN connected_ns INTEGER NOT NULL DEFAULT 0")
+                # threshold state of the single-subject layout, kept so an active condition still clears
+                await db.execute("INSERT OR IGNORE INTO rule_states SELECT asset, rule, '', state FROM rule_state")
+        self.work_orders = WorkOrderStore(self._db, self.listener)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -112,11 +170,11 @@ class FleetTwin:
         now = time.time_ns()
         async with self.transaction() as db:
             await db.execute(
-                "INSERT INTO agents (agent_id, site, version, queue_epoch, last_seen_ns, connected) "
-                "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (agent_id) DO UPDATE SET site = excluded.site, "
+                "INSERT INTO agents (agent_id, site, version, queue_epoch, last_seen_ns, connected, connected_ns) "
+                "VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (agent_id) DO UPDATE SET site = excluded.site, "
                 "version = excluded.version, queue_epoch = excluded.queue_epoch, "
-                "last_seen_ns = excluded.last_seen_ns, connected = 1",
-                (hello.agent_id, hello.site, hello.version, hello.queue_epoch, now))
+                "last_seen_ns = excluded.last_seen_ns, connected = 1, connected_ns = excluded.connected_ns",
+                (hello.agent_id, hello.site, hello.version, hello.queue_epoch, now, now))
             for a in hello.assets:
                 await db.execute(
                     "INSERT INTO assets (asset, agent_id, site, type, name, depends_on) VALUES (?, ?, ?, ?, ?, ?) "
@@ -157,15 +215,16 @@ class FleetTwin:
                 return []
             await self._store_summaries(db, batch)
             await self._store_changes_states(db, batch)
+            await history.record_batch(db, batch, self.history)
             await db.execute(
                 "INSERT INTO watermarks (agent_id, epoch, seq, batches) VALUES (?, ?, ?, 1) "
                 "ON CONFLICT (agent_id, epoch) DO UPDATE SET seq = excluded.seq, batches = batches + 1",
                 (agent_id, epoch, batch.seq))
+            await db.execute("UPDATE agents SET last_seen_ns = ? WHERE agent_id = ?", (time.time_ns(), agent_id))
             if batch.HasField("health"):
                 h = batch.health
                 health = {f.name: getattr(h, f.name) for f in h.DESCRIPTOR.fields}
-                await db.execute("UPDATE agents SET health = ?, last_seen_ns = ? WHERE agent_id = ?",
-                                 (json.dumps(health), time.time_ns(), agent_id))
+                await db.execute("UPDATE agents SET health = ? WHERE agent_id = ?", (json.dumps(health), agent_id))
             changed = await self._evaluate_rules(db, batch)
         return changed
 
@@ -214,33 +273,58 @@ class FleetTwin:
     async def _evaluate_rules(self, db: aiosqlite.Connection, batch: twin_pb2.Batch) -> list[WorkOrder]:
         if not self.rules:
             return []
-        assert self.work_orders is not None
         types = {a: t for a, t in await (await db.execute("SELECT asset, type FROM assets")).fetchall()}
-        changed: list[WorkOrder] = []
-        for s in sorted(batch.summaries, key=lambda s: s.interval_end_ns):
-            if s.count == 0:
-                continue  # no good value: the rule keeps its state (data quality is another rule's job)
-            for rule in self.rules:
-                if rule.point != s.point or not rule_applies(rule, s.asset, types.get(s.asset, "")):
-                    continue
-                state = await self._rule_state(db, s.asset, rule.name)
-                value = float(getattr(s, rule.field))
-                new_state, finding = evaluate_threshold(rule, state, s.asset, value, s.interval_end_ns)
-                if new_state != state:
-                    await db.execute(
-                        "INSERT INTO rule_state VALUES (?, ?, ?) ON CONFLICT (asset, rule) DO UPDATE "
-                        "SET state = excluded.state", (s.asset, rule.name, json.dumps(asdict(new_state))))
-                if finding is not None:
-                    context = await self.context(s.asset, db) if finding.action == "raise" else {}
-                    wo = await self.work_orders.apply(finding, context)
-                    if wo is not None:
-                        changed.append(wo)
-        return changed
+        store = SqliteRuleStore(db)
+        observations: list[Any] = [history.summary_obs(s) for s in batch.summaries if not s.last_text]
+        observations += [VibrationObs(v.asset, v.sensor, v.ts_ns, history.vibration_doc(v)) for v in batch.vibration]
+        findings: list[Finding] = []
+        for obs in sorted(observations, key=lambda o: o.ts_ns):
+            if isinstance(obs, VibrationObs):
+                findings += await evaluate_vibration(self.rules, store, obs, types.get(obs.asset, ""))
+            else:
+                findings += await evaluate_summary(self.rules, store, obs, types.get(obs.asset, ""))
+        return await self._apply(db, findings)
 
-    async def _rule_state(self, db: aiosqlite.Connection, asset: str, rule: str) -> ThresholdState:
-        cur = await db.execute("SELECT state FROM rule_state WHERE asset = ? AND rule = ?", (asset, rule))
-        row = await cur.fetchone()
-        return ThresholdState(**json.loads(row[0])) if row else ThresholdState()
+    async def _apply(self, db: aiosqlite.Connection, findings: list[Finding]) -> list[WorkOrder]:
+        assert self.work_orders is not None
+        changed: dict[int, WorkOrder] = {}
+        for finding in findings:
+            async def context(finding: Finding = finding) -> dict[str, Any]:
+                return await self.context(finding.asset, db, finding)
+            wo = await self.work_orders.apply(finding, context)
+            if wo is not None:
+                changed[wo.id] = wo
+        return list(changed.values())
+
+    # ---- the periodic check ----------------------------------------------------------------------
+    async def check(self, now_ns: int | None = None) -> list[WorkOrder]:
+        """Judge silence (stale points, offline agents) at `now_ns`; return changed work orders."""
+        now = now_ns if now_ns is not None else time.time_ns()
+        if not any(r.kind in ("stale", "agent_offline") for r in self.rules):
+            return []
+        async with self.transaction() as db:
+            agents = await (await db.execute(
+                "SELECT agent_id, last_seen_ns, connected, connected_ns FROM agents")).fetchall()
+            served: dict[str, list[str]] = {}
+            rows = await (await db.execute("SELECT asset, agent_id FROM assets ORDER BY asset")).fetchall()
+            for asset, agent in rows:
+                served.setdefault(agent, []).append(asset)
+            connected_since = {a: int(c_ns) for a, _, connected, c_ns in agents if connected}
+            # Points of a disconnected agent are not judged stale: that is the agent_offline rule's
+            # finding, and its queue delivers their data when it reconnects.
+            points = [PointStatus(asset, atype, point, max(int(ts), connected_since[agent]), float(expected))
+                      for asset, atype, agent, point, ts, expected in await (await db.execute(
+                          "SELECT p.asset, a.type, a.agent_id, p.point, p.ts_ns, p.expected_interval_s FROM points p "
+                          "JOIN assets a ON a.asset = p.asset WHERE p.expected_interval_s > 0")).fetchall()
+                      if agent in connected_since]
+            statuses = [AgentStatus(a, int(seen), served.get(a, [])) for a, seen, _, _ in agents]
+            findings = await evaluate_tick(self.rules, SqliteRuleStore(db), now, points, statuses)
+            return await self._apply(db, findings)
+
+    async def prune_history(self, now_ns: int | None = None) -> int:
+        now = now_ns if now_ns is not None else time.time_ns()
+        async with self.transaction() as db:
+            return await history.prune(db, now - int(self.history.retention_days * 86_400e9))
 
     # ---- reads ----------------------------------------------------------------------------------
     async def asset(self, asset: str, db: aiosqlite.Connection | None = None) -> dict[str, Any] | None:
@@ -271,37 +355,96 @@ class FleetTwin:
                 out.append(doc)
         return out
 
-    async def context(self, asset: str, db: aiosqlite.Connection | None = None) -> dict[str, Any]:
-        """What a responder needs beside the finding: state, recent changes, dependencies."""
+    async def context(self, asset: str, db: aiosqlite.Connection | None = None,
+                      finding: Finding | None = None) -> dict[str, Any]:
+        """What a responder needs beside the finding, captured when the work order is raised.
+
+        The asset's state, latest values and vibration indicators; its state, setpoint and
+        configuration changes in the 24 h before the finding; the assets it depends on and those
+        that depend on it, with their states and open work orders; the recent values of the
+        indicator that triggered the finding; and earlier work orders on the same asset.
+        """
         db = db or self.db
-        doc = await self.asset(asset, db) or {"id": asset}
-        since = time.time_ns() - CONTEXT_CHANGES_WINDOW_NS
+        ref_ns = finding.ts_ns if finding is not None else time.time_ns()
+        doc = await self.asset(asset, db)
+        out: dict[str, Any] = {}
+        if doc is None:  # a rule about an agent (agent_offline): its assets stand in for dependencies
+            agent = await self.agent(asset, db)
+            if agent is not None:
+                out["agent"] = agent
+                out["agent_assets"] = [await self._neighbour(db, a) for a in agent["assets"]]
+            doc = {"id": asset}
         changes = [
             {"point": p, "ts_ns": ts, "kind": k, "old": o, "new": n}
             for p, ts, k, o, n in await (await db.execute(
                 "SELECT point, ts_ns, kind, old_value, new_value FROM changes WHERE asset = ? AND ts_ns >= ? "
-                "ORDER BY ts_ns DESC LIMIT ?", (asset, since, CONTEXT_MAX_CHANGES))).fetchall()
+                "AND ts_ns <= ? ORDER BY ts_ns DESC LIMIT ?",
+                (asset, ref_ns - CONTEXT_CHANGES_WINDOW_NS, ref_ns, CONTEXT_MAX_CHANGES))).fetchall()
         ]
-
-        async def neighbour(other: str) -> dict[str, Any]:
-            cur = await db.execute("SELECT state, health, type FROM assets WHERE asset = ?", (other,))
-            row = await cur.fetchone()
-            open_wos = [r[0] for r in await (await db.execute(
-                "SELECT id FROM work_orders WHERE asset = ? AND status != 'closed'", (other,))).fetchall()]
-            return {"asset": other, "state": row[0] if row else "unknown", "health": row[1] if row else None,
-                    "type": row[2] if row else None, "open_work_orders": [f"WO-{i:06d}" for i in open_wos]}
-
         dependents = [r[0] for r in await (await db.execute(
             "SELECT asset FROM assets WHERE EXISTS (SELECT 1 FROM json_each(assets.depends_on) WHERE value = ?)",
             (asset,))).fetchall()]
-        return {
+        earlier = [{"ref": f"WO-{i:06d}", "rule": r, "severity": sev, "status": st, "title": t, "created_ns": c,
+                    "closed_ns": cl, "closed_by": by, "note": n}
+                   for i, r, sev, st, t, c, cl, by, n in await (await db.execute(
+                       "SELECT id, rule, severity, status, title, created_ns, closed_ns, closed_by, note "
+                       "FROM work_orders WHERE asset = ? ORDER BY id DESC LIMIT ?",
+                       (asset, CONTEXT_EARLIER_WORK_ORDERS))).fetchall()]
+        out |= {
             "state": {k: doc.get(k) for k in ("state", "health", "type", "name", "agent")},
             "points": doc.get("points", {}),
             "vibration": doc.get("vibration", {}),
             "recent_changes": changes,
-            "depends_on": [await neighbour(d) for d in doc.get("depends_on", [])],
-            "dependents": [await neighbour(d) for d in dependents],
+            "depends_on": [await self._neighbour(db, d) for d in doc.get("depends_on", [])],
+            "dependents": [await self._neighbour(db, d) for d in dependents],
+            "earlier_work_orders": earlier,
         }
+        key = finding.evidence.get("series") if finding is not None else None
+        if isinstance(key, str):
+            out["trend"] = await self._trend(db, asset, key, ref_ns, finding)
+        return out
+
+    async def _neighbour(self, db: aiosqlite.Connection, other: str) -> dict[str, Any]:
+        cur = await db.execute("SELECT state, health, type FROM assets WHERE asset = ?", (other,))
+        row = await cur.fetchone()
+        open_wos = [{"ref": f"WO-{i:06d}", "rule": r, "severity": s, "title": t} for i, r, s, t in await (
+            await db.execute("SELECT id, rule, severity, title FROM work_orders WHERE asset = ? AND status != 'closed' "
+                             "ORDER BY id", (other,))).fetchall()]
+        return {"asset": other, "state": row[0] if row else "unknown", "health": row[1] if row else None,
+                "type": row[2] if row else None, "open_work_orders": [w["ref"] for w in open_wos],
+                "open_work_order_details": open_wos}
+
+    async def _trend(self, db: aiosqlite.Connection, asset: str, key: str, ref_ns: int,
+                     finding: Finding | None) -> dict[str, Any]:
+        """Recent values of the triggering indicator, reduced to at most CONTEXT_TREND_POINTS."""
+        window = CONTEXT_TREND_WINDOW_NS
+        if finding is not None and isinstance(finding.evidence.get("window_days"), int | float):
+            window = max(window, int(float(finding.evidence["window_days"]) * 86_400e9))
+        try:
+            ts, values = await history.series(db, asset, key, ref_ns - window, ref_ns)
+        except ValueError:
+            return {"series": key, "values": []}
+        if len(ts) > CONTEXT_TREND_POINTS:
+            idx = np.linspace(0, len(ts) - 1, CONTEXT_TREND_POINTS).round().astype(int)
+            ts, values = ts[idx], values[idx]
+        return {"series": key, "window_s": window / 1e9,
+                "values": [[int(t), round(float(v), 6)] for t, v in zip(ts, values, strict=True)]}
+
+    async def agent(self, agent_id: str, db: aiosqlite.Connection | None = None) -> dict[str, Any] | None:
+        db = db or self.db
+        cur = await db.execute("SELECT agent_id, site, version, last_seen_ns, connected, health FROM agents "
+                               "WHERE agent_id = ?", (agent_id,))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        assets = [r[0] for r in await (await db.execute(
+            "SELECT asset FROM assets WHERE agent_id = ? ORDER BY asset", (agent_id,))).fetchall()]
+        return {"id": row[0], "site": row[1], "version": row[2], "last_seen_ns": row[3], "connected": bool(row[4]),
+                "health": json.loads(row[5]), "assets": assets}
+
+    async def agents(self) -> list[dict[str, Any]]:
+        ids = [r[0] for r in await (await self.db.execute("SELECT agent_id FROM agents ORDER BY agent_id")).fetchall()]
+        return [a for a in [await self.agent(i) for i in ids] if a is not None]
 
     # ---- work-order lifecycle (through the same lock as ingest) ---------------------------------
     async def acknowledge(self, wo_id: int, who: str, note: str = "") -> WorkOrder:

@@ -1,0 +1,269 @@
+"""Dispatch observations to the rules that watch them; parse the `[[rules]]` list.
+
+Ingest (collector/fleet.py) and the what-if replay (collector/whatif.py) both drive the rules
+through the functions here, against a `RuleStore` that keeps rule state and serves history: the
+fleet's is SQLite inside the batch transaction, the replay's is in memory. Same code, so a what-if
+answer is what production would have done with the same data.
+
+Rule state is kept per (asset, rule, subject): the subject is the sensor of a vibration rule or the
+point of a data-quality rule ("" when a rule has one subject per asset). A work order is per
+(asset, rule), so a subject's `clear` only counts once no other subject of it is still active.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
+
+import numpy as np
+
+from agent.errors import ConfigError
+from agent.tomlconfig import parse_model
+from collector.workorders.data_quality import (
+    AgentOfflineRule,
+    BadQualityRule,
+    StaleRule,
+    evaluate_agent_offline,
+    evaluate_bad_quality,
+    evaluate_stale,
+)
+from collector.workorders.rate import RateOfChangeRule, evaluate_rate
+from collector.workorders.rules import Finding, RuleBase, RuleState, ThresholdRule, ThresholdState, evaluate_threshold
+from collector.workorders.trend import TrendRule, evaluate_trend
+from collector.workorders.vibration import BearingRule, IsoZoneRule, evaluate_bearing, evaluate_iso_zone
+
+__all__ = [
+    "RULE_KINDS",
+    "AgentStatus",
+    "PointStatus",
+    "Rule",
+    "RuleStore",
+    "SummaryObs",
+    "VibrationObs",
+    "evaluate_summary",
+    "evaluate_tick",
+    "evaluate_vibration",
+    "parse_rules",
+]
+
+Rule = (ThresholdRule | RateOfChangeRule | IsoZoneRule | BearingRule | TrendRule | BadQualityRule | StaleRule
+        | AgentOfflineRule)
+
+RULE_KINDS: dict[str, type[RuleBase]] = {
+    "threshold": ThresholdRule,
+    "rate_of_change": RateOfChangeRule,
+    "iso_zone": IsoZoneRule,
+    "bearing": BearingRule,
+    "trend": TrendRule,
+    "bad_quality": BadQualityRule,
+    "stale": StaleRule,
+    "agent_offline": AgentOfflineRule,
+}
+
+
+def parse_rules(tables: Sequence[Any], prefix: str = "rules") -> tuple[Rule, ...]:
+    """Validate each `[[rules]]` table as its kind (default "threshold"); errors name the key."""
+    rules: list[Rule] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for i, table in enumerate(tables):
+        key = f"{prefix}[{i}]"
+        if not isinstance(table, Mapping):
+            errors.append(f"{key}: must be a table")
+            continue
+        kind = table.get("kind", "threshold")
+        model = RULE_KINDS.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            errors.append(f"{key}.kind: unknown rule kind {kind!r}; one of {', '.join(RULE_KINDS)}")
+            continue
+        try:
+            rule = parse_model(model, dict(table), key)
+        except ConfigError as exc:
+            errors.append(str(exc))
+            continue
+        if rule.name in seen:
+            errors.append(f"{key}: duplicate {rule.name!r} (also {prefix}[{seen[rule.name]}])")
+            continue
+        seen[rule.name] = i
+        rules.append(rule)  # type: ignore[arg-type]
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return tuple(rules)
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryObs:
+    """One point's interval summary, as the rules see it (from a Batch or from the stored history)."""
+
+    asset: str
+    point: str
+    ts_ns: int
+    mean: float
+    min: float
+    max: float
+    last: float
+    count: int
+    bad: int
+    quality: str = "GOOD"
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VibrationObs:
+    asset: str
+    sensor: str
+    ts_ns: int
+    block: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PointStatus:
+    """For the periodic stale check: when a point was last seen and how often it should report."""
+
+    asset: str
+    asset_type: str
+    point: str
+    last_ns: int
+    expected_interval_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    agent: str
+    last_seen_ns: int
+    assets: list[str]
+
+
+class RuleStore(Protocol):
+    """Where rule state lives and history comes from (SQLite in production, memory in a replay)."""
+
+    async def load_state(self, asset: str, rule: str, subject: str) -> dict[str, Any] | None: ...
+
+    async def save_state(self, asset: str, rule: str, subject: str, state: dict[str, Any]) -> None: ...
+
+    async def active_subjects(self, asset: str, rule: str) -> list[str]: ...
+
+    async def series(self, asset: str, key: str, since_ns: int, until_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ts_ns, values) of a history series, oldest first, both ends inclusive."""
+        ...
+
+
+def _decode(cls: type, doc: dict[str, Any] | None) -> Any:
+    if not doc:
+        return cls()
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in doc.items() if k in names})
+
+
+async def _step(store: RuleStore, rule: Rule, asset: str, subject: str, run: Any) -> Finding | None:
+    """Load the subject's state, run the rule, save the state, and apply the per-(asset, rule) clear rule."""
+    state_type = ThresholdState if isinstance(rule, ThresholdRule) else RuleState
+    state = _decode(state_type, await store.load_state(asset, rule.name, subject))
+    new, finding = await run(state)
+    if new != state:
+        await store.save_state(asset, rule.name, subject, asdict(new))
+    if finding is not None and finding.action == "clear":
+        if [s for s in await store.active_subjects(asset, rule.name) if s != subject]:
+            return None  # another sensor or point of this asset still has the condition
+    return finding
+
+
+async def evaluate_summary(rules: Sequence[Rule], store: RuleStore, obs: SummaryObs, asset_type: str) -> list[Finding]:
+    """Run every rule that watches this summary's point (its history must already include it)."""
+    findings: list[Finding] = []
+    has_value = obs.count > 0
+    for rule in rules:
+        if not rule.targets_assets or not rule.applies_to(obs.asset, asset_type):
+            continue
+        finding: Finding | None = None
+        if isinstance(rule, ThresholdRule) and rule.point == obs.point and has_value:
+            value = float(getattr(obs, rule.field))
+
+            async def run_threshold(state: Any, rule: ThresholdRule = rule, value: float = value) -> Any:
+                return evaluate_threshold(rule, state, obs.asset, value, obs.ts_ns)
+            finding = await _step(store, rule, obs.asset, "", run_threshold)
+        elif isinstance(rule, RateOfChangeRule) and rule.point == obs.point and has_value:
+            async def run_rate(state: Any, rule: RateOfChangeRule = rule) -> Any:
+                ts, values = await store.series(obs.asset, f"point:{rule.point}:{rule.field}",
+                                                obs.ts_ns - rule.window_ns, obs.ts_ns)
+                if len(ts) == 0:
+                    return state, None
+                return evaluate_rate(rule, state, obs.asset, ts, values)
+            finding = await _step(store, rule, obs.asset, "", run_rate)
+        elif isinstance(rule, TrendRule) and rule.point == obs.point and has_value:
+            finding = await _step(store, rule, obs.asset, "",
+                                  _trend_runner(store, rule, obs.asset, "", f"point:{rule.point}:{rule.field}",
+                                                obs.ts_ns))
+        elif isinstance(rule, BadQualityRule) and rule.watches(obs.point):
+            async def run_bad(state: Any, rule: BadQualityRule = rule) -> Any:
+                return evaluate_bad_quality(rule, state, obs.asset, obs.point, not has_value and obs.bad > 0,
+                                            obs.reason, obs.ts_ns)
+            if has_value or obs.bad > 0:
+                finding = await _step(store, rule, obs.asset, obs.point, run_bad)
+        if finding is not None:
+            findings.append(finding)
+    return findings
+
+
+def _trend_runner(store: RuleStore, rule: TrendRule, asset: str, subject: str, key: str, ts_ns: int) -> Any:
+    async def run(state: RuleState) -> tuple[RuleState, Finding | None]:
+        if not rule.due(state, ts_ns):
+            return state, None
+        ts, values = await store.series(asset, key, ts_ns - rule.window_ns, ts_ns)
+        if len(ts) == 0:
+            return state, None
+        return evaluate_trend(rule, state, asset, subject, ts, values)
+    return run
+
+
+async def evaluate_vibration(rules: Sequence[Rule], store: RuleStore, obs: VibrationObs,
+                             asset_type: str) -> list[Finding]:
+    """Run the vibration rules (zone, bearing, trend on an indicator) on one block of one sensor."""
+    findings: list[Finding] = []
+    for rule in rules:
+        if not rule.targets_assets or not rule.applies_to(obs.asset, asset_type):
+            continue
+        finding: Finding | None = None
+        if isinstance(rule, IsoZoneRule | BearingRule) and rule.sensor in ("", obs.sensor):
+            evaluate = evaluate_iso_zone if isinstance(rule, IsoZoneRule) else evaluate_bearing
+
+            async def run_block(state: Any, rule: Any = rule, evaluate: Any = evaluate) -> Any:
+                return evaluate(rule, state, obs.asset, obs.sensor, obs.block, obs.ts_ns)
+            finding = await _step(store, rule, obs.asset, obs.sensor, run_block)
+        elif isinstance(rule, TrendRule) and rule.vibration and rule.sensor in ("", obs.sensor) \
+                and obs.block.get(rule.vibration) is not None:
+            finding = await _step(store, rule, obs.asset, obs.sensor,
+                                  _trend_runner(store, rule, obs.asset, obs.sensor,
+                                                f"vibration:{obs.sensor}:{rule.vibration}", obs.ts_ns))
+        if finding is not None:
+            findings.append(finding)
+    return findings
+
+
+async def evaluate_tick(rules: Sequence[Rule], store: RuleStore, now_ns: int, points: Sequence[PointStatus],
+                        agents: Sequence[AgentStatus]) -> list[Finding]:
+    """The periodic check: stale points and offline agents, judged at `now_ns`."""
+    findings: list[Finding] = []
+    for rule in rules:
+        if isinstance(rule, StaleRule):
+            for p in points:
+                if not rule.applies_to(p.asset, p.asset_type) or not rule.watches(p.point):
+                    continue
+
+                async def run_stale(state: Any, rule: StaleRule = rule, p: PointStatus = p) -> Any:
+                    return evaluate_stale(rule, state, p.asset, p.point, p.last_ns, p.expected_interval_s, now_ns)
+                finding = await _step(store, rule, p.asset, p.point, run_stale)
+                if finding is not None:
+                    findings.append(finding)
+        elif isinstance(rule, AgentOfflineRule):
+            for a in agents:
+                if not rule.watches_agent(a.agent):
+                    continue
+
+                async def run_offline(state: Any, rule: AgentOfflineRule = rule, a: AgentStatus = a) -> Any:
+                    return evaluate_agent_offline(rule, state, a.agent, a.last_seen_ns, now_ns, a.assets)
+                finding = await _step(store, rule, a.agent, "", run_offline)
+                if finding is not None:
+                    findings.append(finding)
+    return findings
