@@ -171,6 +171,7 @@ class PowerMeterSimulator:
         self.schedule: list[tuple[float, str]] = list(schedule)
         self.boot_delay_s = boot_delay_s
         self.faults: dict[str, dict[str, float]] = {}
+        self._schedule_done = 0  # schedule entries already applied
         self._rng = np.random.default_rng(seed)
         self._energy_kwh = 10_000.0 + 1000.0 * self._rng.random()
         self._started_at = 0.0
@@ -234,9 +235,9 @@ class PowerMeterSimulator:
         self._server = server
         if self._started_at == 0.0:
             self._started_at = time.monotonic()
-        self._tasks = [asyncio.create_task(self._boot_and_run(server, idx), name="power-meter-model")]
-        if self.schedule:
-            self._tasks.append(asyncio.create_task(self._run_schedule(), name="power-meter-schedule"))
+        self._apply_due_schedule()  # entries due now act before the first values are written
+        self._tasks = [asyncio.create_task(self._boot_and_run(server, idx), name="power-meter-model"),
+                       asyncio.create_task(self._run_schedule(), name="power-meter-schedule")]
         log.info("power meter: serving %s (security=%s)", self.endpoint, self.security)
 
     async def stop(self) -> None:
@@ -301,13 +302,29 @@ class PowerMeterSimulator:
             next_tick += self.update_interval_s
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
 
-    async def _run_schedule(self) -> None:
-        for at, action in sorted(self.schedule):
-            await asyncio.sleep(max(0.0, self._started_at + at - time.monotonic()))
+    def _apply_due_schedule(self) -> float | None:
+        """Apply the schedule entries that are due; return seconds until the next one (None: none left).
+
+        Entries run once, in time order, across restarts: a restart continues the schedule.
+        """
+        pending = sorted(self.schedule)[self._schedule_done:]
+        elapsed = time.monotonic() - self._started_at
+        for at, action in pending:
+            if at > elapsed:
+                return at - elapsed
+            self._schedule_done += 1
             if action.startswith("clear:"):
                 self.clear(action.removeprefix("clear:"))
             else:
                 self.inject(action)
+        return None
+
+    async def _run_schedule(self) -> None:
+        while True:
+            wait = self._apply_due_schedule()
+            if wait is None:
+                return
+            await asyncio.sleep(wait)
 
     # ----------------------------------------------------------------------------------- model
 

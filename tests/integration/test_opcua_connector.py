@@ -20,6 +20,7 @@ from agent.connectors import build_connector
 from agent.connectors.opcua.connector import OpcUaConnector, build
 from agent.model import Quality, Reading
 from simulator.power_meter import NODES, WAVEFORM_SAMPLES, PowerMeterSimulator
+from tests.servers import free_port, python_server
 
 pytestmark = pytest.mark.integration
 
@@ -222,3 +223,25 @@ def test_server_restart_marks_bad_then_recovers_resubscribed() -> None:
             await sim.stop()
 
     asyncio.run(main())
+
+
+def test_simulator_runs_as_a_process_with_a_scheduled_fault(tmp_path: Path) -> None:
+    port = free_port()
+    proc = python_server("power-meter", ["-m", "simulator.power_meter", "--port", str(port), "--seed", "7",
+                                         "--fault", "phase_imbalance@0"], tmp_path, port)
+
+    async def main() -> None:
+        readings = Readings()
+        connector = build({"name": "meter", "endpoint": f"opc.tcp://127.0.0.1:{port}/facility/",
+                           "mode": "poll", "poll_interval_s": 0.5, "timeout_s": 0.45,
+                           "points": [point("current_l1"), point("current_l2")]}, "sources[0]")
+        async with running(connector, readings):
+            await readings.wait(lambda: bool(readings.of("current_l1", Quality.GOOD)
+                                             and readings.of("current_l2", Quality.GOOD)), "currents")
+        l1, l2 = (readings.of(n, Quality.GOOD)[-1].value for n in ("current_l1", "current_l2"))
+        assert l1 > 1.3 * l2  # type: ignore[operator]  # the imbalanced phase draws ~1.5x
+
+    try:
+        asyncio.run(main())
+    finally:
+        proc.stop()
