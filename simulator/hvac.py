@@ -51,7 +51,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from pymodbus.client.mixin import ModbusClientMixin
@@ -166,6 +166,7 @@ class HvacSimulator:
         self._clogging: _Clogging | None = None
         self._stuck_at: float | None = None
         self._pending: list[tuple[float, str]] = []
+        self._started = False
         self._task: asyncio.Task[None] | None = None
         self._write_registers()
 
@@ -182,7 +183,9 @@ class HvacSimulator:
 
     async def start(self) -> None:
         """Start serving (again, on the same port after a stop) and stepping the model."""
-        self._pending = sorted(self.schedule)
+        if not self._started:
+            self._pending = sorted(self.schedule)  # a restart continues the schedule, it does not replay it
+            self._started = True
         await self._server.start()
         self._task = asyncio.create_task(self._run(), name="hvac-model")
         log.info("hvac: serving unit %d on %s:%d", self.unit_id, self._server.host, self._server.port)
@@ -300,9 +303,6 @@ class HvacSimulator:
         self._memory.coils[0] = s.compressor_running
         self._memory.discrete[0] = alarm
         self._memory.discrete[1] = s.fan_speed > 0
-
-    def snapshot(self) -> dict[str, float | bool]:
-        return asdict(self.state)
 
 
 def _u16(value: float) -> int:

@@ -127,7 +127,8 @@ def test_a_silent_unit_goes_offline_without_stalling_its_neighbour_and_recovers(
                 await wait_until(lambda: len(got.good("u1")) >= good_u1_before + 5, "unit 1 still polled")
                 bad_u2 = [r for r in got.of("u2") + got.of("u2b") if r.ts_ns >= first_bad.ts_ns]
                 assert bad_u2 and all(r.quality is Quality.BAD and r.value is None for r in bad_u2)
-                assert {r.reason for r in bad_u2} == {"timeout"}
+                # "timeout (connection lost)" if the link reopened a silent connection meanwhile
+                assert all(r.reason.startswith("timeout") for r in bad_u2)
                 assert connector.stats.devices_online["unit-1"] is True
                 assert connector.stats.errors >= 1 and "unit-2" in connector.stats.last_error
 
