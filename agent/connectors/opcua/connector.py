@@ -215,9 +215,10 @@ class OpcUaConnector:
                 failure = exc
             if self.stats.polls > polls_before:
                 # Data flowed: this is a new outage. A session that connects and fails at once
-                # (flapping) keeps backing off and logs its problem only once.
+                # (flapping) keeps backing off, logs its problem once and marks the points once.
                 attempt = 0
                 self._last_problem = ""
+                self._offline_reason = None
             self.stats.errors += 1
             self.stats.devices_online[cfg.endpoint] = False
             reason, message = describe_failure(failure, cfg)
@@ -277,7 +278,6 @@ class OpcUaConnector:
         client = await self._client()
         async with client:
             self.stats.devices_online[self.config.endpoint] = True
-            self._offline_reason = None
             self._point_reason.clear()
             log.info("%s: %s to %s (%s, %d points)", self.name,
                      "reconnected" if self._ever_connected else "connected", self.config.endpoint,
