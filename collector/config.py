@@ -5,6 +5,8 @@
     [[agents]]    id and token hash (or token file) per agent
     [[rules]]     work-order rules, one table each, `kind` selects the rule (collector/workorders/)
     [history]     what the rules keep of the past (retention, resolution)
+    [api]         optional: the HTTP JSON API (collector/api.py)
+    [[webhooks]]  optional: ITSM webhooks that receive every work-order change (collector/itsm.py)
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pydantic import Field, field_validator, model_validator
 
 from agent.errors import ConfigError
 from agent.tomlconfig import StrictModel, load_toml, parse_model
+from collector.api import ApiSettings, read_api_token
 from collector.influx import InfluxSettings
+from collector.itsm import Webhook, WebhookSettings, load_webhooks
 from collector.workorders.evaluate import Rule, parse_rules
 from collector.workorders.history import HistorySettings
 
@@ -86,6 +90,8 @@ class _CollectorFile(StrictModel):
     agents: list[AgentCredential] = Field(min_length=1)
     rules: list[dict[str, Any]] = []  # validated per kind by parse_rules, so errors name rules[i].key
     history: HistorySettings = HistorySettings()
+    api: ApiSettings | None = None
+    webhooks: list[WebhookSettings] = []
 
     @model_validator(mode="after")
     def _unique(self) -> _CollectorFile:
@@ -104,6 +110,9 @@ class CollectorConfig:
     token_hashes: dict[str, str]  # sha256 hex -> agent id
     rules: tuple[Rule, ...]
     history: HistorySettings = field(default_factory=HistorySettings)
+    api: ApiSettings | None = None
+    api_token: str = field(default="", repr=False)
+    webhooks: tuple[Webhook, ...] = ()
 
     @property
     def state_dir(self) -> Path:
@@ -128,8 +137,10 @@ def build_collector_config(data: dict[str, Any], path: Path | None = None) -> Co
             raise ConfigError(f"agents[{i}]: same token as agent {hashes[digest]!r}; every agent needs its own")
         hashes[digest] = a.id
     rules = parse_rules(parsed.rules)
+    api_token = read_api_token(parsed.api) if parsed.api else ""
     return CollectorConfig(path=path, collector=parsed.collector, influx=parsed.influx,
-                           token_hashes=hashes, rules=rules, history=parsed.history)
+                           token_hashes=hashes, rules=rules, history=parsed.history, api=parsed.api,
+                           api_token=api_token, webhooks=load_webhooks(parsed.webhooks))
 
 
 def load_collector_config(path: str | Path) -> CollectorConfig:

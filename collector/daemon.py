@@ -1,4 +1,12 @@
-"""The collector daemon: gRPC ingest server + sink + fleet twin, with a clean shutdown."""
+"""The collector daemon: gRPC ingest + sink + fleet twin, the periodic check, the ITSM forwarder and the
+HTTP API, with a clean shutdown.
+
+Components start in dependency order and stop in reverse: fleet twin (SQLite) first, then the
+forwarder, the API and the gRPC server; `stop` reverses `start`. Background loops are started with
+`_spawn`, which names the task and keeps it for shutdown; each loop catches and logs its own failures
+so none dies silently. To add a component (e.g. a metrics endpoint), start it in `start`, stop it
+in `stop`, and put any loop in `_spawn`.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,22 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import grpc
 
+from agent.errors import SinkError
+from collector.api import ApiServer, build_app
 from collector.config import CollectorConfig
 from collector.fleet import FleetTwin
 from collector.influx import build_sink
 from collector.ingest import IngestServicer
+from collector.itsm import Forwarder, Outbox
+from collector.points import work_order_point
+from collector.workorders.store import WorkOrder
 from protos.twin.v1 import twin_pb2_grpc
 
 __all__ = ["CollectorDaemon"]
@@ -27,6 +43,7 @@ SERVER_OPTIONS = [
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
+PRUNE_INTERVAL_S = 3600.0
 
 
 def server_credentials(cfg: CollectorConfig) -> grpc.ServerCredentials | None:
@@ -41,17 +58,32 @@ def server_credentials(cfg: CollectorConfig) -> grpc.ServerCredentials | None:
 class CollectorDaemon:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
-        self.fleet = FleetTwin(config.db_path, config.rules)
+        self.outbox = Outbox(config.webhooks)
+        self.fleet = FleetTwin(config.db_path, config.rules, config.history, self.outbox)
         self.sink = build_sink(config.influx, config.state_dir / "summaries.sqlite")
         self.servicer = IngestServicer(self.fleet, self.sink, config.token_hashes, config.collector.site,
                                        config.collector.sink_retry_max_s)
+        self.forwarder = Forwarder(self.fleet, self.outbox) if config.webhooks else None
+        self.api: ApiServer | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self.check_failures = 0
+        self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
 
     async def start(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         await self.fleet.open()
+        if self.forwarder is not None:
+            await self.forwarder.start()
+        if self.config.api is not None:
+            app = build_app(self.fleet, token=self.config.api_token, rules=self.config.rules,
+                            health_extra=self._health)
+            self.api = ApiServer(self.config.api, app)
+            await self.api.start()
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         twin_pb2_grpc.add_CollectorServicer_to_server(self.servicer, self.server)
         creds = server_credentials(self.config)
@@ -59,14 +91,27 @@ class CollectorDaemon:
         self.port = (self.server.add_secure_port(listen, creds) if creds
                      else self.server.add_insecure_port(listen))
         await self.server.start()
+        self._spawn("periodic-check", self._periodic_check())
         sink = "InfluxDB " + self.config.influx.api if self.config.influx else "embedded SQLite store"
-        log.info("collector listening on %s (%s), sink: %s, %d agents, %d rules", listen,
-                 "TLS" if creds else "plaintext", sink, len(self.config.token_hashes), len(self.config.rules))
+        log.info("collector listening on %s (%s), sink: %s, %d agents, %d rules, %d webhooks%s", listen,
+                 "TLS" if creds else "plaintext", sink, len(self.config.token_hashes), len(self.config.rules),
+                 len(self.config.webhooks), f", API on port {self.api.port}" if self.api else "")
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
         if self.server is not None:
             await self.server.stop(grace=5.0)
             self.server = None
+        if self.api is not None:
+            await self.api.stop()
+            self.api = None
+        if self.forwarder is not None:
+            await self.forwarder.stop()
         await self.sink.close()
         await self.fleet.close()
 
@@ -81,3 +126,49 @@ class CollectorDaemon:
         finally:
             log.info("collector stopping")
             await self.stop()
+
+    async def _periodic_check(self) -> None:
+        """Silence rules (stale points, offline agents) need a clock, not a batch; prune history hourly."""
+        next_prune = 0.0
+        while True:
+            try:
+                changed = await self.fleet.check()
+                if changed:
+                    await self._annotate(changed)
+                if time.monotonic() >= next_prune:
+                    deleted = await self.fleet.prune_history()
+                    if deleted:
+                        log.info("pruned %d history rows older than %g days", deleted,
+                                 self.config.history.retention_days)
+                    next_prune = time.monotonic() + PRUNE_INTERVAL_S
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.check_failures += 1
+                log.exception("periodic check failed (%d so far); trying again next interval", self.check_failures)
+            await asyncio.sleep(self.config.collector.check_interval_s)
+
+    async def _annotate(self, changed: list[WorkOrder]) -> None:
+        """Work orders from the periodic check also go to the time series store (best effort)."""
+        for wo in changed:
+            log.info("work order %s %s: %s [%s] %s", wo.ref, wo.status, wo.asset, wo.severity, wo.title)
+        points = [work_order_point(site=self.config.collector.site, asset=wo.asset, severity=wo.severity,
+                                   rule=wo.rule, order_id=wo.ref, title=wo.title, status=wo.status,
+                                   opened_ns=wo.created_ns) for wo in changed]
+        try:
+            await self.sink.write(points)
+        except SinkError as exc:
+            log.warning("could not write %d work-order annotations: %s", len(points), exc)
+
+    async def _health(self) -> dict[str, Any]:
+        totals = self.servicer.totals
+        doc: dict[str, Any] = {
+            "ingest": {"refused_streams": totals.refused_streams, "sink_errors": totals.sink_errors,
+                       "per_agent": {a: {"connected": s.connected, "batches": s.batches, "duplicates": s.duplicates,
+                                         "summaries": s.summaries} for a, s in totals.per_agent.items()}},
+            "periodic_check_failures": self.check_failures,
+        }
+        if self.forwarder is not None:
+            async with self.fleet.reading():
+                doc["outbox"] = await self.forwarder.pending()
+        return doc

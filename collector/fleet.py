@@ -24,6 +24,7 @@ from typing import Any
 import aiosqlite
 import numpy as np
 
+from collector.itsm import SCHEMA as OUTBOX_SCHEMA
 from collector.workorders import history
 from collector.workorders.evaluate import (
     AgentStatus,
@@ -132,7 +133,7 @@ class FleetTwin:
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=FULL")
         await self._db.execute("PRAGMA busy_timeout=10000")
-        await self._db.executescript(_SCHEMA + WORK_ORDER_SCHEMA + history.SCHEMA)
+        await self._db.executescript(_SCHEMA + WORK_ORDER_SCHEMA + history.SCHEMA + OUTBOX_SCHEMA)
         async with self.transaction() as db:
             await migrate(db)
             cols = {r[1] for r in await (await db.execute("PRAGMA table_info(agents)")).fetchall()}
@@ -152,6 +153,12 @@ class FleetTwin:
         if self._db is None:
             raise RuntimeError("fleet twin is not open")
         return self._db
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Read without seeing another task's uncommitted transaction on the shared connection."""
+        async with self._lock:
+            yield self.db
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -322,9 +329,29 @@ class FleetTwin:
             return await self._apply(db, findings)
 
     async def prune_history(self, now_ns: int | None = None) -> int:
+        """Delete history (and delivered ITSM outbox rows) older than the retention."""
         now = now_ns if now_ns is not None else time.time_ns()
+        before = now - int(self.history.retention_days * 86_400e9)
         async with self.transaction() as db:
-            return await history.prune(db, now - int(self.history.retention_days * 86_400e9))
+            cur = await db.execute("DELETE FROM outbox WHERE delivered_ns IS NOT NULL AND delivered_ns < ?", (before,))
+            return await history.prune(db, before) + (cur.rowcount or 0)
+
+    async def twin(self, asset: str) -> dict[str, Any] | None:
+        """One asset's twin for the API: state, latest values and indicators, dependencies, open work orders."""
+        async with self.reading() as db:
+            doc = await self.asset(asset, db)
+            if doc is None:
+                return None
+            dependents = [r[0] for r in await (await db.execute(
+                "SELECT asset FROM assets WHERE EXISTS (SELECT 1 FROM json_each(assets.depends_on) WHERE value = ?)",
+                (asset,))).fetchall()]
+            doc["depends_on"] = [await self._neighbour(db, d) for d in doc["depends_on"]]
+            doc["dependents"] = [await self._neighbour(db, d) for d in dependents]
+            assert self.work_orders is not None
+            doc["open_work_orders"] = [
+                {k: v for k, v in wo.to_dict().items() if k != "context"}
+                for wo in await self.work_orders.list(status="active", asset=asset)]
+            return doc
 
     # ---- reads ----------------------------------------------------------------------------------
     async def asset(self, asset: str, db: aiosqlite.Connection | None = None) -> dict[str, Any] | None:

@@ -1,0 +1,303 @@
+"""The collector's HTTP JSON API (aiohttp), described by collector/openapi.json (served at /openapi.json).
+
+    GET  /health                          liveness, agents, work-order counts, ITSM outbox
+    GET  /assets                          every asset: state, health, open work orders
+    GET  /assets/{asset}                  one asset's twin: state, latest values and vibration indicators,
+                                          dependencies both ways with their states, open work orders
+    GET  /work-orders                     filters: status (open|acknowledged|closed|active), asset, severity,
+                                          rule, category, limit
+    GET  /work-orders/{ref}               one work order with its context and events
+    POST /work-orders/{ref}/acknowledge   {"by": "...", "note": "..."}          (bearer token)
+    POST /work-orders/{ref}/close         {"by": "...", "note": "..."}          (bearer token)
+    POST /what-if                         {"rules": [...] | "rules_toml": "...", "since": "7d"}  (bearer token)
+
+Binds 127.0.0.1 by default. Reads need no token (they expose what Grafana shows); changes need
+`Authorization: Bearer <token>` with the token from `[api] token_file` or `token_env`, compared in
+constant time. Without a configured token, changes are refused (403). Errors are JSON:
+`{"error": "..."}` with 400 (bad input), 401 (no or wrong token), 403, 404, 409 (wrong state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+import tomllib
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import field_validator, model_validator
+
+from agent.errors import ConfigError
+from agent.tomlconfig import StrictModel
+from collector.fleet import FleetTwin
+from collector.whatif import parse_since, run_whatif
+from collector.workorders.evaluate import Rule, parse_rules
+from collector.workorders.rules import CATEGORIES, SEVERITIES
+from collector.workorders.store import STATUSES, parse_ref
+
+__all__ = ["ApiServer", "ApiSettings", "build_app", "openapi_document", "read_api_token"]
+
+log = logging.getLogger("twin.collector.api")
+
+MAX_LIMIT = 1000
+WHATIF_MAX_DAYS = 90.0
+
+
+class ApiSettings(StrictModel):
+    """`[api]`: the HTTP JSON API. Present = enabled."""
+
+    listen: str = "127.0.0.1:8080"
+    token_file: str = ""
+    token_env: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, _, port = v.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"must be host:port, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_token(self) -> ApiSettings:
+        if self.token_file and self.token_env:
+            raise ValueError("give at most one of token_file or token_env")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+def openapi_document() -> dict[str, Any]:
+    return json.loads(resources.files("collector").joinpath("openapi.json").read_text(encoding="utf-8"))
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+class _Handlers:
+    def __init__(self, fleet: FleetTwin, token: str, rules: Sequence[Rule],
+                 health_extra: Callable[[], Awaitable[dict[str, Any]]] | None) -> None:
+        self.fleet = fleet
+        self.token = token
+        self.rules = tuple(rules)
+        self.health_extra = health_extra
+        self.openapi = openapi_document()
+
+    def _authorized(self, request: web.Request) -> web.Response | None:
+        if not self.token:
+            return _error(403, "changes are disabled: no [api] token_file or token_env configured")
+        header = request.headers.get("Authorization", "")
+        if not header.lower().startswith("bearer ") or not hmac.compare_digest(
+                header[7:].strip().encode(), self.token.encode()):
+            return _error(401, "missing or wrong bearer token")
+        return None
+
+    async def _body(self, request: web.Request) -> dict[str, Any] | web.Response:
+        if not request.can_read_body:
+            return {}
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "body must be a JSON object")
+        return body if isinstance(body, dict) else _error(400, "body must be a JSON object")
+
+    async def openapi_json(self, request: web.Request) -> web.Response:
+        return _json(self.openapi)
+
+    async def health(self, request: web.Request) -> web.Response:
+        assert self.fleet.work_orders is not None
+        async with self.fleet.reading():
+            counts = await self.fleet.work_orders.counts()
+        agents = [{k: a[k] for k in ("id", "site", "version", "connected", "last_seen_ns")}
+                  for a in await self._agents()]
+        doc: dict[str, Any] = {"status": "ok", "time_ns": time.time_ns(), "agents": agents, "work_orders": counts,
+                               "rules": len(self.rules)}
+        if self.health_extra is not None:
+            doc |= await self.health_extra()
+        return _json(doc)
+
+    async def _agents(self) -> list[dict[str, Any]]:
+        async with self.fleet.reading():
+            return await self.fleet.agents()
+
+    async def assets(self, request: web.Request) -> web.Response:
+        async with self.fleet.reading() as db:
+            rows = await (await db.execute(
+                "SELECT a.asset, a.type, a.name, a.site, a.agent_id, a.state, a.health, a.depends_on, "
+                "(SELECT COUNT(*) FROM work_orders w WHERE w.asset = a.asset AND w.status != 'closed') "
+                "FROM assets a ORDER BY a.asset")).fetchall()
+        return _json([{"id": r[0], "type": r[1], "name": r[2], "site": r[3], "agent": r[4], "state": r[5],
+                       "health": r[6], "depends_on": json.loads(r[7]), "open_work_orders": r[8]} for r in rows])
+
+    async def asset(self, request: web.Request) -> web.Response:
+        doc = await self.fleet.twin(request.match_info["asset"])
+        if doc is None:
+            return _error(404, f"no asset {request.match_info['asset']!r}")
+        return _json(doc)
+
+    async def work_orders(self, request: web.Request) -> web.Response:
+        q = request.query
+        status, severity, category = q.get("status"), q.get("severity"), q.get("category")
+        if status and status not in (*STATUSES, "active"):
+            return _error(400, f"status must be one of {', '.join((*STATUSES, 'active'))}")
+        if severity and severity not in SEVERITIES:
+            return _error(400, f"severity must be one of {', '.join(SEVERITIES)}")
+        if category and category not in CATEGORIES:
+            return _error(400, f"category must be one of {', '.join(CATEGORIES)}")
+        try:
+            limit = int(q.get("limit", "200"))
+        except ValueError:
+            return _error(400, "limit must be an integer")
+        if not 1 <= limit <= MAX_LIMIT:
+            return _error(400, f"limit must be between 1 and {MAX_LIMIT}")
+        assert self.fleet.work_orders is not None
+        async with self.fleet.reading():
+            orders = await self.fleet.work_orders.list(status=status, asset=q.get("asset"), limit=limit,
+                                                       severity=severity, rule=q.get("rule"), category=category)
+        full = q.get("context") == "true"
+        return _json([o.to_dict() if full else {k: v for k, v in o.to_dict().items() if k != "context"}
+                      for o in orders])
+
+    async def work_order(self, request: web.Request) -> web.Response:
+        try:
+            wo_id = parse_ref(request.match_info["ref"])
+        except ValueError as exc:
+            return _error(400, str(exc))
+        assert self.fleet.work_orders is not None
+        async with self.fleet.reading():
+            wo = await self.fleet.work_orders.get(wo_id)
+            events = await self.fleet.work_orders.event_list(wo_id)
+        if wo is None:
+            return _error(404, f"no work order {request.match_info['ref']}")
+        return _json(wo.to_dict() | {"events": [e.to_dict() for e in events]})
+
+    async def _transition(self, request: web.Request, action: str) -> web.Response:
+        if (denied := self._authorized(request)) is not None:
+            return denied
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        who, note = body.get("by", ""), body.get("note", "")
+        if not isinstance(who, str) or not who.strip() or not isinstance(note, str):
+            return _error(400, "give \"by\" (who, a non-empty string) and optionally \"note\" (a string)")
+        try:
+            wo_id = parse_ref(request.match_info["ref"])
+        except ValueError as exc:
+            return _error(400, str(exc))
+        try:
+            if action == "acknowledge":
+                wo = await self.fleet.acknowledge(wo_id, who.strip(), note)
+            else:
+                wo = await self.fleet.close_work_order(wo_id, who.strip(), note)
+        except LookupError:
+            return _error(404, f"no work order {request.match_info['ref']}")
+        except ValueError as exc:
+            return _error(409, str(exc))
+        log.info("%s %s by %s via the API", wo.ref, wo.status, who)
+        return _json({k: v for k, v in wo.to_dict().items() if k != "context"})
+
+    async def acknowledge(self, request: web.Request) -> web.Response:
+        return await self._transition(request, "acknowledge")
+
+    async def close(self, request: web.Request) -> web.Response:
+        return await self._transition(request, "close")
+
+    async def what_if(self, request: web.Request) -> web.Response:
+        if (denied := self._authorized(request)) is not None:
+            return denied
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            if "rules_toml" in body:
+                if not isinstance(body["rules_toml"], str):
+                    raise ConfigError("rules_toml: must be a string")
+                try:
+                    tables = tomllib.loads(body["rules_toml"]).get("rules", [])
+                except tomllib.TOMLDecodeError as exc:
+                    raise ConfigError(f"rules_toml: not valid TOML: {exc}") from None
+            else:
+                tables = body.get("rules")
+            if not isinstance(tables, list):
+                raise ConfigError("give rules (a list of rule tables) or rules_toml (TOML with [[rules]])")
+            proposed = parse_rules(tables)
+            since = parse_since(str(body.get("since", "7d")))
+        except ConfigError as exc:
+            return _error(400, str(exc))
+        if since > WHATIF_MAX_DAYS * 86_400e9:
+            return _error(400, f"since: at most {WHATIF_MAX_DAYS:g} days")
+        now = time.time_ns()
+        report = await asyncio.to_thread(run_whatif, self.fleet.path, self.rules, proposed, now - since, now)
+        return _json(report.to_dict())
+
+
+def build_app(fleet: FleetTwin, *, token: str = "", rules: Sequence[Rule] = (),
+              health_extra: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> web.Application:
+    h = _Handlers(fleet, token, rules, health_extra)
+    app = web.Application(client_max_size=1024 * 1024)
+    app.router.add_get("/openapi.json", h.openapi_json)
+    app.router.add_get("/health", h.health)
+    app.router.add_get("/assets", h.assets)
+    app.router.add_get("/assets/{asset}", h.asset)
+    app.router.add_get("/work-orders", h.work_orders)
+    app.router.add_get("/work-orders/{ref}", h.work_order)
+    app.router.add_post("/work-orders/{ref}/acknowledge", h.acknowledge)
+    app.router.add_post("/work-orders/{ref}/close", h.close)
+    app.router.add_post("/what-if", h.what_if)
+    return app
+
+
+class ApiServer:
+    """The API on its own aiohttp runner inside the daemon's event loop."""
+
+    def __init__(self, settings: ApiSettings, app: web.Application) -> None:
+        self.settings = settings
+        self.app = app
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        addresses = self._runner.addresses  # the bound port, also when listen asks for port 0
+        self.port = int(addresses[0][1]) if addresses else self.settings.port
+        log.info("HTTP API on http://%s:%d", self.settings.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def read_api_token(settings: ApiSettings, key: str = "api") -> str:
+    if settings.token_file:
+        try:
+            return Path(settings.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}.token_file: cannot read {settings.token_file}: {exc.strerror}") from None
+    if settings.token_env:
+        value = os.environ.get(settings.token_env, "").strip()
+        if not value:
+            raise ConfigError(f"{key}.token_env: environment variable {settings.token_env} is not set or empty")
+        return value
+    return ""
