@@ -1,4 +1,4 @@
-"""twin-collector: run | check-config | hash-token | work-orders list|show|ack|close."""
+"""twin-collector: run | check-config | hash-token | work-orders list|show|ack|close | simulate."""
 
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = load_collector_config(args.file)
     sink = f"InfluxDB ({config.influx.api} API)" if config.influx else "embedded SQLite store"
+    kinds = ", ".join(sorted({r.kind for r in config.rules}))
     print(f"{args.file}: OK: listen {config.collector.listen}, {len(config.token_hashes)} agents, "
-          f"{len(config.rules)} rules, sink: {sink}")
+          f"{len(config.rules)} rules{f' ({kinds})' if kinds else ''}, sink: {sink}, "
+          f"{len(config.webhooks)} webhooks, API: {config.api.listen if config.api else 'off'}")
     return 0
 
 
@@ -50,25 +52,46 @@ def _fmt_ts(ns: int | None) -> str:
 
 def _print_work_order(wo: dict[str, Any]) -> None:
     print(f"{wo['ref']}  [{wo['severity'].upper()}] {wo['title']}")
-    print(f"  asset {wo['asset']}, rule {wo['rule']}, status {wo['status']}, raised {_fmt_ts(wo['created_ns'])}"
+    print(f"  asset {wo['asset']}, rule {wo['rule']} ({wo.get('category', 'corrective')}), status {wo['status']}, "
+          f"raised {_fmt_ts(wo['created_ns'])}"
           + (", condition cleared " + _fmt_ts(wo['condition_cleared_ns']) if wo['condition_cleared_ns'] else ""))
     print(f"  {wo['description']}")
     ev = wo["evidence"]
-    print("  evidence: " + ", ".join(f"{k}={v}" for k, v in ev.items() if not k.endswith("_ns")))
-    state = wo["context"].get("state", {})
-    if state:
+    print("  evidence: " + ", ".join(f"{k}={v}" for k, v in ev.items()
+                                     if not k.endswith("_ns") and k not in ("forecast", "series")))
+    for step in ev.get("forecast", []):
+        print(f"    forecast +{step['days']:g} d: {step['value']} (band {step['low']} .. {step['high']})")
+    ctx = wo["context"]
+    if ctx.get("agent"):
+        a = ctx["agent"]
+        print(f"  agent {a['id']}: {'connected' if a['connected'] else 'disconnected'}, last seen "
+              f"{_fmt_ts(a['last_seen_ns'])}, serves {', '.join(a['assets']) or 'no assets'}")
+    state = ctx.get("state", {})
+    if state.get("state"):
         print(f"  asset state: {state.get('state')} (health {state.get('health')}), agent {state.get('agent')}")
-        pts = wo["context"].get("points", {})
-        shown = ", ".join(f"{p}={v['last']:.4g}{v['unit']}" for p, v in pts.items() if v.get("last") is not None)
-        if shown:
-            print(f"  current values: {shown}")
-        for dep in wo["context"].get("depends_on", []):
-            print(f"  depends on {dep['asset']}: {dep['state']}"
+    pts = ctx.get("points", {})
+    shown = ", ".join(f"{p}={v['last']:.4g}{v['unit']}" for p, v in pts.items() if v.get("last") is not None)
+    if shown:
+        print(f"  current values: {shown}")
+    for sensor, v in ctx.get("vibration", {}).items():
+        print(f"  vibration {sensor}: {v.get('velocity_rms_mm_s', 0):.2f} mm/s zone {v.get('iso_zone') or '-'}, "
+              f"fault {v.get('fault') or '-'} ({v.get('confidence', 0):.2f}), health {v.get('health', 0):.0f}")
+    trend = ctx.get("trend")
+    if trend and trend.get("values"):
+        vals = [v for _, v in trend["values"]]
+        print(f"  trend of {trend['series']} ({len(vals)} values since {_fmt_ts(trend['values'][0][0])}): "
+              f"{vals[0]:.4g} -> {vals[-1]:.4g} (min {min(vals):.4g}, max {max(vals):.4g})")
+    for rel, label in (("depends_on", "depends on"), ("dependents", "needed by")):
+        for dep in ctx.get(rel, []):
+            print(f"  {label} {dep['asset']}: {dep['state']}"
                   + (f", open {', '.join(dep['open_work_orders'])}" if dep["open_work_orders"] else ""))
-        changes = wo["context"].get("recent_changes", [])
-        if changes:
-            print(f"  recent changes ({len(changes)}): " + "; ".join(
-                f"{_fmt_ts(c['ts_ns'])} {c['point'] or 'asset'} {c['old']}->{c['new']}" for c in changes[:5]))
+    changes = ctx.get("recent_changes", [])
+    if changes:
+        print(f"  recent changes ({len(changes)}): " + "; ".join(
+            f"{_fmt_ts(c['ts_ns'])} {c['point'] or 'asset'} {c['old']}->{c['new']}" for c in changes[:5]))
+    for e in ctx.get("earlier_work_orders", []):
+        print(f"  earlier {e['ref']} {_fmt_ts(e['created_ns'])} [{e['severity']}] {e['rule']}, {e['status']}"
+              + (f" by {e['closed_by']}" if e.get("closed_by") else "") + f": {e['title']}")
     if wo["acknowledged_by"]:
         print(f"  acknowledged by {wo['acknowledged_by']} at {_fmt_ts(wo['acknowledged_ns'])}")
     if wo["closed_by"]:
@@ -78,10 +101,27 @@ def _print_work_order(wo: dict[str, Any]) -> None:
 
 
 def _parse_ref(ref: str) -> int:
+    from collector.workorders.store import parse_ref
+
     try:
-        return int(ref.upper().removeprefix("WO-"))
-    except ValueError:
-        raise ConfigError(f"not a work order reference: {ref!r} (expected WO-000123 or 123)") from None
+        return parse_ref(ref)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from collector.whatif import load_rules_file, parse_since, run_whatif
+
+    config = load_collector_config(args.config)
+    proposed = load_rules_file(args.rules)
+    if not config.db_path.exists():
+        print(f"no collector database at {config.db_path}: has the collector run with this config?",
+              file=sys.stderr)
+        return 1
+    now = time.time_ns()
+    report = run_whatif(config.db_path, config.rules, proposed, now - parse_since(args.since), now)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
+    return 0
 
 
 async def _work_orders(args: argparse.Namespace) -> int:
@@ -92,18 +132,22 @@ async def _work_orders(args: argparse.Namespace) -> int:
         print(f"no collector database at {config.db_path}: has the collector run with this config?",
               file=sys.stderr)
         return 1
-    fleet = FleetTwin(config.db_path)
+    from collector.itsm import Outbox
+
+    # changes made here are queued for the ITSM webhooks like the daemon's; the daemon delivers them
+    fleet = FleetTwin(config.db_path, listener=Outbox(config.webhooks))
     await fleet.open()
     try:
         assert fleet.work_orders is not None
         if args.action == "list":
-            orders = await fleet.work_orders.list(status=args.status, asset=args.asset)
+            orders = await fleet.work_orders.list(status=args.status, asset=args.asset, severity=args.severity,
+                                                  category=args.category, rule=args.rule)
             if args.json:
                 print(json.dumps([o.to_dict() for o in orders], indent=2))
             elif not orders:
                 print("no work orders")
             for o in orders if not args.json else []:
-                print(f"{o.ref}  {o.status:<12} {o.severity:<8} {o.asset:<16} {o.rule:<24} {o.title}")
+                print(f"{o.ref}  {o.status:<12} {o.severity:<8} {o.category:<12} {o.asset:<16} {o.rule:<24} {o.title}")
             return 0
         wo_id = _parse_ref(args.ref)
         if args.action == "show":
@@ -156,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = wo_sub.add_parser("list")
     p.add_argument("--status", choices=["open", "acknowledged", "closed", "active"])
     p.add_argument("--asset")
+    p.add_argument("--severity", choices=["info", "minor", "major", "critical"])
+    p.add_argument("--category", choices=["corrective", "preventive", "data_quality"])
+    p.add_argument("--rule")
     p.add_argument("--json", action="store_true")
     p = wo_sub.add_parser("show")
     p.add_argument("ref")
@@ -166,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--by", help="who (default: the current user)")
         p.add_argument("--note", default="")
     wo.set_defaults(func=lambda a: asyncio.run(_work_orders(a)))
+
+    p = sub.add_parser("simulate", help="what-if: replay the stored history through proposed rules")
+    p.add_argument("--config", "-c", required=True, type=Path, help="the collector config (current rules, database)")
+    p.add_argument("--rules", "-r", required=True, type=Path, help="TOML file with the proposed [[rules]]")
+    p.add_argument("--since", default="7d", help="how far back to replay: 7d, 12h, 90m (default 7d)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_simulate)
     return parser
 
 
