@@ -21,11 +21,12 @@ import numpy as np
 
 from agent import __version__
 from agent.analytics.summarize import Summarizer
+from agent.backoff import Backoff
 from agent.batch import build_batch, build_hello
 from agent.config import AgentConfig, read_secret
 from agent.model import Quality, Reading
 from agent.twin import LocalTwin
-from agent.uplink.client import Backoff, ChannelSettings, UplinkClient
+from agent.uplink.client import ChannelSettings, UplinkClient
 from agent.uplink.queue import StoreAndForwardQueue
 from agent.vibration_monitor import VibrationMonitor
 from protos.twin.v1 import twin_pb2

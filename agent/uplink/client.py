@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +20,11 @@ from pathlib import Path
 
 import grpc
 
+from agent.backoff import Backoff
 from agent.uplink.queue import StoreAndForwardQueue
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
 
-__all__ = ["Backoff", "UplinkClient", "UplinkCounters"]
+__all__ = ["ChannelSettings", "UplinkClient", "UplinkCounters"]
 
 log = logging.getLogger("twin.agent.uplink")
 
@@ -44,23 +44,6 @@ class UplinkCounters:
     reconnects: int = 0
     connected: bool = False
     last_error: str = ""
-
-
-class Backoff:
-    """Exponential backoff with full jitter (AWS architecture blog): sleep U(0, min(cap, base*2^n))."""
-
-    def __init__(self, initial_s: float, max_s: float, rng: random.Random | None = None) -> None:
-        self.initial_s, self.max_s = initial_s, max_s
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        ceiling = min(self.max_s, self.initial_s * (2 ** min(self.attempt, 30)))
-        self.attempt += 1
-        return self._rng.uniform(self.initial_s / 2, max(ceiling, self.initial_s / 2))
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
-import random
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from agent.connectors import build_connector
 from agent.connectors.opcua.config import expected_interval_s, load_source, parse_browse_path
-from agent.connectors.opcua.connector import OpcUaConnector, backoff_delay, build, describe_failure
+from agent.connectors.opcua.connector import OpcUaConnector, build, describe_failure
 from agent.errors import ConfigError, ConnectError
 from agent.model import PointSpec
 from tests.certs import application_certificate
@@ -178,16 +177,6 @@ def test_browse_path_parsing() -> None:
         ua.QualifiedName("Objects", 0), ua.QualifiedName("Meter", 2), ua.QualifiedName("Voltage L1", 2)]
     with pytest.raises(ValueError, match="empty"):
         parse_browse_path("/")
-
-
-def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
-    rng = random.Random(1)
-    for attempt in range(12):
-        ceiling = min(30.0, 1.0 * 2**attempt)
-        delays = [backoff_delay(attempt, 1.0, 30.0, rng) for _ in range(50)]
-        assert all(ceiling / 2 <= d <= ceiling for d in delays)
-        assert len(set(delays)) > 1  # jittered: agents restarted together spread out
-    assert backoff_delay(1000, 1.0, 30.0, rng) <= 30.0
 
 
 def test_failures_become_one_actionable_line_and_a_reason() -> None:

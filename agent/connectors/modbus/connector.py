@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.backoff import backoff_delay
 from agent.connectors.base import ConnectorStats, Emit
 from agent.connectors.modbus.codec import Decoding, decode
 from agent.connectors.modbus.config import ModbusPoint, ModbusSourceConfig, parse_source
@@ -27,21 +28,11 @@ from agent.connectors.modbus.plan import ReadRequest, Span, plan_reads
 from agent.errors import ConnectError, DecodeError, SourceError
 from agent.model import PointSpec, Quality, Reading, now_ns
 
-__all__ = ["ModbusConnector", "backoff_delay", "build"]
+__all__ = ["ModbusConnector", "build"]
 
 log = logging.getLogger("twin.agent.modbus")
 
 LOG_EVERY_S = 60.0  # at most one log line per unit and kind of problem in this period
-
-
-def backoff_delay(failures: int, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Delay before retrying a unit after `failures` consecutive failed cycles.
-
-    Exponential from `base_s`, capped at `cap_s`, with jitter in [50 %, 100 %] of that so that many
-    units that failed together (a bus or gateway outage) do not come back in lockstep.
-    """
-    ceiling = min(cap_s, base_s * 2 ** min(failures - 1, 30))
-    return ceiling * (0.5 + 0.5 * rng.random())
 
 
 @dataclass(slots=True)
@@ -242,7 +233,7 @@ class ModbusConnector:
 
     def _unit_failed(self, unit: _Unit, rest: Sequence[ReadRequest], reason: str, emit: Emit) -> None:
         unit.failures += 1
-        delay = backoff_delay(unit.failures, unit.base_interval_s, self.config.backoff_max_s, self._rng)
+        delay = backoff_delay(unit.failures - 1, unit.base_interval_s, self.config.backoff_max_s, self._rng)
         unit.retry_at = time.monotonic() + delay
         if unit.online is not False:
             log.warning("%s/%s: offline (%s); retrying with backoff", self.name, unit.label, reason)

@@ -31,6 +31,7 @@ from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subs
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography import x509
 
+from agent.backoff import backoff_delay
 from agent.connectors.base import ConnectorStats, Emit
 from agent.connectors.opcua.codec import reading_from_datavalue, status_name, timestamp_ns
 from agent.connectors.opcua.config import (
@@ -44,7 +45,7 @@ from agent.connectors.opcua.config import (
 from agent.errors import ConfigError, ConnectError, DecodeError
 from agent.model import PointSpec, Quality, Reading, now_ns
 
-__all__ = ["OpcUaConnector", "backoff_delay", "build", "describe_failure"]
+__all__ = ["OpcUaConnector", "build", "describe_failure"]
 
 log = logging.getLogger("twin.connector.opcua")
 
@@ -89,13 +90,6 @@ for _name in ("asyncua.client.client", "asyncua.client.ua_session.UaSession",
               "asyncua.client.ua_client.UaClient", "asyncua.client.ua_client.UASocketProtocol"):
     if not any(isinstance(f, _ReportedElsewhere) for f in logging.getLogger(_name).filters):
         logging.getLogger(_name).addFilter(_ReportedElsewhere())
-
-
-def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter in [ceiling/2, ceiling]: agents restarted together spread out,
-    and the floor keeps a flapping server from being hammered."""
-    ceiling = min(max_s, initial_s * 2 ** min(attempt, 30))
-    return rng.uniform(ceiling / 2, ceiling)
 
 
 def describe_failure(exc: BaseException, cfg: OpcUaSourceConfig) -> tuple[str, str]:
