@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -307,5 +309,34 @@ def test_tls_with_client_certificate_and_password(tls_broker: tuple[ServerProces
             await wait_until(lambda: refused.stats.errors >= 2, "two refused attempts")
             assert not refused.ready
             assert "refused" in refused.stats.last_error and "battery" not in refused.stats.last_error
+
+    asyncio.run(main())
+
+
+def test_simulator_command_line(broker: ServerProcess) -> None:
+    """`python -m simulator.mqtt_sensors --port P` with a scheduled fault, stopped by SIGTERM."""
+
+    async def main() -> None:
+        connector = source(broker.port, [
+            {"asset": "pump-7", "name": "de_accel", "kind": "waveform", "topic": "site/pump-7/vib/de",
+             "format": "waveform", "sample_rate_hz": 6400.0},  # --header none: the config describes it
+            {"asset": "pump-7", "name": "speed", "topic": "site/pump-7/speed"},
+        ])
+        async with running(connector) as got:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "simulator.mqtt_sensors", "--port", str(broker.port), "--prefix",
+                "site/pump-7", "--period", "0.1", "--fs", "6400", "--block-size", "4096", "--rpm", "2960",
+                "--header", "none", "--fault", "bearing_outer:0.5@0",
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                await wait_until(lambda: len(got.of("de_accel")) >= 3 and got.of("speed"), "simulator data")
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                _, stderr = await asyncio.wait_for(proc.communicate(), WAIT_S)
+        assert proc.returncode == 0, stderr.decode()
+        assert b"fault bearing_outer injected" in stderr
+        assert all(r.value.shape == (4096,) for r in got.of("de_accel", Quality.GOOD))  # type: ignore[union-attr]
+        assert all(2900 < v < 3020 for v in got.values("speed"))
+        assert connector.stats.decode_errors == 0
 
     asyncio.run(main())

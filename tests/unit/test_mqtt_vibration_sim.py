@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.mqtt_sensors import FaultGrowth
+from simulator.mqtt_sensors import FaultGrowth, VibrationSensorSimulator
 from simulator.vibration import SKF_6205_2RS, BearingGeometry, PumpVibration, synthesize_block
 
 FS = 12800.0
@@ -124,3 +124,23 @@ def test_fault_growth_is_linear_and_capped() -> None:
     assert g.at(5.0) == 0.1
     assert g.at(12.0) == pytest.approx(0.2)
     assert g.at(1000.0) == 1.0
+
+
+def test_simulator_faults_by_call_command_and_schedule() -> None:
+    """Fault bookkeeping of the MQTT simulator, without a broker (nothing is published here)."""
+    sim = VibrationSensorSimulator("127.0.0.1", 1, period_s=0.1)
+    sim.inject("unbalance", 0.0, severity=0.2)
+    assert sim.severities() == {"unbalance": 0.2}
+    sim.command(b'{"inject": "bearing_outer", "severity": 0.1, "severity_per_s": 1e12, "max_severity": 0.5}')
+    assert sim.severities()["bearing_outer"] == 0.5  # grows fast, capped
+    sim.command(b'{"clear": "unbalance"}')
+    sim.command(b'{"inject": "cavitation"}')  # unknown: logged and ignored
+    sim.command(b"not json")
+    assert set(sim.severities()) == {"bearing_outer"}
+    sim.schedule(0.0, "bearing_inner", 0.0, severity=0.3)
+    sim.schedule(0.0, "bearing_outer", clear=True)
+    sim.schedule(3600.0, "unbalance", 0.1)
+    sim._apply_schedule()
+    assert sim.severities() == {"bearing_inner": 0.3}
+    with pytest.raises(ValueError, match="unknown fault"):
+        sim.inject("misalignment")
