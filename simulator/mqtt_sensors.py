@@ -12,8 +12,8 @@ and listens on `<prefix>/cmd` for JSON commands, so a running demo can be given 
     {"inject": "bearing_outer", "severity_per_s": 0.01, "severity": 0.05, "max_severity": 2.0}
     {"clear": "bearing_outer"}
 
-Faults grow linearly from `severity` by `severity_per_s` up to `max_severity` (see
-simulator/vibration.py for what each does to the signal). Run standalone with
+Faults grow linearly from `severity` by `severity_per_s` up to `max_severity` (defaults per fault
+below; see simulator/vibration.py for what each does to the signal). Run standalone with
 `python -m simulator.mqtt_sensors --port 1883 --fault bearing_outer:0.01@30`.
 """
 
@@ -44,6 +44,9 @@ CONNECT_TIMEOUT_S = 10.0
 SPEED_WANDER = 0.003  # relative amplitude of the slow speed variation (load, supply frequency)
 SPEED_WANDER_PERIOD_S = 47.0
 AMBIENT_BEARING_TEMP_C = 42.0
+# severities: peak g of one bearing strike; extra 1x amplitude in g for unbalance
+DEFAULT_GROWTH_PER_S = {"bearing_outer": 0.02, "bearing_inner": 0.02, "unbalance": 0.005}
+DEFAULT_MAX_SEVERITY = {"bearing_outer": 3.0, "bearing_inner": 3.0, "unbalance": 1.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +68,8 @@ class _Scheduled:
     fault: str
     clear: bool
     severity: float
-    severity_per_s: float
-    max_severity: float
+    severity_per_s: float | None
+    max_severity: float | None
 
 
 class VibrationSensorSimulator:
@@ -106,11 +109,18 @@ class VibrationSensorSimulator:
     def sim_time(self) -> float:
         return time.monotonic() - self._t0
 
-    def inject(self, fault: str, severity_per_s: float = 0.0, *, severity: float = 0.0,
-               max_severity: float = math.inf) -> None:
-        """Start (or restart) `fault` now at `severity`, growing by `severity_per_s` up to `max_severity`."""
+    def inject(self, fault: str, severity_per_s: float | None = None, *, severity: float = 0.0,
+               max_severity: float | None = None) -> None:
+        """Start (or restart) `fault` now at `severity`, growing by `severity_per_s` up to `max_severity`.
+
+        A fault given neither a severity nor a growth rate would do nothing, so it grows at its
+        default rate (DEFAULT_GROWTH_PER_S); the default cap is DEFAULT_MAX_SEVERITY."""
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+        if not severity_per_s and not severity:
+            severity_per_s = DEFAULT_GROWTH_PER_S[fault]
+        severity_per_s = severity_per_s or 0.0
+        max_severity = DEFAULT_MAX_SEVERITY[fault] if max_severity is None else max_severity
         if severity < 0 or severity_per_s < 0 or max_severity < 0:
             raise ValueError("severities must not be negative")
         self._faults[fault] = FaultGrowth(self.sim_time(), severity, severity_per_s, max_severity)
@@ -120,8 +130,8 @@ class VibrationSensorSimulator:
         if self._faults.pop(fault, None) is not None:
             log.info("fault %s cleared", fault)
 
-    def schedule(self, at_s: float, fault: str, severity_per_s: float = 0.0, *, clear: bool = False,
-                 severity: float = 0.0, max_severity: float = math.inf) -> None:
+    def schedule(self, at_s: float, fault: str, severity_per_s: float | None = None, *, clear: bool = False,
+                 severity: float = 0.0, max_severity: float | None = None) -> None:
         """Inject (or with `clear=True` clear) `fault` `at_s` seconds after the simulator started."""
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
@@ -181,9 +191,10 @@ class VibrationSensorSimulator:
             if "clear" in cmd:
                 self.clear(str(cmd["clear"]))
             else:
-                self.inject(str(cmd["inject"]), float(cmd.get("severity_per_s", 0.0)),
+                per_s, cap = cmd.get("severity_per_s"), cmd.get("max_severity")
+                self.inject(str(cmd["inject"]), None if per_s is None else float(per_s),
                             severity=float(cmd.get("severity", 0.0)),
-                            max_severity=float(cmd.get("max_severity", math.inf)))
+                            max_severity=None if cap is None else float(cap))
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring command %r: %s", payload[:200], exc)
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.mqtt_sensors import FaultGrowth, VibrationSensorSimulator
+from simulator.mqtt_sensors import (
+    DEFAULT_GROWTH_PER_S,
+    DEFAULT_MAX_SEVERITY,
+    FaultGrowth,
+    VibrationSensorSimulator,
+)
 from simulator.vibration import SKF_6205_2RS, BearingGeometry, PumpVibration, synthesize_block
 
 FS = 12800.0
@@ -144,3 +149,6 @@ def test_simulator_faults_by_call_command_and_schedule() -> None:
     assert sim.severities() == {"bearing_inner": 0.3}
     with pytest.raises(ValueError, match="unknown fault"):
         sim.inject("misalignment")
+    sim.inject("unbalance")  # neither severity nor growth: grows at its default rate, capped
+    assert sim._faults["unbalance"].severity_per_s == DEFAULT_GROWTH_PER_S["unbalance"] > 0
+    assert sim._faults["unbalance"].max_severity == DEFAULT_MAX_SEVERITY["unbalance"]
