@@ -71,6 +71,8 @@ REPORT_THRESHOLD = 0.5  # a diagnosis entry at or above this confidence becomes 
 IMPULSIVE_SK = 1.0  # band spectral kurtosis above which the envelope carries impacts, not just noise
 SECONDARY_CAP = 0.45  # a second bearing family beside a stronger one is only a possibility
 CAGE_ALTERNATIVE = 0.6  # weight of the less likely reading of cage-rate lines (ball vs cage)
+MECHANICAL_LINE_RATIO = 10.0  # 10 dB over the local background: a shaft-order line, not noise
+BACKGROUND_BINS = 12  # spectrum bins each side of a line used for its background
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,18 +175,28 @@ def _hann_spectrum(spectrum: np.ndarray, n: int) -> np.ndarray:
     return 0.5 * spectrum - 0.25 * (left + right)
 
 
-def _line_rms(power: np.ndarray, weight: np.ndarray, df: float, hz: float, search_hz: float) -> float:
-    """R.m.s. (sqrt of summed PSD over the Hann main lobe) of the strongest line within +/- search_hz."""
+def _line_rms(power: np.ndarray, weight: np.ndarray, df: float, hz: float, search_hz: float) -> tuple[float, bool]:
+    """Velocity r.m.s. of the strongest line within +/- search_hz, and whether it is a real line.
+
+    The r.m.s. sums the PSD over the Hann main lobe (5 bins), which is exact wherever the line
+    falls between bins. It is a line (not just the loudest bit of broadband noise) when that sum
+    is at least MECHANICAL_LINE_RATIO times what 5 bins of the local background hold (the median
+    of the neighbouring bins, / ln 2 for the mean of an exponentially distributed periodogram).
+    """
     if hz <= 0:
-        return 0.0
+        return 0.0, False
     centre = round(hz / df)
     reach = max(math.ceil(search_hz / df), 1)
     lo, hi = max(centre - reach, 2), min(centre + reach + 1, len(power) - 2)
     if hi <= lo:
-        return 0.0
+        return 0.0, False
     weighted = power[lo:hi] * weight[lo:hi]
     peak = lo + int(np.argmax(weighted))
-    return float(math.sqrt(np.sum(power[peak - 2:peak + 3] * weight[peak - 2:peak + 3])))
+    lobe = float(np.sum(power[peak - 2:peak + 3] * weight[peak - 2:peak + 3]))
+    around = np.concatenate((np.arange(max(peak - 3 - BACKGROUND_BINS, 1), peak - 3),
+                             np.arange(peak + 4, min(peak + 4 + BACKGROUND_BINS, len(power)))))
+    background = 5 * float(np.median(power[around] * weight[around])) / math.log(2) if len(around) else 0.0
+    return math.sqrt(lobe), lobe >= MECHANICAL_LINE_RATIO * background
 
 
 def estimate_shaft_hz(power: np.ndarray, df: float, *, search_hz: tuple[float, float] = SHAFT_SEARCH_HZ,
@@ -326,9 +338,10 @@ def _mechanical_diagnosis(v_rms: float, lines: dict[float, float], bounds: tuple
                           ) -> list[DiagnosisEntry]:
     """Unbalance, misalignment, looseness from the velocity spectrum shape, scaled by severity.
 
-    Severity is 0 in zone A, 1 from the B/C boundary up. Classic patterns: unbalance puts most of
-    the velocity at 1x; misalignment raises 2x to half of 1x or more; looseness produces a long
-    series of harmonics (3x..10x) and half-orders.
+    `lines` maps shaft orders to the velocity r.m.s. of lines that stand out of the spectrum
+    (0 where only noise is). Severity is 0 in zone A, 1 from the B/C boundary up. Classic
+    patterns: unbalance puts most of the velocity at 1x; misalignment raises 2x to half of 1x or
+    more; looseness produces a long series of harmonics (3x..10x) and half-orders.
     """
     ab, bc, _ = bounds
     severity = _ramp(v_rms, ab, bc)
@@ -429,11 +442,13 @@ def analyze_block(
     xg = xg - xg.mean()
 
     n = len(xg)
-    rms = float(np.sqrt(np.mean(xg * xg)))
+    squares = xg * xg
+    mean_square = float(squares.mean())
+    rms = math.sqrt(mean_square)
     if rms == 0.0:
         raise ValueError("waveform block is constant: no vibration signal (sensor or cabling fault?)")
-    peak = float(np.max(np.abs(xg)))
-    kurt = float(np.mean(xg**4) / rms**4)
+    peak = float(max(xg.max(), -xg.min()))
+    kurt = float(np.dot(squares, squares) / n / mean_square**2)
 
     plan = _plan(n, float(fs))
     spectrum = np.fft.rfft(xg)
@@ -449,10 +464,12 @@ def analyze_block(
     v_rms = float(math.sqrt(np.sum(power[v_band] * plan.velocity_weight[v_band])))
     search = max(slip_tolerance * fr, 2 * plan.df)
     orders = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
-    lines = {h: _line_rms(power, plan.velocity_weight, plan.df, h * fr, min(search * h, 0.25 * fr))
-             for h in orders}
+    measured = {h: _line_rms(power, plan.velocity_weight, plan.df, h * fr, min(search * h, 0.25 * fr))
+                for h in orders}
+    lines = {h: rms for h, (rms, _) in measured.items()}
+    real_lines = {h: rms if is_line else 0.0 for h, (rms, is_line) in measured.items()}
 
-    entries = _mechanical_diagnosis(v_rms, lines, bounds)
+    entries = _mechanical_diagnosis(v_rms, real_lines, bounds)
     snr = {"bpfo": 0.0, "bpfi": 0.0, "bsf": 0.0, "ftf": 0.0}
     band_hz, band_sk = (0.0, 0.0), 0.0
     if bearing is not None:
