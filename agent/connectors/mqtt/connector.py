@@ -77,6 +77,7 @@ DRAIN_DELAY_S = 0.005  # collect messages this long before waking the event loop
 DRAIN_BATCH = 2000  # messages decoded per event-loop turn, so other tasks still get to run
 MAX_TOPIC_CACHE = 10_000  # concrete topics whose matching points are remembered
 THREAD_JOIN_TIMEOUT_S = 5.0
+STABLE_SESSION_S = 10.0  # a connection that lasted this long resets the backoff; a flapping one does not
 DISCONNECTED = "disconnected"
 
 
@@ -221,6 +222,7 @@ class MqttConnector:
         self._stopping = threading.Event()
         self._ever_connected = False
         self._connected = False
+        self._connected_at = 0.0
         self._end_reason = ""
         self.stats.devices_online[self.broker] = False
 
@@ -249,9 +251,11 @@ class MqttConnector:
                 thread.start()
                 reason = await done
                 await asyncio.to_thread(thread.join, THREAD_JOIN_TIMEOUT_S)
+                if self._connected and time.monotonic() - self._connected_at >= STABLE_SESSION_S:
+                    self._backoff.reset()
                 self._session_ended(reason)
                 delay = self._backoff.next()
-                log.warning("%s: %s (%s); reconnecting in %.1fs", self.name, reason, self.broker, delay)
+                log.warning("%s: %s (%s); reconnecting in %.2fs", self.name, reason, self.broker, delay)
                 await asyncio.sleep(delay)
         finally:
             self._stopping.set()
@@ -293,7 +297,7 @@ class MqttConnector:
         if self._ever_connected:
             self.stats.reconnects += 1
         self._ever_connected = self._connected = True
-        self._backoff.reset()
+        self._connected_at = time.monotonic()
         log.info("%s: connected to %s (session present: %s)", self.name, self.broker, session_present)
 
     def _subscribed(self, failed: list[str], complete: bool) -> None:
@@ -370,7 +374,9 @@ class MqttConnector:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         if not self._end_reason:
-            self._end_reason = f"disconnected: {reason_code}"
+            by_broker = getattr(flags, "is_disconnect_packet_from_server", False)
+            self._end_reason = (f"the broker closed the connection: {reason_code}" if by_broker
+                                else "connection lost")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         assert self._inbox is not None
