@@ -185,11 +185,11 @@ def _read_csv(path: Path, channel: str | None) -> Waveform:
     else:
         raise DecodeError(f"no column {channel!r}; columns: {', '.join(names)}")
     fs = None
-    if time_cols:
+    if time_cols and len(data) > 1:
         t = data[:, time_cols[0]]
-        step = float(np.median(np.diff(t))) if len(t) > 1 else 0.0
-        if step > 0:
-            fs = 1.0 / step
+        if not np.all(np.diff(t) > 0):
+            raise DecodeError(f"time column {names[time_cols[0]]!r} must increase on every row")
+        fs = (len(t) - 1) / float(t[-1] - t[0])  # the mean step: immune to rounding of the times
     return Waveform(data[:, col].copy(), fs, None, names[col])
 
 
