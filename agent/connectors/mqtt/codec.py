@@ -253,7 +253,7 @@ def decode_waveform(payload: bytes, fmt: WaveformFormat) -> tuple[np.ndarray, in
         if ts < 0:
             raise DecodeError(f"twin-v1 header: negative timestamp {ts}")
         ts_ns = ts or None
-        body = payload[HEADER_V1.size:]
+        body = memoryview(payload)[HEADER_V1.size:]  # no copy of the samples
         itemsize = 4 if dtype == "float32" else 2
         if len(body) != n * itemsize:
             raise DecodeError(f"twin-v1 header announces {n} samples ({n * itemsize} bytes), "
@@ -264,9 +264,13 @@ def decode_waveform(payload: bytes, fmt: WaveformFormat) -> tuple[np.ndarray, in
     if len(body) % np_dtype.itemsize:
         raise DecodeError(f"waveform of {len(body)} bytes is not a whole number of {dtype} samples")
     raw = np.frombuffer(body, dtype=np_dtype)
-    values = raw.astype(np.float64) * scale
-    if not np.isfinite(values).all():
+    if dtype == "float32" and not np.isfinite(raw).all():  # int16 samples are always finite
         raise DecodeError("waveform contains NaN or infinite samples")
+    values = raw.astype(np.float64)
+    if scale != 1.0:
+        values *= scale
+        if abs(scale) > 1e30 and not np.isfinite(values).all():  # only a huge scale can overflow
+            raise DecodeError("waveform samples overflow when scaled")
     return values, ts_ns
 
 
