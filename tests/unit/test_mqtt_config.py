@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 from agent.connectors import build_connector
 from agent.connectors.base import Connector
 from agent.connectors.mqtt.config import filter_covers, filters_overlap, parse_source, subscriptions
-from agent.connectors.mqtt.connector import Backoff, MqttConnector, RateLimitedLog, build
+from agent.connectors.mqtt.connector import MqttConnector, RateLimitedLog, build
 from agent.errors import ConfigError
 from agent.model import PointSpec
 
@@ -161,16 +160,6 @@ def test_subscriptions_drop_covered_filters_and_keep_the_highest_qos() -> None:
         {"asset": "a", "name": "s", "topic": "spBv1.0/g/DDATA/node/dev", "format": "sparkplug", "metric": "M"},
     ]}, "s")
     assert subscriptions(s) == {"plant/#": 1, "other/+/t": 0, "spBv1.0/g/+/node/dev": 1, "spBv1.0/g/+/node": 1}
-
-
-def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
-    b = Backoff(0.5, 8.0, random.Random(1))
-    delays = [b.next() for _ in range(10)]
-    ceilings = [min(8.0, 0.5 * 2**i) for i in range(10)]
-    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
-    assert len({round(d, 6) for d in delays[5:]}) > 1  # jittered, not lockstep
-    b.reset()
-    assert 0.25 <= b.next() <= 0.5
 
 
 def test_rate_limited_log_counts_what_it_suppressed(caplog: pytest.LogCaptureFixture) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 import threading
 import time
@@ -41,6 +40,7 @@ from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.backoff import Backoff
 from agent.connectors.base import ConnectorStats, Emit
 from agent.connectors.mqtt.codec import (
     JsonPath,
@@ -68,7 +68,7 @@ from agent.connectors.mqtt.sparkplug import NAMESPACE, SparkplugDecoder
 from agent.errors import ConfigError, DecodeError
 from agent.model import PointSpec, Quality, Reading, Value, now_ns
 
-__all__ = ["Backoff", "MqttConnector", "RateLimitedLog", "build"]
+__all__ = ["MqttConnector", "RateLimitedLog", "build"]
 
 log = logging.getLogger("twin.agent.mqtt")
 
@@ -91,23 +91,6 @@ class _Route:
     value_path: JsonPath = ()
     timestamp_path: JsonPath | None = None
     waveform: WaveformFormat | None = None
-
-
-class Backoff:
-    """Exponential backoff with jitter: the n-th delay is uniform in [d/2, d], d = min(max, min * 2^n)."""
-
-    def __init__(self, initial_s: float, max_s: float, rng: random.Random | None = None) -> None:
-        self.initial_s, self.max_s = initial_s, max_s
-        self._attempt = 0
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        ceiling = min(self.max_s, self.initial_s * 2 ** min(self._attempt, 32))
-        self._attempt += 1
-        return self._rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class RateLimitedLog:
@@ -254,7 +237,7 @@ class MqttConnector:
                 if self._connected and time.monotonic() - self._connected_at >= STABLE_SESSION_S:
                     self._backoff.reset()
                 self._session_ended(reason)
-                delay = self._backoff.next()
+                delay = self._backoff.next_delay()
                 log.warning("%s: %s (%s); reconnecting in %.2fs", self.name, reason, self.broker, delay)
                 await asyncio.sleep(delay)
         finally:
