@@ -88,3 +88,17 @@ def test_check_config_cli_reports_key_and_exit_code(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "collector", "check-config", str(broken)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr
+
+
+def test_agent_example_config_loads_and_documents_every_connector(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.config import load_agent_config
+
+    monkeypatch.setenv("TWIN_MQTT_PASSWORD", "example")
+    cfg = load_agent_config(ROOT / "configs" / "agent.example.toml")
+    assert {type(c).__module__.split(".")[2] for c in cfg.connectors} == {"modbus", "opcua", "mqtt"}
+    example = (ROOT / "configs" / "agent.example.toml").read_text()
+    for proto in ("modbus", "opcua", "mqtt"):
+        sample = (ROOT / "agent" / "connectors" / proto / "sample.toml").read_text()
+        body = [ln for ln in sample.splitlines() if ln.strip() and not ln.startswith("#")]
+        missing = [ln for ln in body if ln not in example]
+        assert not missing, f"configs/agent.example.toml is missing {proto} sample lines: {missing[:3]}"
