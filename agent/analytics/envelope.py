@@ -41,13 +41,14 @@ __all__ = [
     "band_envelope_spectrum",
     "measure_family",
     "shaft_harmonic_mask",
+    "shaft_lines",
     "whitened_envelope_spectrum",
 ]
 
 SIGNIFICANT_DB = 12.0  # a line this far above the local median counts as present (see module doc)
 MIN_LINE_BINS = 8  # a line nearer 0 Hz sits in the window's DC leakage: the block spans < 8 periods
 MIN_BACKGROUND_BINS = 8  # each side of a line, so that the median is a stable estimate
-SHAFT_GUARD_BINS = 3  # bins either side of a present shaft harmonic that are not bearing evidence
+SHAFT_GUARD_BINS = 2  # bins either side of a present shaft harmonic (its Hann main lobe): not evidence
 SHAFT_PRESENT_DB = SIGNIFICANT_DB / 2  # weaker shaft harmonics cannot fake a significant line
 SHAFT_REFINE_HARMONICS = 4  # harmonics used to pin down the actual shaft rate
 _EPS = 1e-300
@@ -256,30 +257,37 @@ def measure_family(
     return FamilyEvidence(fault, f, evidence, es.label)
 
 
-def shaft_harmonic_mask(es: EnvelopeSpectrum, shaft_hz: float, *, tolerance: float,
-                        background_hz: float) -> tuple[np.ndarray, float]:
+def shaft_lines(es: EnvelopeSpectrum, shaft_hz: float, *, tolerance: float,
+                background_hz: float) -> FamilyEvidence:
+    """The shaft rate within +/- tolerance of `shaft_hz` that best explains 1x-4x in `es`.
+
+    Only the first SHAFT_REFINE_HARMONICS harmonics are used: higher ones would let strong defect
+    lines pull the estimate. `base_hz` is the refined rate; each line's height says whether the
+    shaft modulates the envelope at all (if not, `base_hz` means nothing).
+    """
+    count = min(int((len(es.amplitude) - 2) * es.df / (shaft_hz * (1 + tolerance))), SHAFT_REFINE_HARMONICS)
+    lines = [LineSpec(k, 0.0, f"{k}x") for k in range(1, max(count, 1) + 1)]
+    return measure_family(es, "shaft", shaft_hz, lines, tolerance=tolerance, background_hz=background_hz)
+
+
+def shaft_harmonic_mask(es: EnvelopeSpectrum, shaft_hz: float, *, background_hz: float) -> np.ndarray:
     """Bins of `es` within SHAFT_GUARD_BINS of a shaft harmonic that is present in it.
 
     Looseness, rubs and misalignment modulate the envelope at 1x, 2x, 3x... shaft speed; those
     lines say nothing about the bearing, yet one can fall inside a defect line's slip window
-    (e.g. 10x next to 2 x BPFI - 1x). The actual shaft rate is found within +/- tolerance of
-    `shaft_hz` from 1x-4x only (higher harmonics would let strong defect lines pull it), then
-    every harmonic at least SHAFT_PRESENT_DB above the background is masked, so a spectrum
+    (e.g. 10x next to 2 x BPFI - 1x). Every harmonic of `shaft_hz` (give the refined rate,
+    `shaft_lines`) at least SHAFT_PRESENT_DB above the background is masked, so a spectrum
     without shaft lines loses nothing. Half orders (looseness, rubs) are not masked: in a short
-    block they are so dense that masking them would hide the defect lines too. Returns (mask,
-    refined shaft rate in Hz).
+    block they are so dense that masking them would hide the defect lines too.
     """
     mask = np.zeros(len(es.amplitude), dtype=bool)
     count = int((len(es.amplitude) - 2) * es.df / shaft_hz) if shaft_hz > 0 else 0
     if count < 1:
-        return mask, shaft_hz
-    low = [LineSpec(k, 0.0, f"{k}x") for k in range(1, min(count, SHAFT_REFINE_HARMONICS) + 1)]
-    refined = measure_family(es, "shaft", shaft_hz, low, tolerance=tolerance,
-                             background_hz=background_hz).base_hz
+        return mask
     every = [LineSpec(k, 0.0, f"{k}x") for k in range(1, count + 1)]
-    found = measure_family(es, "shaft", refined, every, tolerance=0.0, background_hz=background_hz)
+    found = measure_family(es, "shaft", shaft_hz, every, tolerance=0.0, background_hz=background_hz)
     for line in found.lines:
         if line.snr_db >= SHAFT_PRESENT_DB:
             centre = round(line.hz / es.df)
             mask[max(centre - SHAFT_GUARD_BINS, 0):centre + SHAFT_GUARD_BINS + 1] = True
-    return mask, refined
+    return mask

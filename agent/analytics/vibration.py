@@ -41,6 +41,7 @@ from agent.analytics.envelope import (
     band_envelope_spectrum,
     measure_family,
     shaft_harmonic_mask,
+    shaft_lines,
     whitened_envelope_spectrum,
 )
 from agent.analytics.iso10816 import iso_zone, velocity_band_hz, zone_boundaries
@@ -65,7 +66,9 @@ UNITS_G = ("g",)
 UNITS_SI = ("m/s2", "m/s^2", "m/s**2", "m/s²")
 
 MIN_SAMPLES = 256
-DEFAULT_SLIP_TOLERANCE = 0.02  # rolling elements slip 1-2 %; a nominal speed is often ~1 % off too
+DEFAULT_SLIP_TOLERANCE = 0.02  # rolling elements slip 1-2 % against the shaft
+SPEED_TOLERANCE = 0.03  # how far a given speed may be from the shaft lines it is re-measured from
+MIN_REVOLUTIONS_TO_REFINE = 64  # block length, in shaft turns, needed to re-measure the speed
 SHAFT_SEARCH_HZ = (5.0, 100.0)  # 300-6000 r/min when the speed must be estimated
 REPORT_THRESHOLD = 0.5  # a diagnosis entry at or above this confidence becomes `fault`
 IMPULSIVE_SK = 1.0  # band spectral kurtosis above which the envelope carries impacts, not just noise
@@ -141,6 +144,7 @@ class BearingFindings:
     band: Band
     spectra: tuple[EnvelopeSpectrum, ...]
     families: dict[str, FamilyEvidence] = field(default_factory=dict)
+    shaft_hz: float = 0.0  # shaft rate the families were searched around (re-measured when possible)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,42 +256,66 @@ def bearing_findings(spectrum: np.ndarray, n: int, fs: float, fr: float, defects
 
     The demodulation band must be wide enough to hold the highest line searched (third BPFI
     harmonic plus a shaft sideband) twice over: an envelope cannot carry modulation faster than
-    about half the band width without losing it to the band edges. Shaft harmonics present in an
-    envelope spectrum are excluded from the evidence (`shaft_harmonic_mask`).
+    about half the band width without losing it to the band edges.
+
+    A configured speed is often 1-2 % off the real one (a motor's slip changes with load), and the
+    defect lines slip another 1-2 % against the shaft, which together can push a line out of its
+    search window. So when the shaft clearly modulates the envelope (at least two of 1x-4x stand
+    SIGNIFICANT_DB out) the shaft rate is re-measured from those lines within +/- SPEED_TOLERANCE
+    and the defect families are searched around it. That needs a block of at least
+    MIN_REVOLUTIONS_TO_REFINE shaft turns: then the search window at 4x spans 15 bins or more and
+    the estimate is good to about 0.2 %; in shorter blocks a 1x line is itself several percent
+    wide and the given speed is kept. Shaft harmonics present in an envelope spectrum are
+    excluded from the evidence (`shaft_harmonic_mask`).
     """
     df = fs / n
-    families = _families(defects, fr)
-    top_line = max(base * (1 + tolerance) * max(s.order for s in specs) + fr
-                   for base, specs in families.values())
+    widest = max(defects.bpfi * 3 * (1 + tolerance) + 1, 2 * defects.bsf * 2 * (1 + tolerance) + 1)
+    top_line = widest * fr * (1 + SPEED_TOLERANCE)
     band = select_band(spectrum, df, min_width_hz=2.0 * top_line)
     max_hz = top_line * 1.2 + 0.5 * fr
     spectra = (
         band_envelope_spectrum(spectrum, n, df, band.start, band.stop, band.kurtosis, max_hz=max_hz),
         whitened_envelope_spectrum(spectrum, df, max_hz=max_hz),
     )
-    masks = [shaft_harmonic_mask(es, fr, tolerance=tolerance, background_hz=0.5 * fr)[0] for es in spectra]
+    shaft_hz = fr
+    if fr * n / fs >= MIN_REVOLUTIONS_TO_REFINE:
+        shafts = [shaft_lines(es, fr, tolerance=SPEED_TOLERANCE, background_hz=0.5 * fr) for es in spectra]
+        clearest = max(shafts, key=lambda ev: (_significant_lines(ev), ev.strength_db))
+        if _significant_lines(clearest) >= 2:
+            shaft_hz = clearest.base_hz
+    families = _families(defects, shaft_hz)
+    masks = [shaft_harmonic_mask(es, shaft_hz, background_hz=0.5 * shaft_hz) for es in spectra]
     measured: dict[str, FamilyEvidence] = {}
     for fault, (base, specs) in families.items():
-        options = [measure_family(es, fault, base, specs, tolerance=tolerance, background_hz=0.5 * fr,
+        options = [measure_family(es, fault, base, specs, tolerance=tolerance, background_hz=0.5 * shaft_hz,
                                   exclude=mask)
                    for es, mask in zip(spectra, masks, strict=True)]
         measured[fault] = max(options, key=lambda ev: (ev.present, ev.strength_db))
-    return BearingFindings(band, spectra, measured)
+    return BearingFindings(band, spectra, measured, shaft_hz)
+
+
+def _significant_lines(ev: FamilyEvidence) -> int:
+    return sum(line.snr_db >= SIGNIFICANT_DB for line in ev.lines)
 
 
 def _ramp(value: float, zero: float, one: float) -> float:
     return float(min(max((value - zero) / (one - zero), 0.0), 1.0))
 
 
-def _bearing_diagnosis(found: BearingFindings) -> list[DiagnosisEntry]:
+def _bearing_diagnosis(found: BearingFindings, *, cage_line: bool, given_shaft_hz: float) -> list[DiagnosisEntry]:
     """Bearing entries from the envelope evidence.
 
     A present family (fundamental and a supporting line >= SIGNIFICANT_DB) gets confidence 0.5 at
-    that strength, rising to 1.0 10 dB higher. Cage-rate lines (FTF, its harmonics, 1x +/- FTF)
-    are the usual sign of a damaged rolling element carried by the cage through the load zone;
-    they are attributed to a ball defect when the demodulated band carries impacts (spectral
-    kurtosis > 1), to the cage otherwise, and are ignored when a race family is present (balls
-    of slightly different size passing a race defect modulate it at the cage rate too).
+    that strength, rising to 1.0 10 dB higher.
+
+    Cage-rate lines in the envelope (FTF, its harmonics, 1x +/- FTF) are the usual sign of a
+    damaged rolling element carried by the cage through the load zone, and ball defects are far
+    more common than cage defects, so they are read as a ball defect. They point to the cage
+    instead when FTF is also a line in the vibration spectrum itself (`cage_line`: a worn or
+    broken cage is a rotating geometry and mass fault) and the demodulated band carries no
+    impacts (spectral kurtosis <= IMPULSIVE_SK; a spalled ball strikes the races). They are
+    ignored when a race family is present: balls of slightly different size passing a race
+    defect modulate it at the cage rate too.
 
     The strongest present family is the diagnosis. Any other present family is listed only as a
     possibility (confidence at most SECONDARY_CAP): the defect frequencies are tied together
@@ -307,20 +335,23 @@ def _bearing_diagnosis(found: BearingFindings) -> list[DiagnosisEntry]:
     if not candidates:
         return []
     impulsive = max(es.kurtosis for es in found.spectra) > IMPULSIVE_SK
+    cage_first = cage_line and not impulsive
 
     def weight(fault: str, ev: FamilyEvidence) -> float:
         if ev.fault != "cage":
             return 1.0
-        prefer_ball = impulsive == (fault == "ball")
-        return 1.0 if prefer_ball else CAGE_ALTERNATIVE
+        return 1.0 if cage_first == (fault == "cage") else CAGE_ALTERNATIVE
 
+    speed_note = ""
+    if abs(found.shaft_hz / given_shaft_hz - 1) > 0.002:
+        speed_note = f"; shaft {found.shaft_hz * 60:.0f} r/min from envelope lines"
     ranked = sorted(candidates.items(), key=lambda item: -item[1].strength_db * weight(*item))
     entries = []
     for rank, (fault, ev) in enumerate(ranked):
         conf = (0.5 + 0.5 * _ramp(ev.strength_db, SIGNIFICANT_DB, SIGNIFICANT_DB + 10.0)) * weight(fault, ev)
         if rank > 0:
             conf = min(conf, SECONDARY_CAP)
-        entries.append(DiagnosisEntry(fault, round(conf, 3), _describe(ev, fault)))
+        entries.append(DiagnosisEntry(fault, round(conf, 3), _describe(ev, fault) + speed_note))
     return entries
 
 
@@ -474,7 +505,9 @@ def analyze_block(
     band_hz, band_sk = (0.0, 0.0), 0.0
     if bearing is not None:
         found = bearing_findings(spectrum, n, float(fs), fr, bearing, tolerance=slip_tolerance)
-        entries += _bearing_diagnosis(found)
+        ftf_hz = bearing.ftf * found.shaft_hz
+        _, cage_line = _line_rms(power, plan.velocity_weight, plan.df, ftf_hz, max(slip_tolerance * ftf_hz, plan.df))
+        entries += _bearing_diagnosis(found, cage_line=cage_line, given_shaft_hz=fr)
         for key, fault in (("bpfo", "outer_race"), ("bpfi", "inner_race"), ("bsf", "ball"), ("ftf", "cage")):
             snr[key] = found.families[fault].fundamental_db
         band_hz, band_sk = (found.band.low_hz, found.band.high_hz), found.band.kurtosis
