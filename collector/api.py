@@ -27,7 +27,6 @@ import os
 import time
 import tomllib
 from collections.abc import Awaitable, Callable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ __all__ = ["ApiServer", "ApiSettings", "build_app", "openapi_document", "read_ap
 
 log = logging.getLogger("twin.collector.api")
 
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 MAX_LIMIT = 1000
 WHATIF_MAX_DAYS = 90.0
 
@@ -81,7 +81,7 @@ class ApiSettings(StrictModel):
 
 
 def openapi_document() -> dict[str, Any]:
-    return json.loads(resources.files("collector").joinpath("openapi.json").read_text(encoding="utf-8"))
+    return json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
 
 
 def _error(status: int, message: str) -> web.Response:
