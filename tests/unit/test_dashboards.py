@@ -19,8 +19,6 @@ from tests.unit.test_dashboards_queries import (
     load_dashboards,
 )
 
-yaml = pytest.importorskip("yaml", reason="PyYAML (dev extra) reads the Grafana provisioning files")
-
 PROVISIONING = DASHBOARD_DIR.parent / "provisioning"
 STABLE_UIDS = {
     "fleet-overview": "facility-twin-fleet",
@@ -44,9 +42,14 @@ MEASUREMENT_TAGS = {
 }
 
 
+def read_yaml(path: Path) -> Any:
+    yaml = pytest.importorskip("yaml", reason="PyYAML (dev extra) reads the Grafana provisioning files")
+    return yaml.safe_load(path.read_text())
+
+
 def provisioned_datasource() -> dict[str, Any]:
     [path] = (PROVISIONING / "datasources").glob("*.yaml")
-    [ds] = yaml.safe_load(path.read_text())["datasources"]
+    [ds] = read_yaml(path)["datasources"]
     return ds
 
 
@@ -60,7 +63,7 @@ def test_provisioned_datasource_is_influxql_on_facility_twin() -> None:
 
 def test_dashboard_provider_points_at_a_folder_of_json_files() -> None:
     [path] = (PROVISIONING / "dashboards").glob("*.yaml")
-    [provider] = yaml.safe_load(path.read_text())["providers"]
+    [provider] = read_yaml(path)["providers"]
     assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
     assert provider["folderUid"] and provider["allowUiUpdates"] is False
 
