@@ -71,7 +71,9 @@ SPEED_TOLERANCE = 0.03  # how far a given speed may be from the shaft lines it i
 MIN_REVOLUTIONS_TO_REFINE = 64  # block length, in shaft turns, needed to re-measure the speed
 SHAFT_SEARCH_HZ = (5.0, 100.0)  # 300-6000 r/min when the speed must be estimated
 REPORT_THRESHOLD = 0.5  # a diagnosis entry at or above this confidence becomes `fault`
-IMPULSIVE_SK = 1.0  # band spectral kurtosis above which the envelope carries impacts, not just noise
+# Band spectral kurtosis above which the envelope carries impacts. Amplitude modulation alone keeps
+# a Gaussian carrier at or below 2 (100 % sinusoidal modulation: 1.9; a 50 % on/off gate: 2).
+IMPULSIVE_SK = 3.0
 SECONDARY_CAP = 0.45  # a second bearing family beside a stronger one is only a possibility
 CAGE_ALTERNATIVE = 0.6  # weight of the less likely reading of cage-rate lines (ball vs cage)
 MECHANICAL_LINE_RATIO = 10.0  # 10 dB over the local background: a shaft-order line, not noise

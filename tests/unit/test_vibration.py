@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -148,6 +149,50 @@ def test_slip_within_tolerance_is_found_and_beyond_it_is_not() -> None:
     far = impacts(3.5848 * FR * 1.06, seed=12) + noise(0.1, seed=13)
     assert analyze(far).fault == "normal"
     assert analyze(far, slip_tolerance=0.08).fault == "outer_race"
+
+
+def test_speed_off_by_more_than_the_slip_tolerance_is_re_measured_from_shaft_lines() -> None:
+    """A configured 1800 r/min on a shaft turning 2.5 % faster: the envelope's 1x-4x fix it."""
+    actual = FR * 1.025
+    load_zone = lambda t: 0.6 + 0.4 * math.cos(2 * math.pi * actual * t)  # noqa: E731
+    x = impacts(3.5848 * actual, seed=24, modulation=load_zone) + noise(0.1, seed=25)
+    ind = analyze(x)
+    assert ind.fault == "outer_race"
+    measured = re.search(r"shaft (\d+) r/min from envelope lines", ind.diagnosis[0].evidence)
+    assert measured and float(measured.group(1)) == pytest.approx(actual * 60, rel=0.005)
+    short = analyze_block(x[:8192], FS, rpm=FR * 60, bearing=BEARING)  # 19 turns: too few to re-measure
+    assert all("from envelope lines" not in d.evidence for d in short.diagnosis)
+
+
+def cage_modulated(*, impulsive: bool, seed: int) -> np.ndarray:
+    """Vibration whose envelope is modulated at the cage rate, by impacts or by smooth noise."""
+    ftf = 0.3983 * FR
+    t = np.arange(N) / FS
+    if impulsive:  # a spalled ball: impacts at irregular times, only inside the load zone
+        gain = np.maximum(np.cos(2 * math.pi * ftf * t), 0.0) ** 2
+        rng = np.random.default_rng(seed)
+        x = np.zeros(N)
+        ring = impacts(1.0, seed=seed, n=int(0.01 * FS) + 2)[: int(0.01 * FS)] * 2
+        for i in rng.choice(N - len(ring), size=1500, replace=False):
+            x[i:i + len(ring)] += ring * gain[i]
+        return x + noise(0.05, seed=seed + 1)
+    gain = 1 + 0.8 * np.cos(2 * math.pi * ftf * t) + 0.3 * np.cos(4 * math.pi * ftf * t)
+    freqs = np.fft.rfftfreq(N, 1 / FS)
+    band = np.fft.irfft(np.fft.rfft(noise(1.0, seed=seed)) * ((freqs > 2500) & (freqs < 3500)), N)
+    return 0.3 * gain * band + velocity_tone(ftf, 0.3) + noise(0.01, seed=seed + 1)
+
+
+def test_cage_rate_modulation_with_impacts_is_a_ball_defect() -> None:
+    ind = analyze(cage_modulated(impulsive=True, seed=26))
+    assert ind.fault == "ball"
+    assert "cage-rate modulation" in ind.diagnosis[0].evidence
+    assert any(d.fault == "cage" and d.confidence <= 0.45 for d in ind.diagnosis)
+
+
+def test_smooth_cage_rate_modulation_with_an_ftf_line_is_a_cage_defect() -> None:
+    ind = analyze(cage_modulated(impulsive=False, seed=27))
+    assert ind.fault == "cage"
+    assert ind.ftf >= 12
 
 
 def test_no_bearing_means_no_bearing_diagnosis() -> None:
