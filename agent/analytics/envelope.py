@@ -17,8 +17,8 @@ harmonics and expected sidebands, all kept consistent with one fundamental) and 
 line's height above the local median of the spectrum in dB. In a noise-like spectrum the bin
 amplitudes are Rayleigh distributed, so a bin exceeds the median by r (amplitude ratio) with
 probability exp(-ln2 r^2): about 1e-3 for 10 dB and 2e-5 for 12 dB. A family counts as present
-when its fundamental and one supporting line both reach 12 dB; on Gaussian noise and on noise
-with shaft and mains tones that happens in fewer than 1 in 1000 blocks (tests/unit).
+when its fundamental and one supporting line both reach 12 dB; in 600 blocks of Gaussian noise
+and of noise with shaft and mains tones that never happens (tests/unit/test_vibration.py).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Vibration indicators and diagnosis for one waveform block (pure numpy, no I/O).
 
 `analyze_block` turns an acceleration block into `VibrationIndicators`: what the uplink carries
-instead of raw samples. Everything is computed from ONE real FFT of the block:
+instead of raw samples. Everything starts from ONE real FFT of the block (the envelope stages add
+inverse FFTs of parts of it; nothing transforms the block again):
 
 * time domain: r.m.s., peak, crest factor, kurtosis of the acceleration;
-* velocity r.m.s. over the ISO band (10-1000 Hz; 2-1000 Hz below 600 r/min) by integrating the
+* velocity r.m.s. over the ISO band (10-1000 Hz; 2-1000 Hz at or below 600 r/min) by integrating the
   Hann-windowed spectrum (the window is applied in the frequency domain as a 3-tap convolution of
   the FFT, so no second FFT is needed) and the ISO 10816-3 zone;
 * velocity amplitudes at 1x, 2x, 3x shaft speed, and the shaft speed itself when the caller has
