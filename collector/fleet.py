@@ -90,23 +90,46 @@ class IngestCounters:
 
 
 class SqliteRuleStore:
-    """The rules' state and history inside the fleet database (used within a transaction)."""
+    """The rules' state and history inside the fleet database (used within a transaction).
+
+    `preload` reads the state of every rule of the batch's assets in one query: most values change
+    no state, so a batch costs one read instead of one per (summary, rule).
+    """
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
+        self._cache: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._cached_assets: set[str] = set()
+
+    async def preload(self, assets: set[str]) -> None:
+        todo = sorted(assets - self._cached_assets)
+        for i in range(0, len(todo), 500):
+            chunk = todo[i:i + 500]
+            cur = await self.db.execute(
+                f"SELECT asset, rule, subject, state FROM rule_states WHERE asset IN ({','.join('?' * len(chunk))})",
+                chunk)
+            for asset, rule, subject, state in await cur.fetchall():
+                self._cache[(asset, rule, subject)] = json.loads(state)
+        self._cached_assets.update(todo)
 
     async def load_state(self, asset: str, rule: str, subject: str) -> dict[str, Any] | None:
+        if asset in self._cached_assets:
+            return self._cache.get((asset, rule, subject))
         cur = await self.db.execute("SELECT state FROM rule_states WHERE asset = ? AND rule = ? AND subject = ?",
                                     (asset, rule, subject))
         row = await cur.fetchone()
         return json.loads(row[0]) if row else None
 
     async def save_state(self, asset: str, rule: str, subject: str, state: dict[str, Any]) -> None:
+        if asset in self._cached_assets:
+            self._cache[(asset, rule, subject)] = state
         await self.db.execute(
             "INSERT INTO rule_states VALUES (?, ?, ?, ?) ON CONFLICT (asset, rule, subject) DO UPDATE "
             "SET state = excluded.state", (asset, rule, subject, json.dumps(state)))
 
     async def active_subjects(self, asset: str, rule: str) -> list[str]:
+        if asset in self._cached_assets:
+            return [s for (a, r, s), st in self._cache.items() if a == asset and r == rule and st.get("active")]
         cur = await self.db.execute(
             "SELECT subject FROM rule_states WHERE asset = ? AND rule = ? AND json_extract(state, '$.active')",
             (asset, rule))
@@ -282,6 +305,7 @@ class FleetTwin:
             return []
         types = {a: t for a, t in await (await db.execute("SELECT asset, type FROM assets")).fetchall()}
         store = SqliteRuleStore(db)
+        await store.preload({s.asset for s in batch.summaries} | {v.asset for v in batch.vibration})
         observations: list[Any] = [history.summary_obs(s) for s in batch.summaries if not s.last_text]
         observations += [VibrationObs(v.asset, v.sensor, v.ts_ns, history.vibration_doc(v)) for v in batch.vibration]
         findings: list[Finding] = []
