@@ -30,12 +30,12 @@ PROBE_PROTOCOLS = {
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent.config import load_agent_config
-    from agent.daemon import AgentDaemon
+    from agent.daemon import serve
     from agent.logs import setup_logging
 
     config = load_agent_config(args.config)
     setup_logging(args.log_level or config.agent.log_level)
-    asyncio.run(AgentDaemon(config).run())
+    asyncio.run(serve(args.config, config))
     return 0
 
 

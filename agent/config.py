@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ from pydantic import Field, field_validator, model_validator
 from agent.connectors import build_connector
 from agent.connectors.base import Connector
 from agent.errors import ConfigError
+from agent.metrics import MetricsSettings
 from agent.model import AssetSpec, PointSpec, VibrationSpec
 from agent.tomlconfig import StrictModel, load_toml, parse_model
 
@@ -92,8 +93,10 @@ class VibrationSettings(StrictModel):
 
     @model_validator(mode="after")
     def _bearing_or_multipliers(self) -> VibrationSettings:
-        if self.bearing and any((self.bpfo, self.bpfi, self.bsf, self.ftf)):
-            raise ValueError("give either bearing (catalogue model) or bpfo/bpfi/bsf/ftf, not both")
+        from agent.analytics.bearings import bearing_defects
+
+        # Resolve now so an unknown model or incomplete multipliers fail at start-up, naming the key.
+        bearing_defects(self.bearing, bpfo=self.bpfo, bpfi=self.bpfi, bsf=self.bsf, ftf=self.ftf)
         return self
 
 
@@ -108,6 +111,7 @@ class AssetSettings(StrictModel):
 class _AgentFile(StrictModel):
     agent: AgentSettings
     uplink: UplinkSettings
+    metrics: MetricsSettings = MetricsSettings()
     assets: list[AssetSettings] = Field(min_length=1)
     sources: list[dict[str, Any]] = Field(min_length=1)
 
@@ -129,6 +133,7 @@ class AgentConfig:
     uplink: UplinkSettings
     assets: tuple[AssetSpec, ...]
     connectors: tuple[Connector, ...]
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def state_dir(self) -> Path:
@@ -208,7 +213,7 @@ def build_agent_config(data: dict[str, Any], path: Path | None = None) -> AgentC
                                 vibration=vib, points=tuple(points_by_asset[a.id])))
     # depends_on may name assets of other agents (the collector joins the fleet), so it is not checked here.
     return AgentConfig(path=path, agent=parsed.agent, uplink=parsed.uplink, assets=tuple(assets),
-                       connectors=tuple(connectors))
+                       connectors=tuple(connectors), metrics=parsed.metrics)
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:

@@ -55,13 +55,9 @@ def indicators_message(asset: str, sensor: str, ts_ns: int, ind: VibrationIndica
 
 
 def _bearing_for(spec: VibrationSpec) -> BearingDefects | None:
-    from agent.analytics.bearings import BearingDefects, lookup_bearing
+    from agent.analytics.bearings import bearing_defects
 
-    if spec.bearing:
-        return lookup_bearing(spec.bearing)
-    if any((spec.bpfo, spec.bpfi, spec.bsf, spec.ftf)):
-        return BearingDefects(bpfo=spec.bpfo, bpfi=spec.bpfi, bsf=spec.bsf, ftf=spec.ftf)
-    return None
+    return bearing_defects(spec.bearing, bpfo=spec.bpfo, bpfi=spec.bpfi, bsf=spec.bsf, ftf=spec.ftf)
 
 
 class VibrationMonitor:
