@@ -29,7 +29,7 @@ WINDOW = 16
 
 
 class BareServicer(twin_pb2_grpc.CollectorServicer):
-    async def Connect(self, request_iterator: AsyncIterator[twin_pb2.AgentMessage],  # noqa: N802
+    async def Connect(self, request_iterator: AsyncIterator[twin_pb2.AgentMessage],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[twin_pb2.CollectorMessage]:
         async for msg in request_iterator:
             yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=msg.batch.seq if msg.HasField("batch") else 0))

@@ -3,7 +3,8 @@
     twin-sim --modbus-port 15020 [--opcua-port 4840] [--mqtt-port 1883] [--fault clogging_filter@10 ...]
 
 Each simulator is optional; a fault is NAME[:RATE]@SECONDS (after start; RATE is the severity
-growth per second of the vibration faults) and goes to the simulator that knows it. The demo and the tests start this as a separate process, like a real plant would be.
+growth per second of the vibration faults) and goes to the simulator that knows it. The demo and
+the tests start this as a separate process, like a real plant would be.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from tests.integration.daemons import (
     wait_drained,
 )
 from tests.integration.influx_query import influxql
-from tests.servers import ServerProcess, influxd_server, wait_for
+from tests.servers import influxd_server, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ class Plant:
         produced_summaries = st["queue"]["summaries_total"]
         stored = self.query("SELECT count(mean) FROM telemetry")[0]["count"]
         health = self.query("SELECT count(queue_batches) FROM agent_health")[0]["count"]
-        assert stored == produced_summaries, f"InfluxDB holds {stored} summaries, the agent produced {produced_summaries}"
+        assert stored == produced_summaries, f"InfluxDB holds {stored}, the agent produced {produced_summaries}"
         assert health == produced_batches
         with sqlite3.connect(self.tmp / "c" / "state" / "collector.sqlite") as conn:
             committed = conn.execute("SELECT SUM(batches) FROM watermarks WHERE agent_id = 'gw-a'").fetchone()[0]
@@ -74,7 +74,7 @@ class Plant:
 
 
 @pytest.fixture
-def plant(tmp_path: Path):  # noqa: ANN201
+def plant(tmp_path: Path):
     p = Plant(tmp_path)
     yield p
     p.stop()
