@@ -30,12 +30,15 @@ PROBE_PROTOCOLS = {
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent.config import load_agent_config
-    from agent.daemon import serve
+    from agent.daemon import AgentDaemon
     from agent.logs import setup_logging
+    from agent.metrics import agent_registry
+    from agent.service import serve
 
     config = load_agent_config(args.config)
     setup_logging(args.log_level or config.agent.log_level)
-    asyncio.run(serve(args.config, config))
+    asyncio.run(serve(config, lambda: load_agent_config(args.config), AgentDaemon, lambda c: c.metrics,
+                      agent_registry))
     return 0
 
 

@@ -12,10 +12,8 @@ import json
 import logging
 import os
 import resource
-import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -23,8 +21,7 @@ from agent import __version__
 from agent.analytics.summarize import Summarizer
 from agent.backoff import Backoff
 from agent.batch import build_batch, build_hello
-from agent.config import AgentConfig, load_agent_config, read_secret
-from agent.errors import ConfigError
+from agent.config import AgentConfig, read_secret
 from agent.model import Quality, Reading
 from agent.twin import LocalTwin
 from agent.uplink.client import ChannelSettings, UplinkClient
@@ -32,7 +29,7 @@ from agent.uplink.queue import StoreAndForwardQueue
 from agent.vibration_monitor import VibrationMonitor
 from protos.twin.v1 import twin_pb2
 
-__all__ = ["AgentDaemon", "serve", "supervise"]
+__all__ = ["AgentDaemon", "supervise"]
 
 log = logging.getLogger("twin.agent")
 
@@ -218,67 +215,6 @@ class AgentDaemon:
         while self.uplink.counters.connected and self.queue.stats().batches and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
         self._stop.set()
 
-
-async def serve(config_path: Path, config: AgentConfig) -> None:
-    """Run the agent until SIGTERM/SIGINT; SIGHUP reloads the configuration.
-
-    A reload validates the file first: a broken file is logged and the running configuration
-    stays. A valid one stops the connectors, stores the current interval, and starts again with
-    the new configuration; the queue is on disk, so nothing queued is lost. The metrics endpoint
-    and the systemd watchdog live across reloads.
-    """
-    from agent.metrics import agent_registry, start_metrics_server
-    from agent.systemd_notify import Notifier
-
-    loop = asyncio.get_running_loop()
-    notifier = Notifier()
-    watchdog = asyncio.create_task(notifier.run_watchdog())
-    stopping = False
-    try:
-        while True:
-            daemon = AgentDaemon(config)
-            next_config: list[AgentConfig] = []
-
-            def on_stop(d: AgentDaemon = daemon) -> None:
-                nonlocal stopping
-                stopping = True
-                d.stop()
-
-            def on_reload(d: AgentDaemon = daemon, box: list[AgentConfig] = next_config) -> None:
-                try:
-                    box.append(load_agent_config(config_path))
-                except ConfigError as exc:
-                    log.error("reload refused, the running configuration stays: %s", exc)
-                    return
-                log.info("reloading configuration from %s", config_path)
-                notifier.reloading()
-                d.stop()
-
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, on_stop)
-            loop.add_signal_handler(signal.SIGHUP, on_reload)
-            metrics = (start_metrics_server(agent_registry(daemon), config.metrics.listen)
-                       if config.metrics.listen else None)
-            runner = asyncio.create_task(daemon.run())
-            up = asyncio.create_task(daemon.running.wait())
-            await asyncio.wait({runner, up}, return_when=asyncio.FIRST_COMPLETED)
-            up.cancel()
-            if daemon.running.is_set():
-                notifier.ready()
-            try:
-                await runner
-            finally:
-                if metrics is not None:
-                    metrics.close()
-            if stopping or not next_config:
-                return
-            config = next_config[-1]
-    finally:
-        notifier.stopping()
-        watchdog.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-        notifier.close()

@@ -19,11 +19,14 @@ __all__ = ["main"]
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent.logs import setup_logging
+    from agent.service import serve
     from collector.daemon import CollectorDaemon
+    from collector.metrics import collector_registry
 
     config = load_collector_config(args.config)
     setup_logging(args.log_level or config.collector.log_level)
-    asyncio.run(CollectorDaemon(config).run())
+    asyncio.run(serve(config, lambda: load_collector_config(args.config), CollectorDaemon, lambda c: c.metrics,
+                      collector_registry))
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from agent.errors import ConfigError
+from agent.metrics import MetricsSettings
 from agent.tomlconfig import StrictModel, load_toml, parse_model
 from collector.api import ApiSettings, read_api_token
 from collector.influx import InfluxSettings
@@ -92,6 +93,7 @@ class _CollectorFile(StrictModel):
     history: HistorySettings = HistorySettings()
     api: ApiSettings | None = None
     webhooks: list[WebhookSettings] = []
+    metrics: MetricsSettings = MetricsSettings()
 
     @model_validator(mode="after")
     def _unique(self) -> _CollectorFile:
@@ -113,6 +115,7 @@ class CollectorConfig:
     api: ApiSettings | None = None
     api_token: str = field(default="", repr=False)
     webhooks: tuple[Webhook, ...] = ()
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def state_dir(self) -> Path:
@@ -140,7 +143,7 @@ def build_collector_config(data: dict[str, Any], path: Path | None = None) -> Co
     api_token = read_api_token(parsed.api) if parsed.api else ""
     return CollectorConfig(path=path, collector=parsed.collector, influx=parsed.influx,
                            token_hashes=hashes, rules=rules, history=parsed.history, api=parsed.api,
-                           api_token=api_token, webhooks=load_webhooks(parsed.webhooks))
+                           api_token=api_token, webhooks=load_webhooks(parsed.webhooks), metrics=parsed.metrics)
 
 
 def load_collector_config(path: str | Path) -> CollectorConfig:

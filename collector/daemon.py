@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -21,15 +20,12 @@ from typing import Any
 
 import grpc
 
-from agent.errors import SinkError
 from collector.api import ApiServer, build_app
 from collector.config import CollectorConfig
 from collector.fleet import FleetTwin
 from collector.influx import build_sink
 from collector.ingest import IngestServicer
 from collector.itsm import Forwarder, Outbox
-from collector.points import work_order_point
-from collector.workorders.store import WorkOrder
 from protos.twin.v1 import twin_pb2_grpc
 
 __all__ = ["CollectorDaemon"]
@@ -70,6 +66,7 @@ class CollectorDaemon:
         self.check_failures = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self.running = asyncio.Event()  # set once every component serves
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
@@ -92,6 +89,7 @@ class CollectorDaemon:
                      else self.server.add_insecure_port(listen))
         await self.server.start()
         self._spawn("periodic-check", self._periodic_check())
+        self.running.set()
         sink = "InfluxDB " + self.config.influx.api if self.config.influx else "embedded SQLite store"
         log.info("collector listening on %s (%s), sink: %s, %d agents, %d rules, %d webhooks%s", listen,
                  "TLS" if creds else "plaintext", sink, len(self.config.token_hashes), len(self.config.rules),
@@ -117,15 +115,14 @@ class CollectorDaemon:
 
     async def run(self) -> None:
         await self.start()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self._stop.set)
         try:
             await self._stop.wait()
         finally:
             log.info("collector stopping")
             await self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
 
     async def _periodic_check(self) -> None:
         """Silence rules (stale points, offline agents) need a clock, not a batch; prune history hourly."""
@@ -134,7 +131,7 @@ class CollectorDaemon:
             try:
                 changed = await self.fleet.check()
                 if changed:
-                    await self._annotate(changed)
+                    await self.servicer.annotate(self.config.collector.site, changed)
                 if time.monotonic() >= next_prune:
                     deleted = await self.fleet.prune_history()
                     if deleted:
@@ -148,18 +145,6 @@ class CollectorDaemon:
                 log.exception("periodic check failed (%d so far); trying again next interval", self.check_failures)
             await asyncio.sleep(self.config.collector.check_interval_s)
 
-    async def _annotate(self, changed: list[WorkOrder]) -> None:
-        """Work orders from the periodic check also go to the time series store (best effort)."""
-        for wo in changed:
-            log.info("work order %s %s: %s [%s] %s", wo.ref, wo.status, wo.asset, wo.severity, wo.title)
-        points = [work_order_point(site=self.config.collector.site, asset=wo.asset, severity=wo.severity,
-                                   rule=wo.rule, order_id=wo.ref, title=wo.title, status=wo.status,
-                                   opened_ns=wo.created_ns) for wo in changed]
-        try:
-            await self.sink.write(points)
-        except SinkError as exc:
-            log.warning("could not write %d work-order annotations: %s", len(points), exc)
-
     async def _health(self) -> dict[str, Any]:
         totals = self.servicer.totals
         doc: dict[str, Any] = {
@@ -172,3 +157,4 @@ class CollectorDaemon:
             async with self.fleet.reading():
                 doc["outbox"] = await self.forwarder.pending()
         return doc
+

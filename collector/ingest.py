@@ -143,7 +143,7 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         stats.batches += 1
         stats.summaries += len(batch.summaries)
         if changed:
-            await self._annotate(site, changed)
+            await self.annotate(site, changed)
 
     async def _write_with_retry(self, agent_id: str, points: list, stats: AgentIngestStats) -> None:
         delay = 0.5
@@ -167,7 +167,7 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
             self.totals.sink_write_seconds += time.perf_counter() - started
             return
 
-    async def _annotate(self, site: str, changed: list[WorkOrder]) -> None:
+    async def annotate(self, site: str, changed: list[WorkOrder]) -> None:
         """Work orders also go to the time series store as annotation points (best effort)."""
         for wo in changed:
             log.info("work order %s %s: %s [%s] %s", wo.ref, wo.status, wo.asset, wo.severity, wo.title)

@@ -129,9 +129,6 @@ def test_agent_reaches_serial_ports_through_a_group_only() -> None:
 
 # ---- the daemons as systemd starts them ----------------------------------------------------------
 
-def _uses_notifier(module: str) -> bool:
-    return "systemd_notify" in (ROOT / module).read_text()
-
 
 @pytest.fixture
 def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
@@ -149,8 +146,6 @@ def _messages_until(sock: socket.socket, wanted: str) -> list[str]:
     return seen
 
 
-@pytest.mark.skipif(not _uses_notifier("collector/daemon.py"),
-                    reason="collector/daemon.py does not call agent.systemd_notify yet")
 def test_collector_notifies_ready_watchdog_stopping(tmp_path: Path,
                                                    notify_socket: tuple[socket.socket, str]) -> None:
     sock, path = notify_socket
@@ -173,8 +168,6 @@ def test_collector_notifies_ready_watchdog_stopping(tmp_path: Path,
             proc.wait(timeout=60)
 
 
-@pytest.mark.skipif(not _uses_notifier("agent/daemon.py"),
-                    reason="agent/daemon.py does not call agent.systemd_notify yet")
 def test_agent_notifies_ready_watchdog_stopping(tmp_path: Path, notify_socket: tuple[socket.socket, str]) -> None:
     """READY=1 does not wait for the collector or the devices: neither is reachable here."""
     sock, path = notify_socket

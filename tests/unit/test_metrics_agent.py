@@ -74,7 +74,7 @@ def test_scraped_metrics_are_the_daemons_counters(tmp_path: Path,
         live = await asyncio.to_thread(scrape, server.url)
         device.stop()  # the device goes away: the connector marks it offline and counts errors
         await until(lambda: not any(daemon.config.connectors[0].stats.devices_online.values()), "device offline")
-        daemon.stop()
+        daemon.request_stop()
         await task
         final = await asyncio.to_thread(scrape, server.url)
         return live, final, daemon.status()
