@@ -299,6 +299,11 @@ class FleetTwin:
                 "INSERT INTO vibration VALUES (?, ?, ?, ?) ON CONFLICT (asset, sensor) DO UPDATE SET "
                 "ts_ns = excluded.ts_ns, indicators = excluded.indicators WHERE excluded.ts_ns >= vibration.ts_ns",
                 (v.asset, v.sensor, v.ts_ns, json.dumps(doc)))
+            # Waveform points reach the collector as indicators, not summaries: an analysed block is
+            # a good, fresh reading of its sensor point (for the twin and the stale-data rule).
+            await db.execute(
+                "UPDATE points SET ts_ns = ?, quality = 'GOOD', reason = '' WHERE asset = ? AND point = ? "
+                "AND ts_ns <= ?", (v.ts_ns, v.asset, v.sensor, v.ts_ns))
 
     async def _evaluate_rules(self, db: aiosqlite.Connection, batch: twin_pb2.Batch) -> list[WorkOrder]:
         if not self.rules:

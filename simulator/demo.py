@@ -107,11 +107,11 @@ def read_collector(workdir: Path) -> dict[str, Any]:
     if db.exists():
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
             for row in conn.execute("SELECT id, asset, rule, severity, title, status, description, evidence, context, "
-                                    "created_ns FROM work_orders ORDER BY id"):
+                                    "created_ns, category FROM work_orders ORDER BY id"):
                 out["work_orders"].append({
                     "id": f"WO-{row[0]:06d}", "asset": row[1], "rule": row[2], "severity": row[3], "title": row[4],
                     "status": row[5], "description": row[6], "evidence": json.loads(row[7]),
-                    "context": json.loads(row[8]), "created_ns": row[9]})
+                    "context": json.loads(row[8]), "created_ns": row[9], "category": row[10]})
             for asset, state, health in conn.execute("SELECT asset, state, health FROM assets"):
                 out["assets"][asset] = {"state": state, "health": health}
     sink = workdir / "collector" / "summaries.sqlite"
@@ -129,6 +129,35 @@ def read_agent(workdir: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def describe_work_order(wo: dict[str, Any]) -> list[str]:
+    """A work order with the context a responder reads first."""
+    ctx, ev = wo["context"], wo["evidence"]
+    out = [f"  {wo['id']} [{wo['severity'].upper()}] {wo['title']} ({wo.get('category', '')}, {wo['status']})",
+           f"      {wo['description']}"]
+    if "eta_days" in ev:
+        band = ev.get("eta_band_days") or ["?", "?"]
+        out.append(f"      forecast: limit reached in ~{ev['eta_days']:.2g} days (band {band[0]:.2g}-{band[1]:.2g})")
+    state = ctx.get("state", {})
+    if state:
+        out.append(f"      asset: {state.get('state')}, health {state.get('health')}")
+    deps = [f"{d['asset']} {d['state']}" + (f" ({', '.join(d['open_work_orders'])})" if d["open_work_orders"] else "")
+            for d in ctx.get("depends_on", [])]
+    if deps:
+        out.append(f"      depends on: {'; '.join(deps)}")
+    trend = ctx.get("trend", {}).get("values", [])
+    if trend:
+        vals = [v[1] if isinstance(v, list | tuple) else v for v in trend]
+        out.append(f"      trend ({ctx['trend'].get('series', '')}): {min(vals):.4g} -> {max(vals):.4g}, "
+                   f"last {vals[-1]:.4g}")
+    changes = ctx.get("recent_changes", [])
+    if changes:
+        out.append("      recent changes: " + "; ".join(
+            f"{c['point'] or 'asset'} {c['old']}->{c['new']}" for c in changes[:5]))
+    if ctx.get("earlier_work_orders"):
+        out.append(f"      earlier work orders on this asset: {len(ctx['earlier_work_orders'])}")
+    return out
 
 
 def render(elapsed: float, duration: float, agent: dict[str, Any], collector: dict[str, Any]) -> str:
@@ -153,10 +182,7 @@ def render(elapsed: float, duration: float, agent: dict[str, Any], collector: di
     wos = collector["work_orders"]
     lines.append(f"work orders: {len(wos)}")
     for wo in wos:
-        ev = wo["evidence"]
-        lines.append(f"  {wo['id']} [{wo['severity'].upper()}] {wo['title']} ({wo['status']})")
-        lines.append(f"      evidence: {ev.get('condition', '')}, value {ev.get('value', 0):.4g}, "
-                     f"held {ev.get('duration_s', 0):.0f}s; asset state {wo['context'].get('state', {}).get('state')}")
+        lines += describe_work_order(wo)
     return "\n".join(lines)
 
 

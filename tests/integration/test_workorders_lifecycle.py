@@ -235,3 +235,25 @@ def test_history_is_bucketed_and_pruned(tmp_path: Path) -> None:
         await fleet.close()
 
     run(main())
+
+
+def test_waveform_point_fed_by_indicators_is_not_stale(tmp_path: Path) -> None:
+    """A waveform sensor reaches the collector as vibration indicators, never as summaries."""
+    rules = [{"name": "stale_data", "kind": "stale", "asset_type": "pump", "factor": 3, "min_silence_s": 2}]
+
+    async def main() -> None:
+        fleet = FleetTwin(tmp_path / "c.sqlite", parse_rules(rules))
+        await fleet.open()
+        await fleet.register_hello(twin_pb2.Hello(agent_id="gw-a", site="s", queue_epoch="e1", assets=[
+            twin_pb2.AssetDescriptor(id="pump-1", type="pump", points=[
+                twin_pb2.PointDescriptor(name="de_accel", unit="g", expected_interval_s=1.0, kind="waveform")])]))
+        feed = Feeder(fleet)
+        now = time.time_ns()
+        for k in range(5):
+            await feed.batch(vibration=[vibration("pump-1", "de_accel", now + k * S, "A", 1.0)])
+        assert await fleet.check(now + 5 * S) == [], "fresh blocks keep the sensor point fresh"
+        (stale,) = await fleet.check(now + 20 * S)
+        assert stale.evidence["point"] == "de_accel", "and silence still makes it stale"
+        await fleet.close()
+
+    run(main())
