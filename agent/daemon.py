@@ -206,6 +206,8 @@ class AgentDaemon:
             self.write_status()
             await self.twin.close()
             await self.queue.close()
+            with contextlib.suppress(OSError):
+                self.vibration.save_last_blocks(self.config.state_dir / "waveforms")
             await self.vibration.close()
 
     async def _drain_uplink(self, grace_s: float) -> None:

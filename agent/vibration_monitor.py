@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -78,6 +79,7 @@ class VibrationMonitor:
         self._done: list[twin_pb2.VibrationIndicators] = []
         self._latest: dict[tuple[str, str], twin_pb2.VibrationIndicators] = {}
         self._health: dict[str, float] = {}
+        self._last_block: dict[tuple[str, str], tuple[np.ndarray, float, float]] = {}
         self.dropped_blocks = 0
         self.analysed_blocks = 0
         self.errors = 0
@@ -120,6 +122,7 @@ class VibrationMonitor:
             self.errors += 1
             log.warning("vibration %s/%s: analysis failed: %s", r.asset, r.point, exc)
             return
+        self._last_block[(r.asset, r.point)] = (x, fs, ind.rpm)
         msg = indicators_message(r.asset, r.point, r.ts_ns, ind)
         self.analysed_blocks += 1
         self._done.append(msg)
@@ -141,6 +144,20 @@ class VibrationMonitor:
                          "health": round(m.health, 1), "bpfo": round(m.bpfo, 3), "bpfi": round(m.bpfi, 3)}
             for (a, s), m in self._latest.items()
         }
+
+    def save_last_blocks(self, folder: Path) -> list[Path]:
+        """Write each sensor's last analysed block as `<asset>.<sensor>.npz` (keys: sensor, fs, rpm).
+
+        Done at shutdown only (flash storage on gateways wears out), so that `twin-agent diagnose`
+        or a person can look at what the analytics last saw.
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for (asset, sensor), (x, fs, rpm) in self._last_block.items():
+            path = folder / f"{asset}.{sensor}.npz"
+            np.savez_compressed(path, **{sensor: x.astype(np.float32)}, fs=fs, rpm=rpm)
+            written.append(path)
+        return written
 
     async def close(self) -> None:
         for t in list(self._pending):

@@ -131,6 +131,21 @@ def read_agent(workdir: Path) -> dict[str, Any]:
         return {}
 
 
+def plot_last_blocks(workdir: Path, out_dir: Path) -> list[str]:
+    """PNG of each vibration sensor's last block (spectrum, envelope spectrum, defect lines marked),
+    made by `twin-agent diagnose --plot` from the block the agent saved at shutdown."""
+    pngs = []
+    for block in sorted((workdir / "agent" / "waveforms").glob("*.npz")):
+        png = out_dir / f"demo-{block.stem.replace('.', '-')}.png"
+        proc = subprocess.run([sys.executable, "-m", "agent", "diagnose", str(block), "--bearing", "6205-2RS",
+                               "--plot", str(png)], capture_output=True, text=True, check=False)
+        if proc.returncode == 0 and png.exists():
+            pngs.append(str(png))
+        else:
+            print(f"could not plot {block.name}: {proc.stderr.strip()[-300:]}", file=sys.stderr)
+    return pngs
+
+
 def describe_work_order(wo: dict[str, Any]) -> list[str]:
     """A work order with the context a responder reads first."""
     ctx, ev = wo["context"], wo["evidence"]
@@ -255,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         print("\n" + render(time.monotonic() - started if "started" in locals() else 0, args.duration,
                             agent, collector))
+        if args.report:
+            args.report.parent.mkdir(parents=True, exist_ok=True)
+        report["spectrum_plots"] = plot_last_blocks(workdir, args.report.parent if args.report else workdir)
+        for png in report["spectrum_plots"]:
+            print(f"spectrum and envelope spectrum of the pump's last block: {png}")
         if args.report:
             args.report.write_text(json.dumps(report, indent=2, default=str))
             print(f"\nreport written to {args.report}")
