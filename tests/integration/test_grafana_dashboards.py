@@ -260,7 +260,7 @@ def test_every_dashboard_query_returns_data(fleet: Fleet) -> None:
                 assets = {a["asset"] for a in answered[("asset-detail", panel["title"], t["refId"])]}
                 assert DEMO_ASSET_BY_ROW[row] in assets, f"{panel['title']}: only {assets}"
     # Work orders came from the collector's rules: on the simulated filter's real readings, and on the
-    # pump's history.
+    # pump's history (the demo's own vibration rules may add theirs on that history too).
     orders = rows(fleet.influx_url, 'SELECT "id", "status", "asset", "rule" FROM "work_order"')
-    assert {(o["asset"], o["rule"]) for o in orders} == {("ahu-1", "filter_loading"), ("pump-1", "bearing_hot")}
+    assert {("ahu-1", "filter_loading"), ("pump-1", "bearing_hot")} <= {(o["asset"], o["rule"]) for o in orders}
 
