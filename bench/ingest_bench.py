@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import tempfile
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -57,17 +58,21 @@ async def stream(port: int, batches: list[twin_pb2.Batch]) -> float:
         await call.write(twin_pb2.AgentMessage(hello=hello))
         await call.read()  # the collector answers the Hello (the bare loop echoes seq 0)
         window = asyncio.Semaphore(WINDOW)
+        in_flight: deque[int] = deque()
 
         async def send() -> None:
             for b in batches:
                 await window.acquire()
+                in_flight.append(b.seq)
                 await call.write(twin_pb2.AgentMessage(batch=b))
 
         sender = asyncio.create_task(send())
         last = batches[-1].seq
         while True:
             msg = await call.read()
-            window.release()
+            while in_flight and in_flight[0] <= msg.ack.seq:  # acks are cumulative, as in the agent
+                in_flight.popleft()
+                window.release()
             if msg.ack.seq >= last:
                 break
         elapsed = time.perf_counter() - started

@@ -237,26 +237,41 @@ class FleetTwin:
 
         A batch at or below the watermark is a duplicate and changes nothing.
         """
+        return await self.commit_batches(agent_id, epoch, [batch])
+
+    async def commit_batches(self, agent_id: str, epoch: str, batches: Sequence[twin_pb2.Batch]) -> list[WorkOrder]:
+        """`commit_batch` for consecutive batches of one agent, in one transaction (one disk sync).
+
+        An agent catching up after an outage sends many batches back to back; committing them
+        together is what lets the collector keep up, with the same all-or-nothing guarantee.
+        """
         changed: list[WorkOrder] = []
         async with self.transaction() as db:
             cur = await db.execute("SELECT seq FROM watermarks WHERE agent_id = ? AND epoch = ?", (agent_id, epoch))
             row = await cur.fetchone()
-            if row and batch.seq <= int(row[0]):
-                return []
-            await self._store_summaries(db, batch)
-            await self._store_changes_states(db, batch)
-            await history.record_batch(db, batch, self.history)
-            await db.execute(
-                "INSERT INTO watermarks (agent_id, epoch, seq, batches) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (agent_id, epoch) DO UPDATE SET seq = excluded.seq, batches = batches + 1",
-                (agent_id, epoch, batch.seq))
-            await db.execute("UPDATE agents SET last_seen_ns = ? WHERE agent_id = ?", (time.time_ns(), agent_id))
-            if batch.HasField("health"):
-                h = batch.health
-                health = {f.name: getattr(h, f.name) for f in h.DESCRIPTOR.fields}
-                await db.execute("UPDATE agents SET health = ? WHERE agent_id = ?", (json.dumps(health), agent_id))
-            changed = await self._evaluate_rules(db, batch)
+            watermark = int(row[0]) if row else 0
+            for batch in batches:
+                if batch.seq <= watermark:
+                    continue
+                changed += await self._commit_one(db, agent_id, epoch, batch)
+                watermark = batch.seq
         return changed
+
+    async def _commit_one(self, db: aiosqlite.Connection, agent_id: str, epoch: str,
+                          batch: twin_pb2.Batch) -> list[WorkOrder]:
+        await self._store_summaries(db, batch)
+        await self._store_changes_states(db, batch)
+        await history.record_batch(db, batch, self.history)
+        await db.execute(
+            "INSERT INTO watermarks (agent_id, epoch, seq, batches) VALUES (?, ?, ?, 1) "
+            "ON CONFLICT (agent_id, epoch) DO UPDATE SET seq = excluded.seq, batches = batches + 1",
+            (agent_id, epoch, batch.seq))
+        await db.execute("UPDATE agents SET last_seen_ns = ? WHERE agent_id = ?", (time.time_ns(), agent_id))
+        if batch.HasField("health"):
+            h = batch.health
+            health = {f.name: getattr(h, f.name) for f in h.DESCRIPTOR.fields}
+            await db.execute("UPDATE agents SET health = ? WHERE agent_id = ?", (json.dumps(health), agent_id))
+        return await self._evaluate_rules(db, batch)
 
     async def watermark(self, agent_id: str, epoch: str) -> int:
         cur = await self.db.execute("SELECT seq FROM watermarks WHERE agent_id = ? AND epoch = ?", (agent_id, epoch))

@@ -1,7 +1,8 @@
 """The collector's gRPC servicer: authenticate, deduplicate, store, then ack.
 
 One stream per agent. The bearer token in the call metadata identifies the agent (tokens are
-stored hashed); the Hello's agent id must match it. Each batch is handled in order:
+stored hashed); the Hello's agent id must match it. Batches are handled in order, each one (or a
+group of consecutive ones that arrived together, when an agent catches up) like this:
 
 1. duplicate? (seq at or below the (agent, queue epoch) watermark) -> ack again, store nothing;
 2. write its points to the sink (InfluxDB or SQLite), retrying with backoff while the sink is
@@ -28,13 +29,15 @@ import grpc
 from agent.errors import SinkError
 from collector.config import hash_token
 from collector.fleet import FleetTwin
-from collector.points import PointSink, PointsRejectedError, batch_to_points, work_order_point
+from collector.points import Point, PointSink, PointsRejectedError, batch_to_points, work_order_point
 from collector.workorders.store import WorkOrder
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
 
 __all__ = ["AgentIngestStats", "IngestServicer", "authenticate"]
 
 log = logging.getLogger("twin.collector.ingest")
+
+MAX_GROUP = 32  # batches of one agent stored in one sink write and one SQLite transaction
 
 
 @dataclass(slots=True)
@@ -109,43 +112,76 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         stats.connected = True
         log.info("agent %s connected from %s (version %s, epoch %s, watermark %d)",
                  agent_id, peer, hello.version, hello.queue_epoch[:8], watermark)
+        # Unbounded, but bounded in practice by the agent's in-flight window (it waits for acks).
+        inbox: asyncio.Queue[twin_pb2.Batch | None] = asyncio.Queue()
+        reader = asyncio.create_task(self._read(request_iterator, inbox))
         try:
             # Answer the Hello with the watermark: the agent may drop anything at or below it.
             yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=watermark))
-            async for msg in request_iterator:
-                if not msg.HasField("batch"):
-                    continue
-                batch = msg.batch
+            while (group := await self._next_group(inbox)) is not None:
                 stats.last_seen_ns = time.time_ns()
-                if batch.seq <= watermark:
-                    stats.duplicates += 1
-                    yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=batch.seq))
-                    continue
-                await self._store(agent_id, site, hello.queue_epoch, batch, asset_types, stats)
-                watermark = batch.seq
-                yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=batch.seq))
+                fresh = [b for b in group if b.seq > watermark]
+                stats.duplicates += len(group) - len(fresh)
+                if fresh:
+                    await self._store(agent_id, site, hello.queue_epoch, fresh, asset_types, stats)
+                    watermark = fresh[-1].seq
+                # Acks are cumulative: one for the whole group.
+                yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=max(b.seq for b in group)))
         finally:
+            reader.cancel()
             stats.connected = False
             log.info("agent %s disconnected", agent_id)
             await asyncio.shield(self.fleet.set_connected(agent_id, False))
 
-    async def _store(self, agent_id: str, site: str, epoch: str, batch: twin_pb2.Batch,
-                     asset_types: dict[str, str], stats: AgentIngestStats) -> None:
+    @staticmethod
+    async def _read(request_iterator: AsyncIterator[twin_pb2.AgentMessage],
+                    inbox: asyncio.Queue[twin_pb2.Batch | None]) -> None:
+        """Move the agent's batches into `inbox` while earlier ones are being stored."""
         try:
-            points = batch_to_points(batch, agent_id=agent_id, site=site, asset_types=asset_types)
-        except ValueError as exc:
-            # Can never be stored as points; keep its twin effects and move on rather than block the agent.
-            stats.malformed_batches += 1
-            log.warning("agent %s batch %d: malformed, points not stored: %s", agent_id, batch.seq, exc)
-            points = []
+            async for msg in request_iterator:
+                if msg.HasField("batch"):
+                    inbox.put_nowait(msg.batch)
+        finally:
+            inbox.put_nowait(None)
+
+    @staticmethod
+    async def _next_group(inbox: asyncio.Queue[twin_pb2.Batch | None]) -> list[twin_pb2.Batch] | None:
+        """The next batch plus whatever else has already arrived (up to MAX_GROUP), in seq order.
+
+        A live agent sends one batch per interval and gets a group of one; an agent catching up
+        after an outage has many in flight, and storing them together saves a disk sync per batch.
+        Returns None when the stream has ended.
+        """
+        first = await inbox.get()
+        if first is None:
+            return None
+        group = [first]
+        while len(group) < MAX_GROUP and not inbox.empty():
+            nxt = inbox.get_nowait()
+            if nxt is None:
+                inbox.put_nowait(None)  # end of stream: handled on the next call
+                break
+            group.append(nxt)
+        return group
+
+    async def _store(self, agent_id: str, site: str, epoch: str, batches: list[twin_pb2.Batch],
+                     asset_types: dict[str, str], stats: AgentIngestStats) -> None:
+        points: list[Point] = []
+        for batch in batches:
+            try:
+                points += batch_to_points(batch, agent_id=agent_id, site=site, asset_types=asset_types)
+            except ValueError as exc:
+                # Can never be stored as points; keep its twin effects and move on rather than block the agent.
+                stats.malformed_batches += 1
+                log.warning("agent %s batch %d: malformed, points not stored: %s", agent_id, batch.seq, exc)
         await self._write_with_retry(agent_id, points, stats)
-        changed = await self.fleet.commit_batch(agent_id, epoch, batch)
-        stats.batches += 1
-        stats.summaries += len(batch.summaries)
+        changed = await self.fleet.commit_batches(agent_id, epoch, batches)
+        stats.batches += len(batches)
+        stats.summaries += sum(len(b.summaries) for b in batches)
         if changed:
             await self.annotate(site, changed)
 
-    async def _write_with_retry(self, agent_id: str, points: list, stats: AgentIngestStats) -> None:
+    async def _write_with_retry(self, agent_id: str, points: list[Point], stats: AgentIngestStats) -> None:
         delay = 0.5
         while points:
             started = time.perf_counter()
