@@ -27,7 +27,8 @@ from typing import Any
 
 __all__ = ["main"]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "demo"
+# configs/demo in the source tree; the package carries the same files (simulator/demo_configs links there).
+CONFIG_DIR = Path(__file__).resolve().parent / "demo_configs"
 DEMO_TOKEN = "demo-token-not-secret-0123456789"
 REFRESH_S = 2.0
 SUMMARY_INTERVAL_S = 2
