@@ -11,7 +11,6 @@ Shape (see configs/agent.example.toml for every option):
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,7 @@ from agent.metrics import MetricsSettings
 from agent.model import AssetSpec, PointSpec, VibrationSpec
 from agent.tomlconfig import StrictModel, load_toml, parse_model
 
-__all__ = ["AgentConfig", "AgentSettings", "AssetSettings", "UplinkSettings", "load_agent_config",
-           "read_secret"]
+__all__ = ["AgentConfig", "AgentSettings", "AssetSettings", "UplinkSettings", "load_agent_config"]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 DEFAULT_STATE_DIR = "/var/lib/twin-agent"
@@ -141,20 +139,6 @@ class AgentConfig:
 
     def asset(self, asset_id: str) -> AssetSpec:
         return next(a for a in self.assets if a.id == asset_id)
-
-
-def read_secret(value: str, file: str, env: str, key: str) -> str:
-    """Secrets come from a file or an environment variable (or inline for demos); never logged."""
-    if file:
-        try:
-            return Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{key}_file: cannot read {file}: {exc.strerror}") from None
-    if env:
-        if env not in os.environ:
-            raise ConfigError(f"{key}_env: environment variable {env} is not set")
-        return os.environ[env]
-    return value
 
 
 def _vibration_spec(v: VibrationSettings) -> VibrationSpec:

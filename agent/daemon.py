@@ -21,8 +21,9 @@ from agent import __version__
 from agent.analytics.summarize import Summarizer
 from agent.backoff import Backoff
 from agent.batch import build_batch, build_hello
-from agent.config import AgentConfig, read_secret
+from agent.config import AgentConfig
 from agent.model import Quality, Reading
+from agent.secrets import read_secret
 from agent.twin import LocalTwin
 from agent.uplink.client import ChannelSettings, UplinkClient
 from agent.uplink.queue import StoreAndForwardQueue
@@ -70,7 +71,7 @@ class AgentDaemon:
         self.vibration = VibrationMonitor(config.assets)
         self.point_specs = {(p.asset, p.name): p for a in config.assets for p in a.points}
         u = config.uplink
-        token = read_secret(u.token, u.token_file, u.token_env, "uplink.token")
+        token = read_secret("uplink.token", file=u.token_file, env=u.token_env, inline=u.token)
         self.uplink = UplinkClient(
             ChannelSettings(u.collector, token, u.tls, u.ca_file, u.cert_file, u.key_file, u.server_name),
             self.queue, self._hello, max_in_flight=u.max_in_flight,

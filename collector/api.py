@@ -23,7 +23,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import time
 import tomllib
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +33,7 @@ from aiohttp import web
 from pydantic import field_validator, model_validator
 
 from agent.errors import ConfigError
+from agent.secrets import read_secret
 from agent.tomlconfig import StrictModel
 from collector.fleet import FleetTwin
 from collector.whatif import parse_since, run_whatif
@@ -290,14 +290,4 @@ class ApiServer:
 
 
 def read_api_token(settings: ApiSettings, key: str = "api") -> str:
-    if settings.token_file:
-        try:
-            return Path(settings.token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{key}.token_file: cannot read {settings.token_file}: {exc.strerror}") from None
-    if settings.token_env:
-        value = os.environ.get(settings.token_env, "").strip()
-        if not value:
-            raise ConfigError(f"{key}.token_env: environment variable {settings.token_env} is not set or empty")
-        return value
-    return ""
+    return read_secret(f"{key}.token", file=settings.token_file, env=settings.token_env)

@@ -41,7 +41,8 @@ from influxdb_client.rest import ApiException
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from agent.errors import ConfigError, SinkError
+from agent.errors import SinkError
+from agent.secrets import read_secret
 from agent.tomlconfig import StrictModel
 from collector.points import Point, PointSink, PointsRejectedError, SinkStats, to_line_protocol
 from collector.summary_store import SqliteSummarySink
@@ -70,19 +71,7 @@ def _key_error(key: str, message: str, value: object) -> ValidationError:
 
 def _secret(inline: SecretStr | None, file: str, env: str, key: str) -> str:
     """Resolve a secret given inline, as a file, or as an environment variable name."""
-    if inline is not None:
-        return inline.get_secret_value()
-    if file:
-        try:
-            return Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"influx.{key}_file: cannot read {file}: {exc.strerror}") from None
-    if env:
-        value = os.environ.get(env, "")
-        if not value:
-            raise ConfigError(f"influx.{key}_env: environment variable {env} is not set")
-        return value
-    return ""
+    return read_secret(f"influx.{key}", file=file, env=env, inline=inline.get_secret_value() if inline else "")
 
 
 class InfluxSettings(StrictModel):

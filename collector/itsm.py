@@ -44,12 +44,10 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
@@ -57,6 +55,7 @@ import aiosqlite
 from pydantic import Field, field_validator, model_validator
 
 from agent.errors import ConfigError
+from agent.secrets import read_secret
 from agent.tomlconfig import StrictModel
 from collector.workorders.rules import CATEGORIES, SEVERITIES, Severity
 from collector.workorders.store import WorkOrder, WorkOrderEvent
@@ -147,18 +146,6 @@ class Webhook:
                 and SEVERITIES.index(wo.severity) >= SEVERITIES.index(self.settings.min_severity))
 
 
-def _read_secret(key: str, file: str, env: str) -> str:
-    if file:
-        try:
-            return Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{key}_file: cannot read {file}: {exc.strerror}") from None
-    value = os.environ.get(env, "").strip()
-    if not value:
-        raise ConfigError(f"{key}_env: environment variable {env} is not set or empty")
-    return value
-
-
 def load_webhooks(settings: Sequence[WebhookSettings], prefix: str = "webhooks") -> tuple[Webhook, ...]:
     """Read each webhook's secrets; errors name the key (`webhooks[0].secret_file: cannot read ...`)."""
     out = []
@@ -168,13 +155,13 @@ def load_webhooks(settings: Sequence[WebhookSettings], prefix: str = "webhooks")
         if s.name in names:
             raise ConfigError(f"{key}.name: duplicate {s.name!r}")
         names.add(s.name)
-        secret = _read_secret(f"{key}.secret", s.secret_file, s.secret_env) if s.secret_file or s.secret_env else ""
+        secret = read_secret(f"{key}.secret", file=s.secret_file, env=s.secret_env)
         auth = ""
         if s.auth == "basic":
-            password = _read_secret(f"{key}.password", s.password_file, s.password_env)
+            password = read_secret(f"{key}.password", file=s.password_file, env=s.password_env)
             auth = "Basic " + base64.b64encode(f"{s.username}:{password}".encode()).decode()
         elif s.auth == "bearer":
-            auth = "Bearer " + _read_secret(f"{key}.token", s.token_file, s.token_env)
+            auth = "Bearer " + read_secret(f"{key}.token", file=s.token_file, env=s.token_env)
         out.append(Webhook(s, secret.encode(), auth))
     return tuple(out)
 

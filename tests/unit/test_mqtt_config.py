@@ -53,7 +53,7 @@ def test_sample_config_needs_its_password(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("TWIN_MQTT_PASSWORD", raising=False)
     table = sample_table()
     table.pop("type")
-    assert "sources[0].password_env: environment variable TWIN_MQTT_PASSWORD is not set" in config_error(table)
+    assert "sources[0].password_env: environment variable TWIN_MQTT_PASSWORD is not set or empty" in config_error(table)
 
 
 def test_password_file(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ that `twin-agent check-config` reports a missing password file; they are never l
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ from pydantic import Field
 from agent.connectors.mqtt.codec import WaveformFormat, parse_json_path
 from agent.errors import ConfigError
 from agent.model import PointSpec
+from agent.secrets import read_secret
 from agent.tomlconfig import StrictModel, parse_model
 
 __all__ = [
@@ -220,16 +220,7 @@ def _overlap_errors(s: MqttSourceSettings, key: str) -> list[str]:
 
 def read_password(s: MqttSourceSettings, key: str) -> str | None:
     """The broker password from its file or environment variable (None when there is none)."""
-    if s.password_file:
-        try:
-            return Path(s.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{key}.password_file: cannot read {s.password_file}: {exc.strerror}") from None
-    if s.password_env:
-        if s.password_env not in os.environ:
-            raise ConfigError(f"{key}.password_env: environment variable {s.password_env} is not set")
-        return os.environ[s.password_env]
-    return None
+    return read_secret(f"{key}.password", file=s.password_file, env=s.password_env) or None
 
 
 def point_spec(p: MqttPointSettings) -> PointSpec:

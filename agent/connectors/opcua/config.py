@@ -7,7 +7,6 @@ keys (one of node_id/browse_path, security policy vs mode, files that must exist
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from asyncua import ua
 from pydantic import Field, field_validator
 
 from agent.errors import ConfigError
+from agent.secrets import read_secret
 from agent.tomlconfig import StrictModel, parse_model
 
 __all__ = [
@@ -200,16 +200,7 @@ def load_source(table: dict[str, Any], key: str) -> OpcUaSourceConfig:
 
 def read_password(cfg: OpcUaSourceConfig, key: str) -> str:
     """The password from its file or environment variable; the value itself is never logged."""
-    if cfg.password_file:
-        try:
-            return Path(cfg.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{key}.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
-    if cfg.password_env:
-        if cfg.password_env not in os.environ:
-            raise ConfigError(f"{key}.password_env: environment variable {cfg.password_env} is not set")
-        return os.environ[cfg.password_env]
-    return ""
+    return read_secret(f"{key}.password", file=cfg.password_file, env=cfg.password_env)
 
 
 def expected_interval_s(cfg: OpcUaSourceConfig, point: OpcUaPointConfig) -> float:
