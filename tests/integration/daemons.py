@@ -31,7 +31,8 @@ title = "Air filter clogged on {asset}"
 """
 
 
-def collector_toml(state_dir: Path, port: int, influx: str = "", rules: str = FILTER_RULE) -> str:
+def collector_toml(state_dir: Path, port: int, influx: str = "", rules: str = FILTER_RULE,
+                   collector_extra: str = "") -> str:
     agents = "\n".join(f'[[agents]]\nid = "{a}"\ntoken_sha256 = "{hash_token(t)}"\n' for a, t in TOKENS.items())
     return textwrap.dedent(f"""
         [collector]
@@ -40,14 +41,15 @@ def collector_toml(state_dir: Path, port: int, influx: str = "", rules: str = FI
         site = "test-site"
         log_level = "debug"
         sink_retry_max_s = 1.0
-        """) + influx + "\n" + agents + rules
+        """) + collector_extra + influx + "\n" + agents + rules
 
 
-def collector_process(workdir: Path, influx: str = "", rules: str = FILTER_RULE, port: int = 0) -> ServerProcess:
+def collector_process(workdir: Path, influx: str = "", rules: str = FILTER_RULE, port: int = 0,
+                      collector_extra: str = "") -> ServerProcess:
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "collector.toml"
-    cfg.write_text(collector_toml(workdir / "state", port, influx, rules))
+    cfg.write_text(collector_toml(workdir / "state", port, influx, rules, collector_extra))
     proc = ServerProcess("collector", [sys.executable, "-m", "collector", "run", "--config", str(cfg)],
                          workdir, lambda: tcp_open(port), port)
     proc.config_path = cfg  # type: ignore[attr-defined]
