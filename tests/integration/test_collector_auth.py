@@ -89,3 +89,17 @@ def test_auth_and_dedup(tmp_path: Path) -> None:
         assert committed_batches(state, "epoch-2") == 1
     finally:
         collector.stop()
+
+
+def test_malformed_batch_is_counted_and_does_not_block_the_agent(tmp_path: Path) -> None:
+    collector = collector_process(tmp_path / "c")
+    try:
+        bad = twin_pb2.Batch(seq=1, summaries=[twin_pb2.Summary(asset="ahu-1", point="supply_air_temp", count=1,
+                                                                 mean=1.0)])  # no timestamp anywhere
+        acks = asyncio.run(exchange(collector.port, TOKENS["gw-a"], hello("gw-a"), [bad, batch(2, 21.0)]))
+        assert acks == [0, 1, 2], "acked: it can never be stored, and must not block the batches behind it"
+        assert stored_points(tmp_path / "c" / "state") == 1, "the good batch behind it is stored"
+        assert "batch 1: malformed" in collector.log_path.read_text()
+        assert collector.running()
+    finally:
+        collector.stop()
