@@ -37,18 +37,33 @@ log = logging.getLogger("twin.agent")
 STATUS_FILE = "status.json"
 RESTART_PAUSE_S = 5.0
 SHUTDOWN_GRACE_S = 2.0
+CRASH_LOG_INTERVAL_S = 60.0
 
 
 async def supervise(name: str, factory: Callable[[], Awaitable[None]], pause_s: float = RESTART_PAUSE_S) -> None:
-    """Run `factory()` forever: a crash is logged with its traceback and the task restarted."""
+    """Run `factory()` forever: a crash is logged and the task restarted after a pause.
+
+    The first crash of a kind is logged with its traceback; the same crash again is one line at
+    most every CRASH_LOG_INTERVAL_S with a count, so a persistent bug cannot flood the journal.
+    """
+    last_kind, last_logged, repeats = "", 0.0, 0
     while True:
         try:
             await factory()
             log.warning("%s: stopped unexpectedly; restarting in %.0fs", name, pause_s)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("%s: crashed; restarting in %.0fs", name, pause_s)
+        except Exception as exc:
+            kind = f"{type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if kind != last_kind:
+                log.exception("%s: crashed; restarting in %.0fs", name, pause_s)
+                last_kind, last_logged, repeats = kind, now, 0
+            elif now - last_logged >= CRASH_LOG_INTERVAL_S:
+                log.error("%s: crashed again (%d times since the last report): %s", name, repeats + 1, kind)
+                last_logged, repeats = now, 0
+            else:
+                repeats += 1
         await asyncio.sleep(pause_s)
 
 
