@@ -24,6 +24,7 @@ from typing import Any
 import aiosqlite
 import numpy as np
 
+from agent.sqlite import open_database
 from collector.itsm import SCHEMA as OUTBOX_SCHEMA
 from collector.workorders import history
 from collector.workorders.evaluate import (
@@ -151,12 +152,8 @@ class FleetTwin:
         self.work_orders: WorkOrderStore | None = None
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=FULL")
-        await self._db.execute("PRAGMA busy_timeout=10000")
-        await self._db.executescript(_SCHEMA + WORK_ORDER_SCHEMA + history.SCHEMA + OUTBOX_SCHEMA)
+        self._db = await open_database(self.path, _SCHEMA + WORK_ORDER_SCHEMA + history.SCHEMA + OUTBOX_SCHEMA,
+                                       autocommit=True)
         async with self.transaction() as db:
             await migrate(db)
             cols = {r[1] for r in await (await db.execute("PRAGMA table_info(agents)")).fetchall()}

@@ -18,6 +18,7 @@ from pathlib import Path
 import aiosqlite
 
 from agent.errors import SinkError
+from agent.sqlite import open_database
 from collector.points import FieldValue, Point, PointsRejectedError, SinkStats, storable_fields
 
 __all__ = ["SqliteSummarySink"]
@@ -87,17 +88,7 @@ class SqliteSummarySink:
             if self._db is not None:
                 return
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = await aiosqlite.connect(self.path)
-                try:
-                    await db.execute("PRAGMA journal_mode=WAL")
-                    await db.execute("PRAGMA synchronous=FULL")
-                    await db.execute("PRAGMA busy_timeout=10000")
-                    await db.executescript(SCHEMA)
-                    await db.commit()
-                except BaseException:
-                    await db.close()
-                    raise
+                db = await open_database(self.path, SCHEMA)
             except (OSError, sqlite3.Error) as exc:
                 raise SinkError(f"{self.target}: cannot open: {exc}") from None
             self._db = db

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import aiosqlite
 
+from agent.sqlite import open_database
+
 __all__ = ["QueueStats", "StoreAndForwardQueue"]
 
 _SCHEMA = """
@@ -53,11 +55,7 @@ class StoreAndForwardQueue:
         self.changed = asyncio.Event()  # set when a batch is added
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = self._db = await aiosqlite.connect(self.path)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")  # a gateway loses power; acked means on disk
-        await db.executescript(_SCHEMA)
+        db = self._db = await open_database(self.path, _SCHEMA)  # synchronous=FULL: queued means on disk
         meta = {k: v async for k, v in await db.execute("SELECT key, value FROM meta")}
         if "epoch" not in meta:
             meta["epoch"] = uuid.uuid4().hex
