@@ -19,6 +19,12 @@ amplitudes are Rayleigh distributed, so a bin exceeds the median by r (amplitude
 probability exp(-ln2 r^2): about 1e-3 for 10 dB and 2e-5 for 12 dB. A family counts as present
 when its fundamental and one supporting line both reach 12 dB; in 600 blocks of Gaussian noise
 and of noise with shaft and mains tones that never happens (tests/unit/test_vibration.py).
+
+An envelope spectrum that is the mean of N blocks' spectra (agent.analytics.averaging) has
+steadier noise: the power of a noise bin is then Gamma(N) distributed, and the per-bin false-alarm
+probability of 12 dB in one block is reached at 9.1 dB (N = 2), 6.9 dB (4), 5.2 dB (8).
+`measure_family` reports heights in such a spectrum as single-block-equivalent dB (the height
+that is as unlikely in one block, `single_block_equivalent_db`), so every threshold stays as is.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ __all__ = [
     "measure_family",
     "shaft_harmonic_mask",
     "shaft_lines",
+    "single_block_equivalent_db",
     "whitened_envelope_spectrum",
 ]
 
@@ -59,7 +66,9 @@ class EnvelopeSpectrum:
     """Amplitude spectrum of the squared envelope, bins at k * df from 0 Hz.
 
     `amplitude` is in (input unit)^2 for a band spectrum and dimensionless for a whitened one;
-    only ratios to the local background are used for diagnosis.
+    only ratios to the local background are used for diagnosis. `blocks` > 1: the amplitude is
+    the root of the mean power of that many blocks' spectra (line heights are then converted to
+    single-block-equivalent dB by `measure_family`).
     """
 
     df: float
@@ -68,6 +77,7 @@ class EnvelopeSpectrum:
     high_hz: float
     kurtosis: float
     label: str
+    blocks: int = 1
 
     @property
     def freqs(self) -> np.ndarray:
@@ -145,6 +155,42 @@ def _ses(z: np.ndarray, df: float, low_hz: float, high_hz: float, kurtosis: floa
     keep = min(len(spec), int(max_hz / df) + 2) if max_hz > 0 else len(spec)
     return EnvelopeSpectrum(df, np.abs(spec[:keep]) * (2.0 / (0.5 * len(power))), low_hz, high_hz, kurtosis,
                             label)
+
+
+def _log_tail(y: np.ndarray, blocks: int) -> np.ndarray:
+    """ln P(Gamma(blocks, 1) > y): ln(exp(-y) sum_{k<blocks} y^k / k!), closed form for an integer shape."""
+    k = np.arange(blocks)
+    log_factorial = np.array([math.lgamma(i + 1.0) for i in k])
+    terms = k * np.log(np.maximum(y, 1e-300))[..., None] - log_factorial
+    top = terms.max(axis=-1)
+    return -y + top + np.log(np.exp(terms - top[..., None]).sum(axis=-1))
+
+
+@functools.lru_cache(maxsize=64)
+def _gamma_median(blocks: int) -> float:
+    """Median of the sum of `blocks` unit exponentials (bisection on the closed-form tail)."""
+    lo, hi = 0.0, 2.0 * blocks + 10.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _log_tail(np.array(mid), blocks) > math.log(0.5) else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def single_block_equivalent_db(height_db: np.ndarray, blocks: int) -> np.ndarray:
+    """Height in one block's spectrum that noise reaches as rarely as `height_db` in a mean of `blocks`.
+
+    In one block a noise bin's power is exponential: it exceeds r times the median with
+    probability 2^-r. In the mean of `blocks` independent blocks it is Gamma(blocks), whose tail
+    has a closed form; the equivalent single-block ratio is -log2 of that tail. Identity for
+    `blocks` = 1; the median (0 dB) maps to 0 dB for every `blocks`.
+    """
+    heights = np.asarray(height_db, dtype=np.float64)
+    if blocks <= 1:
+        return heights
+    ratio = 10.0 ** (np.minimum(heights, 200.0) / 10.0)  # power over the median
+    minus_log_tail = -_log_tail(ratio * _gamma_median(blocks), blocks)
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(np.maximum(minus_log_tail, 0.0) / math.log(2))
 
 
 def band_envelope_spectrum(spectrum: np.ndarray, n: int, df: float, start: int, stop: int,
@@ -225,7 +271,8 @@ def measure_family(
     nominal position. Lines closer to 0 Hz than MIN_LINE_BINS bins (the block is too short to
     resolve them) count as absent, so a family whose fundamental is that low cannot be present.
     `exclude` (one bool per spectrum bin) marks bins that are not evidence, such as shaft
-    harmonics (`shaft_harmonic_mask`).
+    harmonics (`shaft_harmonic_mask`). Heights in an averaged spectrum (`es.blocks` > 1) are
+    single-block-equivalent dB.
     """
     amp = es.amplitude
     df = es.df
@@ -247,6 +294,8 @@ def measure_family(
     peak = np.maximum(np.maximum(amp[idx - 1], amp[idx]), amp[np.minimum(idx + 1, len(amp) - 1)])
     with np.errstate(divide="ignore"):
         snr = 20 * np.log10(np.maximum(peak, _EPS) / np.maximum(background, _EPS)[None, :])
+    if es.blocks > 1:
+        snr = single_block_equivalent_db(snr, es.blocks)
     snr = np.where(valid, snr, 0.0)
     best = int(np.argmax(np.maximum(snr, 0).sum(axis=1)))
     f = float(candidates[best])

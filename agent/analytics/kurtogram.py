@@ -26,7 +26,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Band", "KurtogramLevel", "fast_length", "kurtogram", "kurtogram_levels", "select_band"]
+__all__ = [
+    "Band",
+    "KurtogramLevel",
+    "candidate_bands",
+    "candidate_kurtosis",
+    "fast_length",
+    "kurtogram",
+    "kurtogram_levels",
+    "select_band",
+]
 
 MIN_BAND_BINS = 64  # fewer samples give a kurtosis estimate too noisy to rank bands with
 
@@ -154,3 +163,20 @@ def select_band(
         sk = float(_level_kurtosis(spectrum, top)[0])
         best = Band(0, len(spectrum), 0.0, (len(spectrum)) * df, sk)
     return best
+
+
+@functools.lru_cache(maxsize=64)
+def candidate_bands(n_bins: int, df: float, min_width_hz: float) -> tuple[tuple[int, int], ...]:
+    """(start, stop) bins of every kurtogram band at least `min_width_hz` wide, in `select_band` order."""
+    return tuple((int(start), int(start) + level.width) for level in kurtogram_levels(n_bins)
+                 if level.width * df >= min_width_hz for start in level.starts)
+
+
+def candidate_kurtosis(spectrum: np.ndarray, df: float, min_width_hz: float) -> np.ndarray:
+    """Spectral kurtosis of each of `candidate_bands`: what several blocks' band choice is averaged from.
+
+    The first maximum of this array is the band `select_band` picks for the same width floor.
+    """
+    parts = [_level_kurtosis(spectrum, level) for level in kurtogram_levels(len(spectrum))
+             if level.width * df >= min_width_hz]
+    return np.concatenate(parts) if parts else np.zeros(0)

@@ -253,13 +253,39 @@ def _families(defects: BearingDefects, fr: float) -> dict[str, tuple[float, tupl
     }
 
 
+def envelope_limits(defects: BearingDefects, fr: float, tolerance: float) -> tuple[float, float]:
+    """(narrowest demodulation band, highest envelope frequency kept) in Hz for a shaft rate `fr`.
+
+    The band must hold the highest line searched (third BPFI harmonic plus a shaft sideband, or
+    4 x BSF, with slip and speed tolerance) twice over: an envelope cannot carry modulation faster
+    than about half the band width without losing it to the band edges.
+    """
+    widest = max(defects.bpfi * 3 * (1 + tolerance) + 1, 2 * defects.bsf * 2 * (1 + tolerance) + 1)
+    top_line = widest * fr * (1 + SPEED_TOLERANCE)
+    return 2.0 * top_line, top_line * 1.2 + 0.5 * fr
+
+
 def bearing_findings(spectrum: np.ndarray, n: int, fs: float, fr: float, defects: BearingDefects, *,
                      tolerance: float = DEFAULT_SLIP_TOLERANCE) -> BearingFindings:
     """Envelope evidence for each bearing defect family, from the block's one-sided FFT.
 
-    The demodulation band must be wide enough to hold the highest line searched (third BPFI
-    harmonic plus a shaft sideband) twice over: an envelope cannot carry modulation faster than
-    about half the band width without losing it to the band edges.
+    The band with the highest spectral kurtosis at least `envelope_limits` wide is demodulated,
+    and the pre-whitened block gives a second envelope spectrum; `findings_from_spectra` searches
+    both.
+    """
+    min_width_hz, max_hz = envelope_limits(defects, fr, tolerance)
+    df = fs / n
+    band = select_band(spectrum, df, min_width_hz=min_width_hz)
+    spectra = (
+        band_envelope_spectrum(spectrum, n, df, band.start, band.stop, band.kurtosis, max_hz=max_hz),
+        whitened_envelope_spectrum(spectrum, df, max_hz=max_hz),
+    )
+    return findings_from_spectra(band, spectra, n / fs, fr, defects, tolerance=tolerance)
+
+
+def findings_from_spectra(band: Band, spectra: tuple[EnvelopeSpectrum, ...], seconds: float, fr: float,
+                          defects: BearingDefects, *, tolerance: float = DEFAULT_SLIP_TOLERANCE) -> BearingFindings:
+    """Search every defect family in envelope spectra covering `seconds` of signal (one block or an average).
 
     A configured speed is often 1-2 % off the real one (a motor's slip changes with load), and the
     defect lines slip another 1-2 % against the shaft, which together can push a line out of its
@@ -271,17 +297,8 @@ def bearing_findings(spectrum: np.ndarray, n: int, fs: float, fr: float, defects
     wide and the given speed is kept. Shaft harmonics present in an envelope spectrum are
     excluded from the evidence (`shaft_harmonic_mask`).
     """
-    df = fs / n
-    widest = max(defects.bpfi * 3 * (1 + tolerance) + 1, 2 * defects.bsf * 2 * (1 + tolerance) + 1)
-    top_line = widest * fr * (1 + SPEED_TOLERANCE)
-    band = select_band(spectrum, df, min_width_hz=2.0 * top_line)
-    max_hz = top_line * 1.2 + 0.5 * fr
-    spectra = (
-        band_envelope_spectrum(spectrum, n, df, band.start, band.stop, band.kurtosis, max_hz=max_hz),
-        whitened_envelope_spectrum(spectrum, df, max_hz=max_hz),
-    )
     shaft_hz = fr
-    if fr * n / fs >= MIN_REVOLUTIONS_TO_REFINE:
+    if fr * seconds >= MIN_REVOLUTIONS_TO_REFINE:
         shafts = [shaft_lines(es, fr, tolerance=SPEED_TOLERANCE, background_hz=0.5 * fr) for es in spectra]
         clearest = max(shafts, key=lambda ev: (_significant_lines(ev), ev.strength_db))
         if _significant_lines(clearest) >= 2:
