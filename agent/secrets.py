@@ -22,9 +22,12 @@ def read_secret(key: str, *, file: str = "", env: str = "", inline: str = "") ->
     """
     if file:
         try:
-            return Path(file).read_text(encoding="utf-8").strip()
+            value = Path(file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{key}_file: cannot read {file}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{key}_file: {file} is empty")
+        return value
     if env:
         value = os.environ.get(env, "").strip()
         if not value:

@@ -21,6 +21,7 @@ from pydantic import Field, field_validator, model_validator
 
 from agent.errors import ConfigError
 from agent.metrics import MetricsSettings
+from agent.secrets import read_secret
 from agent.tomlconfig import StrictModel, load_toml, parse_model
 from collector.api import ApiSettings, read_api_token
 from collector.influx import InfluxSettings
@@ -31,6 +32,9 @@ from collector.workorders.history import HistorySettings
 __all__ = ["AgentCredential", "CollectorConfig", "CollectorSettings", "hash_token", "load_collector_config"]
 
 DEFAULT_STATE_DIR = "/var/lib/twin-collector"
+
+
+EMPTY_TOKEN_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 def hash_token(token: str) -> str:
@@ -130,12 +134,9 @@ def build_collector_config(data: dict[str, Any], path: Path | None = None) -> Co
     parsed = parse_model(_CollectorFile, data)
     hashes: dict[str, str] = {}
     for i, a in enumerate(parsed.agents):
-        digest = a.token_sha256
-        if a.token_file:
-            try:
-                digest = hash_token(Path(a.token_file).read_text(encoding="utf-8").strip())
-            except OSError as exc:
-                raise ConfigError(f"agents[{i}].token_file: cannot read {a.token_file}: {exc.strerror}") from None
+        digest = a.token_sha256 or hash_token(read_secret(f"agents[{i}].token", file=a.token_file))
+        if digest == EMPTY_TOKEN_SHA256:
+            raise ConfigError(f"agents[{i}].token_sha256: this is the hash of an empty token")
         if digest in hashes:
             raise ConfigError(f"agents[{i}]: same token as agent {hashes[digest]!r}; every agent needs its own")
         hashes[digest] = a.id

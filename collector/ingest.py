@@ -66,7 +66,10 @@ def authenticate(metadata: Mapping[str, str] | None, token_hashes: Mapping[str, 
     header = (metadata or {}).get("authorization", "")
     if not header.lower().startswith("bearer "):
         return None
-    digest = hash_token(header[7:].strip())
+    token = header[7:].strip()
+    if not token:
+        return None
+    digest = hash_token(token)
     found = None
     for known, agent_id in token_hashes.items():
         if hmac.compare_digest(known, digest):

@@ -82,6 +82,7 @@ class SqliteSummarySink:
         self.stats = SinkStats()
         self._db: aiosqlite.Connection | None = None
         self._open_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
         async with self._open_lock:
@@ -103,14 +104,17 @@ class SqliteSummarySink:
         """Commit `points`; PointsRejectedError after committing the rest if some are unstorable."""
         rows, rejected = await asyncio.to_thread(_rows, points)  # JSON encoding off the event loop
         db = await self._conn()
-        try:
-            await db.executemany(UPSERT, rows)
-            await db.commit()
-        except sqlite3.Error as exc:
-            await self._rollback(db)
-            self.stats.write_errors += 1
-            self.stats.last_error = f"{self.target}: {exc}"
-            raise SinkError(self.stats.last_error) from None
+        # One write at a time: writes from several agents' streams share this connection, and a
+        # rollback of one must never take another's uncommitted rows with it.
+        async with self._write_lock:
+            try:
+                await db.executemany(UPSERT, rows)
+                await db.commit()
+            except sqlite3.Error as exc:
+                await self._rollback(db)
+                self.stats.write_errors += 1
+                self.stats.last_error = f"{self.target}: {exc}"
+                raise SinkError(self.stats.last_error) from None
         self.stats.points_written += len(rows)
         if rejected:
             self.stats.points_rejected += len(rejected)

@@ -103,3 +103,20 @@ def test_malformed_batch_is_counted_and_does_not_block_the_agent(tmp_path: Path)
         assert collector.running()
     finally:
         collector.stop()
+
+
+def test_empty_bearer_token_is_refused(tmp_path: Path) -> None:
+    collector = collector_process(tmp_path / "c")
+    try:
+        for header in ("Bearer ", "Bearer", "bearer  "):
+            async def call(h: str = header) -> None:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{collector.port}") as channel:
+                    stream = twin_pb2_grpc.CollectorStub(channel).Connect(metadata=(("authorization", h),))
+                    await stream.write(twin_pb2.AgentMessage(hello=hello("gw-a")))
+                    await stream.read()
+
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                asyncio.run(call())
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        collector.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,7 @@ from collector.points import (
     storable_fields,
     work_order_point,
 )
+from collector.summary_store import SCHEMA as SUMMARY_SCHEMA
 from collector.summary_store import SqliteSummarySink
 from protos.twin.v1 import twin_pb2
 from tests.integration.influx_query import influxql, victoria_export
@@ -408,3 +410,25 @@ def test_build_sink_writes_through_each_configured_store(
     assert run(sqlite.rows("built")) == [point]
     run(sqlite.close())
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_sqlite_failed_write_never_takes_a_concurrent_write_with_it(tmp_path: Path) -> None:
+    """Two agents' streams write at once; one write fails (here: a corrupt stored row, standing in for
+    disk full or a locked file). The other must be stored, or fail too: never 'success' with nothing stored."""
+    path = tmp_path / "summaries.sqlite"
+    with sqlite3.connect(path) as conn:  # create the table, then plant a row whose upsert will fail
+        conn.executescript(SUMMARY_SCHEMA)
+        conn.execute("INSERT INTO summary_points VALUES ('telemetry', '{\"a\":\"1\"}', 1, 'not json')")
+
+    async def scenario() -> tuple[object, object, int]:
+        sink = SqliteSummarySink(path)
+        bad = [Point("telemetry", {"a": "1"}, {"mean": 1.0}, 1)]
+        good = [Point("telemetry", {"a": "2"}, {"mean": float(i)}, 100 + i) for i in range(50)]
+        results = await asyncio.gather(sink.write(bad), sink.write(good), return_exceptions=True)
+        stored = await sink.count("telemetry", {"a": "2"})
+        await sink.close()
+        return results[0], results[1], stored
+
+    first, second, stored = asyncio.run(scenario())
+    assert isinstance(first, SinkError)
+    assert second is None and stored == 50, "the concurrent write reported success, so all of it is stored"

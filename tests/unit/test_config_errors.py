@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,8 @@ COLLECTOR_BASE = {"agents": [{"id": "gw-1", "token_sha256": "a" * 64}]}
         ({"influx": {"api": "v2", "url": "ftp://h"}}, "influx.url"),
         ({"rules": [{"name": "r", "asset_type": "ahu", "point": "p"}]}, "rules[0]: give exactly one of above"),
         ({"agents": [{"id": "gw-1", "token_file": "/nonexistent/token"}]}, "agents[0].token_file: cannot read"),
+        ({"agents": [{"id": "gw-1", "token_sha256": hashlib.sha256(b"").hexdigest()}]},
+         "agents[0].token_sha256: this is the hash of an empty token"),
     ],
 )
 def test_collector_config_errors_name_the_key(patch: dict[str, object], key: str) -> None:
@@ -102,3 +105,10 @@ def test_agent_example_config_loads_and_documents_every_connector(monkeypatch: p
         body = [ln for ln in sample.splitlines() if ln.strip() and not ln.startswith("#")]
         missing = [ln for ln in body if ln not in example]
         assert not missing, f"configs/agent.example.toml is missing {proto} sample lines: {missing[:3]}"
+
+
+def test_empty_token_file_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match=r"agents\[0\]\.token_file: .* is empty"):
+        build_collector_config({"agents": [{"id": "gw-1", "token_file": str(empty)}]})
