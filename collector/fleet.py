@@ -254,6 +254,13 @@ class FleetTwin:
                 watermark = batch.seq
         return changed
 
+    async def skip_batch(self, agent_id: str, epoch: str, seq: int) -> None:
+        """Advance the watermark past a batch that can never be stored, so it does not block the agent."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO watermarks (agent_id, epoch, seq, batches) VALUES (?, ?, ?, 0) "
+                "ON CONFLICT (agent_id, epoch) DO UPDATE SET seq = MAX(seq, excluded.seq)", (agent_id, epoch, seq))
+
     async def _commit_one(self, db: aiosqlite.Connection, agent_id: str, epoch: str,
                           batch: twin_pb2.Batch) -> list[WorkOrder]:
         await self._store_summaries(db, batch)
@@ -267,7 +274,8 @@ class FleetTwin:
         if batch.HasField("health"):
             h = batch.health
             health = {f.name: getattr(h, f.name) for f in h.DESCRIPTOR.fields}
-            await db.execute("UPDATE agents SET health = ? WHERE agent_id = ?", (json.dumps(health), agent_id))
+            await db.execute("UPDATE agents SET health = ? WHERE agent_id = ?",
+                             (history.dumps_finite(health), agent_id))
         return await self._evaluate_rules(db, batch)
 
     async def watermark(self, agent_id: str, epoch: str) -> int:
@@ -310,7 +318,7 @@ class FleetTwin:
             await db.execute(
                 "INSERT INTO vibration VALUES (?, ?, ?, ?) ON CONFLICT (asset, sensor) DO UPDATE SET "
                 "ts_ns = excluded.ts_ns, indicators = excluded.indicators WHERE excluded.ts_ns >= vibration.ts_ns",
-                (v.asset, v.sensor, v.ts_ns, json.dumps(doc)))
+                (v.asset, v.sensor, v.ts_ns, history.dumps_finite(doc)))
             # Waveform points reach the collector as indicators, not summaries: an analysed block is
             # a good, fresh reading of its sensor point (for the twin and the stale-data rule).
             await db.execute(

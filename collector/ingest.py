@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -75,6 +76,14 @@ def authenticate(metadata: Mapping[str, str] | None, token_hashes: Mapping[str, 
         if hmac.compare_digest(known, digest):
             found = agent_id
     return found
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors of the store rather than of the batch: retrying later can succeed."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return any(word in text for word in ("locked", "busy", "disk", "full", "i/o", "unable to open"))
 
 
 class IngestServicer(twin_pb2_grpc.CollectorServicer):
@@ -178,11 +187,35 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
                 stats.malformed_batches += 1
                 log.warning("agent %s batch %d: malformed, points not stored: %s", agent_id, batch.seq, exc)
         await self._write_with_retry(agent_id, points, stats)
-        changed = await self.fleet.commit_batches(agent_id, epoch, batches)
+        changed = await self._commit(agent_id, epoch, batches, stats)
         stats.batches += len(batches)
         stats.summaries += sum(len(b.summaries) for b in batches)
         if changed:
             await self.annotate(site, changed)
+
+    async def _commit(self, agent_id: str, epoch: str, batches: list[twin_pb2.Batch],
+                      stats: AgentIngestStats) -> list[WorkOrder]:
+        """Commit to the fleet twin; a batch that can never be committed is skipped, not retried forever.
+
+        A transient SQLite error (locked, busy, disk full, I/O) propagates: the stream ends, nothing is
+        acked, and the agent resends later. Any other failure is the batch's own fault: the group is
+        retried batch by batch, and a batch that fails alone is logged, counted and skipped.
+        """
+        try:
+            return await self.fleet.commit_batches(agent_id, epoch, batches)
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            if len(batches) == 1:
+                stats.malformed_batches += 1
+                log.error("agent %s batch %d cannot be stored in the fleet twin, skipped: %s: %s",
+                          agent_id, batches[0].seq, type(exc).__name__, exc)
+                await self.fleet.skip_batch(agent_id, epoch, batches[0].seq)
+                return []
+        changed: list[WorkOrder] = []
+        for batch in batches:
+            changed += await self._commit(agent_id, epoch, [batch], stats)
+        return changed
 
     async def _write_with_retry(self, agent_id: str, points: list[Point], stats: AgentIngestStats) -> None:
         delay = 0.5

@@ -18,6 +18,7 @@ A series is named `point:<point>:<field>` (field: mean, min, max, last) or
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -86,6 +87,21 @@ def _bucket(ts_ns: int, resolution_s: float) -> int:
     return ts_ns - ts_ns % res
 
 
+def dumps_finite(doc: Any) -> str:
+    """JSON with NaN and infinities as null: SQLite's JSON functions refuse them, and one such
+    value from an agent must not make its batch impossible to store."""
+    def clean(x: Any) -> Any:
+        if isinstance(x, float):
+            return x if math.isfinite(x) else None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(doc), allow_nan=False)
+
+
 def vibration_doc(v: twin_pb2.VibrationIndicators) -> dict[str, Any]:
     """A vibration block as the rules and the history see it (numeric indicators, zone, diagnosis)."""
     doc: dict[str, Any] = {name: getattr(v, name) for name in VIBRATION_FIELDS}
@@ -113,7 +129,7 @@ async def record_batch(db: aiosqlite.Connection, batch: twin_pb2.Batch, settings
     if rows:
         await db.executemany(_INSERT_SUMMARY, rows)
     vib = [(v.asset, v.sensor, _bucket(v.ts_ns, settings.vibration_resolution_s), v.ts_ns,
-            json.dumps(vibration_doc(v))) for v in batch.vibration]
+            dumps_finite(vibration_doc(v))) for v in batch.vibration]
     if vib:
         await db.executemany(_INSERT_VIBRATION, vib)
 

@@ -120,3 +120,20 @@ def test_empty_bearer_token_is_refused(tmp_path: Path) -> None:
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         collector.stop()
+
+
+def test_non_finite_indicators_do_not_poison_the_stream(tmp_path: Path) -> None:
+    """NaN/inf from an agent's analytics are stored as nulls; the batches behind them are not blocked."""
+    collector = collector_process(tmp_path / "c")
+    try:
+        nan = float("nan")
+        odd = batch(1, 20.0)
+        odd.vibration.append(twin_pb2.VibrationIndicators(
+            asset="ahu-1", sensor="fan_de", ts_ns=odd.created_ns, velocity_rms_mm_s=nan, health=float("inf"),
+            iso_zone="D", fault="outer_race", confidence=nan))
+        acks = asyncio.run(exchange(collector.port, TOKENS["gw-a"], hello("gw-a"), [odd, batch(2, 21.0)]))
+        assert acks == [0, 1, 2]
+        assert committed_batches(tmp_path / "c" / "state", "epoch-1") == 2
+        assert stored_points(tmp_path / "c" / "state") == 2
+    finally:
+        collector.stop()
