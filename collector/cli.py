@@ -180,6 +180,26 @@ async def _work_orders(args: argparse.Namespace) -> int:
         await fleet.close()
 
 
+async def _assets(args: argparse.Namespace) -> int:
+    from collector.fleet import FleetTwin
+
+    config = load_collector_config(args.config)
+    fleet = FleetTwin(config.db_path)
+    await fleet.open()
+    try:
+        if args.action == "release":
+            if not await fleet.release_asset(args.asset):
+                print(f"no asset {args.asset!r}", file=sys.stderr)
+                return 1
+            print(f"{args.asset} released: the next agent that declares it owns it")
+            return 0
+        for a in await fleet.assets():
+            print(f"{a['id']:<20} {a['type']:<12} {a['agent'] or '(released)':<16} {a['state']:<9} {a['name']}")
+        return 0
+    finally:
+        await fleet.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twin-collector", description="facility-twin central collector")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -196,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hash-token", help="print the token_sha256 for an agent token (read from the terminal)")
     p.add_argument("--stdin", action="store_true", help="read the token from standard input")
     p.set_defaults(func=_cmd_hash_token)
+
+    assets = sub.add_parser("assets", help="list assets and their agents; release an asset that moved")
+    assets.add_argument("--config", "-c", required=True, type=Path)
+    assets_sub = assets.add_subparsers(dest="action", required=True)
+    assets_sub.add_parser("list")
+    p = assets_sub.add_parser("release", help="let the next agent that declares the asset own it")
+    p.add_argument("asset")
+    assets.set_defaults(func=lambda a: asyncio.run(_assets(a)))
 
     wo = sub.add_parser("work-orders", help="list, show, acknowledge and close work orders")
     wo.add_argument("--config", "-c", required=True, type=Path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from collector.workorders.store import WorkOrder, WorkOrderListener, WorkOrderSt
 from protos.twin.v1 import twin_pb2
 
 __all__ = ["FleetTwin", "IngestCounters", "SqliteRuleStore"]
+
+log = logging.getLogger("twin.collector.fleet")
 
 CONTEXT_CHANGES_WINDOW_NS = 24 * 3600 * 10**9
 CONTEXT_MAX_CHANGES = 50
@@ -203,21 +206,43 @@ class FleetTwin:
                 "last_seen_ns = excluded.last_seen_ns, connected = 1, connected_ns = excluded.connected_ns",
                 (hello.agent_id, hello.site, hello.version, hello.queue_epoch, now, now))
             for a in hello.assets:
+                # An asset belongs to the agent that first declared it (or claims it after
+                # `twin-collector assets release`): another gateway cannot take it over.
                 await db.execute(
                     "INSERT INTO assets (asset, agent_id, site, type, name, depends_on) VALUES (?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (asset) DO UPDATE SET agent_id = excluded.agent_id, site = excluded.site, "
-                    "type = excluded.type, name = excluded.name, depends_on = excluded.depends_on",
+                    "type = excluded.type, name = excluded.name, depends_on = excluded.depends_on "
+                    "WHERE assets.agent_id IN ('', excluded.agent_id)",
                     (a.id, hello.agent_id, hello.site, a.type, a.name, json.dumps(list(a.depends_on))))
+                owner = (await (await db.execute("SELECT agent_id FROM assets WHERE asset = ?", (a.id,))).fetchone())
+                if owner is not None and owner[0] != hello.agent_id:
+                    log.warning("agent %s declares asset %s, which belongs to agent %s: ignored (release it with "
+                                "`twin-collector assets release %s` if it moved)", hello.agent_id, a.id, owner[0], a.id)
+                    continue
+                # Points no longer in the agent's configuration stop being expected (no stale alarms).
+                await db.execute(
+                    f"UPDATE points SET expected_interval_s = 0 WHERE asset = ? AND point NOT IN "
+                    f"({','.join('?' * len(a.points))})", (a.id, *[p.name for p in a.points]))
                 for p in a.points:
                     await db.execute(
                         "INSERT INTO points (asset, point, unit, kind, expected_interval_s) VALUES (?, ?, ?, ?, ?) "
                         "ON CONFLICT (asset, point) DO UPDATE SET unit = excluded.unit, kind = excluded.kind, "
                         "expected_interval_s = excluded.expected_interval_s",
                         (a.id, p.name, p.unit, p.kind, p.expected_interval_s))
+            declared = [a.id for a in hello.assets]
+            await db.execute(
+                f"UPDATE points SET expected_interval_s = 0 WHERE asset IN (SELECT asset FROM assets WHERE "
+                f"agent_id = ? AND asset NOT IN ({','.join('?' * len(declared))}))", (hello.agent_id, *declared))
             cur = await db.execute("SELECT seq FROM watermarks WHERE agent_id = ? AND epoch = ?",
                                    (hello.agent_id, hello.queue_epoch))
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    async def release_asset(self, asset: str) -> bool:
+        """Let the next agent that declares `asset` own it (the asset moved to another gateway)."""
+        async with self.transaction() as db:
+            cur = await db.execute("UPDATE assets SET agent_id = '' WHERE asset = ?", (asset,))
+            return bool(cur.rowcount)
 
     async def set_connected(self, agent_id: str, connected: bool) -> None:
         async with self.transaction() as db:

@@ -49,6 +49,7 @@ class AgentIngestStats:
     summaries: int = 0
     rejected_points: int = 0
     malformed_batches: int = 0
+    foreign_entries: int = 0
     sink_retries: int = 0
     last_seen_ns: int = 0
 
@@ -76,6 +77,21 @@ def authenticate(metadata: Mapping[str, str] | None, token_hashes: Mapping[str, 
         if hmac.compare_digest(known, digest):
             found = agent_id
     return found
+
+
+def keep_owned(batch: twin_pb2.Batch, owned: Mapping[str, str]) -> int:
+    """Drop a batch's entries for assets the agent does not own; return how many were dropped.
+
+    The token proves who the agent is; this makes sure it can only write its own assets' twin.
+    """
+    dropped = 0
+    for entries in (batch.summaries, batch.vibration, batch.changes, batch.asset_states):
+        keep = [e for e in entries if e.asset in owned]
+        if len(keep) != len(entries):
+            dropped += len(entries) - len(keep)
+            del entries[:]
+            entries.extend(keep)
+    return dropped
 
 
 def _transient(exc: BaseException) -> bool:
@@ -180,6 +196,11 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
                      asset_types: dict[str, str], stats: AgentIngestStats) -> None:
         points: list[Point] = []
         for batch in batches:
+            foreign = keep_owned(batch, asset_types)
+            if foreign:
+                stats.foreign_entries += foreign
+                log.warning("agent %s batch %d: %d entries for assets it does not own were dropped",
+                            agent_id, batch.seq, foreign)
             try:
                 points += batch_to_points(batch, agent_id=agent_id, site=site, asset_types=asset_types)
             except ValueError as exc:

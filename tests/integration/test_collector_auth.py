@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -135,5 +137,34 @@ def test_non_finite_indicators_do_not_poison_the_stream(tmp_path: Path) -> None:
         assert acks == [0, 1, 2]
         assert committed_batches(tmp_path / "c" / "state", "epoch-1") == 2
         assert stored_points(tmp_path / "c" / "state") == 2
+    finally:
+        collector.stop()
+
+
+def test_an_agent_cannot_write_another_agents_assets(tmp_path: Path) -> None:
+    collector = collector_process(tmp_path / "c")
+    try:
+        assert asyncio.run(exchange(collector.port, TOKENS["gw-a"], hello("gw-a"), [batch(1, 20.0)])) == [0, 1]
+        # gw-b, with its own valid token, declares gw-a's ahu-1 and sends values for it
+        acks = asyncio.run(exchange(collector.port, TOKENS["gw-b"], hello("gw-b", "epoch-b"), [batch(1, 99.0)]))
+        assert acks == [0, 1]
+        state = tmp_path / "c" / "state"
+        with sqlite3.connect(state / "collector.sqlite") as conn:
+            owner = conn.execute("SELECT agent_id FROM assets WHERE asset = 'ahu-1'").fetchone()[0]
+            last = conn.execute("SELECT last FROM points WHERE asset = 'ahu-1' AND point = 'supply_air_temp'"
+                                ).fetchone()[0]
+        assert owner == "gw-a" and last == 20.0
+        assert stored_points(state) == 1, "nothing of gw-b's values for ahu-1 reached the store"
+        assert "belongs to agent gw-a" in collector.log_path.read_text()
+
+        # the asset moved to gw-b's gateway: an operator releases it, and gw-b's next Hello claims it
+        subprocess.run([sys.executable, "-m", "collector", "assets", "--config",
+                        str(collector.config_path), "release", "ahu-1"],  # type: ignore[attr-defined]
+                       check=True, capture_output=True)
+        assert asyncio.run(exchange(collector.port, TOKENS["gw-b"], hello("gw-b", "epoch-b"),
+                                    [batch(2, 55.0)])) == [1, 2]
+        with sqlite3.connect(state / "collector.sqlite") as conn:
+            assert conn.execute("SELECT agent_id FROM assets WHERE asset = 'ahu-1'").fetchone()[0] == "gw-b"
+        assert stored_points(state) == 2
     finally:
         collector.stop()

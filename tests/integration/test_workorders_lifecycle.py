@@ -257,3 +257,22 @@ def test_waveform_point_fed_by_indicators_is_not_stale(tmp_path: Path) -> None:
         await fleet.close()
 
     run(main())
+
+
+def test_points_removed_from_the_agent_config_are_not_judged_stale(tmp_path: Path) -> None:
+    rules = [{"name": "stale_data", "kind": "stale", "asset_type": "pump", "factor": 3, "min_silence_s": 2}]
+
+    async def main() -> None:
+        fleet = await open_fleet(tmp_path / "c.sqlite", rules)  # pump-1 has point "flow"
+        feed = Feeder(fleet)
+        now = time.time_ns()
+        await feed.batch(summaries=[summary("pump-1", "flow", now, 40.0)])
+        trimmed = hello()
+        for a in trimmed.assets:
+            if a.id == "pump-1":
+                del a.points[:]  # the point was removed from the agent's configuration
+        await fleet.register_hello(trimmed)
+        assert await fleet.check(now + 60 * S) == [], "a retired point raises no stale-data work order"
+        await fleet.close()
+
+    run(main())
