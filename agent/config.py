@@ -88,6 +88,8 @@ class VibrationSettings(StrictModel):
     ftf: float = Field(default=0.0, ge=0)
     machine_group: Literal[1, 2] = 2
     foundation: Literal["rigid", "flexible"] = "rigid"
+    average_blocks: int = Field(default=8, ge=1, le=64,
+                                description="consecutive blocks whose envelope spectra are averaged (1: off)")
 
     @model_validator(mode="after")
     def _bearing_or_multipliers(self) -> VibrationSettings:
@@ -145,7 +147,7 @@ def _vibration_spec(v: VibrationSettings) -> VibrationSpec:
     return VibrationSpec(
         sensor_points=tuple(v.sensors), speed_point=v.speed_point, nominal_rpm=v.nominal_rpm,
         bearing=v.bearing, bpfo=v.bpfo, bpfi=v.bpfi, bsf=v.bsf, ftf=v.ftf,
-        machine_group=v.machine_group, foundation=v.foundation,
+        machine_group=v.machine_group, foundation=v.foundation, average_blocks=v.average_blocks,
     )
 
 

@@ -64,6 +64,7 @@ class VibrationSpec:
     ftf: float = 0.0
     machine_group: int = 2
     foundation: str = "rigid"
+    average_blocks: int = 8  # consecutive blocks whose envelope spectra are averaged (1: off)
 
 
 @dataclass(frozen=True, slots=True)

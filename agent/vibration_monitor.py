@@ -5,6 +5,12 @@ vibration spec is analysed in a worker thread (numpy releases the GIL in its FFT
 resulting indicators wait in `drain()` for the next uplink batch: the uplink carries indicators,
 never raw samples. If analysis falls behind, the oldest waiting blocks are dropped and counted
 rather than letting memory grow on a small gateway.
+
+Each sensor with a bearing also keeps the envelope spectra of its last `average_blocks` blocks
+(agent.analytics.averaging: a few hundred bins per block, not the samples). A bearing fault the
+averaged spectra show but the block alone does not (a weak ball defect in 0.64 s blocks) is added
+to that block's indicators, its evidence saying over how many blocks it was averaged. A block of
+another length or sample rate, or a shaft speed 1 % off the window's, starts a new window.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +31,7 @@ from agent.model import AssetSpec, PointSpec, Reading, VibrationSpec
 from protos.twin.v1 import twin_pb2
 
 if TYPE_CHECKING:  # the analytics are imported only by agents that have vibration sensors
+    from agent.analytics.averaging import EnvelopeAverager
     from agent.analytics.bearings import BearingDefects
     from agent.analytics.vibration import VibrationIndicators
 
@@ -40,6 +48,8 @@ class _Sensor:
     spec: VibrationSpec
     point: PointSpec
     bearing: BearingDefects | None
+    averager: EnvelopeAverager | None  # None without a bearing or with average_blocks = 1
+    lock: threading.Lock  # one block of a sensor at a time through its averager (two worker threads)
 
 
 def indicators_message(asset: str, sensor: str, ts_ns: int, ind: VibrationIndicators) -> twin_pb2.VibrationIndicators:
@@ -61,6 +71,14 @@ def _bearing_for(spec: VibrationSpec) -> BearingDefects | None:
     return bearing_defects(spec.bearing, bpfo=spec.bpfo, bpfi=spec.bpfi, bsf=spec.bsf, ftf=spec.ftf)
 
 
+def _averager_for(spec: VibrationSpec, bearing: BearingDefects | None) -> EnvelopeAverager | None:
+    if bearing is None or spec.average_blocks <= 1:
+        return None
+    from agent.analytics.averaging import EnvelopeAverager
+
+    return EnvelopeAverager(bearing, blocks=spec.average_blocks)
+
+
 class VibrationMonitor:
     def __init__(self, assets: Sequence[AssetSpec]) -> None:
         self._sensors: dict[tuple[str, str], _Sensor] = {}
@@ -71,7 +89,8 @@ class VibrationMonitor:
             bearing = _bearing_for(a.vibration)
             for p in a.points:
                 if p.name in a.vibration.sensor_points:
-                    self._sensors[(a.id, p.name)] = _Sensor(a, a.vibration, p, bearing)
+                    self._sensors[(a.id, p.name)] = _Sensor(a, a.vibration, p, bearing,
+                                                            _averager_for(a.vibration, bearing), threading.Lock())
             if a.vibration.speed_point:
                 self._speed_points[(a.id, a.vibration.speed_point)] = a.id
         self._rpm: dict[str, float] = {}
@@ -82,6 +101,7 @@ class VibrationMonitor:
         self._last_block: dict[tuple[str, str], tuple[np.ndarray, float, float]] = {}
         self.dropped_blocks = 0
         self.analysed_blocks = 0
+        self.averaged_findings = 0  # blocks whose bearing fault came from the averaged spectra only
         self.errors = 0
         self._executor = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)),
                                             thread_name_prefix="vibration") if self._sensors else None
@@ -107,21 +127,36 @@ class VibrationMonitor:
         rpm, source = self._rpm.get(sensor.asset.id), "speed_point"
         if rpm is None and spec.nominal_rpm > 0:
             rpm, source = spec.nominal_rpm, "config"
+        from agent.analytics.averaging import with_averaged
         from agent.analytics.vibration import analyze_block
 
         fs = sensor.point.sample_rate_hz
         x = np.asarray(r.value, dtype=np.float64)
+        units = sensor.point.unit or "g"
+
+        def analyse() -> tuple[VibrationIndicators, bool]:
+            ind = analyze_block(x, fs, rpm=rpm, rpm_source=source if rpm else "estimated",
+                                bearing=sensor.bearing, machine_group=spec.machine_group,
+                                foundation=spec.foundation, units=units)
+            if sensor.averager is None:
+                return ind, False
+            with sensor.lock:
+                try:
+                    avg = sensor.averager.add(x, fs, ind.rpm, units=units)
+                except ValueError as exc:  # the block's own indicators are still good: keep them
+                    log.warning("vibration %s/%s: block not averaged: %s", r.asset, r.point, exc)
+                    sensor.averager.reset()
+                    return ind, False
+            merged = with_averaged(ind, avg)
+            return merged, merged is not ind
+
         try:
-            ind = await asyncio.get_running_loop().run_in_executor(
-                self._executor,
-                lambda: analyze_block(x, fs, rpm=rpm, rpm_source=source if rpm else "estimated",
-                                      bearing=sensor.bearing, machine_group=spec.machine_group,
-                                      foundation=spec.foundation, units=sensor.point.unit or "g"),
-            )
+            ind, from_average = await asyncio.get_running_loop().run_in_executor(self._executor, analyse)
         except Exception as exc:
             self.errors += 1
             log.warning("vibration %s/%s: analysis failed: %s", r.asset, r.point, exc)
             return
+        self.averaged_findings += from_average
         self._last_block[(r.asset, r.point)] = (x, fs, ind.rpm)
         msg = indicators_message(r.asset, r.point, r.ts_ns, ind)
         self.analysed_blocks += 1

@@ -24,8 +24,9 @@ vs ball reading and ranking (agent.analytics.vibration).
   block's most impulsive band (nothing else is known yet); then, once per window of N blocks, it is
   chosen again from the spectral kurtosis averaged over the window's blocks, which is a far steadier
   estimate than one short block's (the kurtosis of 8192 samples scatters by about +/-0.1 for noise).
-  When the band changes, the band spectrum restarts from the blocks demodulated in the new band;
-  the pre-whitened spectrum, which has no band, keeps averaging all N.
+  When the band changes, the band spectrum is the average of whichever band most of the window's
+  blocks were demodulated in, until the old band's blocks have left the window; the pre-whitened
+  spectrum, which has no band, keeps averaging all N.
 * Blocks are only averaged if their length and sample rate are equal and their shaft speeds are
   within half the slip tolerance (1 %) of the window's first block: otherwise the lines would smear
   over the slip window. Anything else starts a new window.
@@ -211,10 +212,12 @@ def diagnose_averaged(blocks: Sequence[BlockEnvelope], bearing: BearingDefects, 
                       slip_tolerance: float = DEFAULT_SLIP_TOLERANCE) -> AveragedDiagnosis:
     """Bearing findings on the mean envelope spectra of `blocks` (consecutive blocks of one sensor).
 
-    The band spectrum averages the blocks demodulated in the last block's band; the pre-whitened
-    one averages them all. The families are searched around the mean shaft rate with the rules of
-    the per-block path; the speed is re-measured from envelope lines only if one block spans
-    enough shaft turns (averaging does not sharpen a line). Raises ValueError if the blocks differ
+    The band spectrum averages the blocks demodulated in the band most of them share (after a band
+    change the old band's blocks keep serving until the new band has as many, so the band average
+    never falls below half the window); the pre-whitened one averages them all. The families are
+    searched around the mean shaft rate with the rules of the per-block path; the speed is
+    re-measured from envelope lines only if one block spans enough shaft turns (averaging does not
+    sharpen a line). Raises ValueError if the blocks differ
     in length or sample rate, or if there are none.
     """
     if not blocks:
@@ -222,12 +225,17 @@ def diagnose_averaged(blocks: Sequence[BlockEnvelope], bearing: BearingDefects, 
     last = blocks[-1]
     if any(b.n != last.n or b.fs != last.fs or len(b.whitened_power) != len(last.whitened_power) for b in blocks):
         raise ValueError("blocks of different length, sample rate or spectrum range cannot be averaged")
-    in_band = [b for b in blocks if (b.band.start, b.band.stop) == (last.band.start, last.band.stop)]
+    groups: dict[tuple[int, int], list[BlockEnvelope]] = {}
+    for b in blocks:
+        groups.setdefault((b.band.start, b.band.stop), []).append(b)
+    latest = (last.band.start, last.band.stop)
+    in_band = max(groups.values(), key=lambda g: (len(g), (g[-1].band.start, g[-1].band.stop) == latest))
+    last_in_band = in_band[-1]
     df = last.fs / last.n
     env_df = df  # the envelope spectra have the block's bin spacing
     band_power = np.mean([b.band_power for b in in_band], axis=0)
     band_sk = float(np.mean([b.band.kurtosis for b in in_band]))
-    band = dataclasses.replace(last.band, kurtosis=band_sk)
+    band = dataclasses.replace(last_in_band.band, kurtosis=band_sk)
     spectra = (
         EnvelopeSpectrum(env_df, np.sqrt(band_power), band.low_hz, band.high_hz, band_sk,
                          _label(f"band {band.low_hz:.0f}-{band.high_hz:.0f} Hz", len(in_band)), len(in_band)),
