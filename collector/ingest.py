@@ -44,6 +44,7 @@ MAX_GROUP = 32  # batches of one agent stored in one sink write and one SQLite t
 @dataclass(slots=True)
 class AgentIngestStats:
     connected: bool = False
+    streams: int = 0
     batches: int = 0
     duplicates: int = 0
     summaries: int = 0
@@ -138,6 +139,7 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         asset_types = await self.fleet.asset_types(agent_id)
         site = hello.site or self.site
         stats.connected = True
+        stats.streams += 1
         log.info("agent %s connected from %s (version %s, epoch %s, watermark %d)",
                  agent_id, peer, hello.version, hello.queue_epoch[:8], watermark)
         # Unbounded, but bounded in practice by the agent's in-flight window (it waits for acks).
@@ -157,9 +159,13 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
                 yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=max(b.seq for b in group)))
         finally:
             reader.cancel()
-            stats.connected = False
-            log.info("agent %s disconnected", agent_id)
-            await asyncio.shield(self.fleet.set_connected(agent_id, False))
+            # After a network blip the new stream may be up before the old one is noticed dead:
+            # the agent is disconnected only when its last stream ends.
+            stats.streams -= 1
+            log.info("agent %s: stream from %s ended (%d still open)", agent_id, peer, stats.streams)
+            if stats.streams == 0:
+                stats.connected = False
+                await asyncio.shield(self.fleet.set_connected(agent_id, False))
 
     @staticmethod
     async def _read(request_iterator: AsyncIterator[twin_pb2.AgentMessage],

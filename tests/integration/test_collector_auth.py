@@ -14,6 +14,7 @@ import pytest
 
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
 from tests.integration.daemons import TOKENS, collector_process
+from tests.servers import wait_for
 
 
 def batch(seq: int, value: float) -> twin_pb2.Batch:
@@ -166,5 +167,38 @@ def test_an_agent_cannot_write_another_agents_assets(tmp_path: Path) -> None:
         with sqlite3.connect(state / "collector.sqlite") as conn:
             assert conn.execute("SELECT agent_id FROM assets WHERE asset = 'ahu-1'").fetchone()[0] == "gw-b"
         assert stored_points(state) == 2
+    finally:
+        collector.stop()
+
+
+def test_an_old_stream_ending_does_not_disconnect_the_new_one(tmp_path: Path) -> None:
+    collector = collector_process(tmp_path / "c")
+    db = tmp_path / "c" / "state" / "collector.sqlite"
+
+    def connected() -> int:
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute("SELECT connected FROM agents WHERE agent_id = 'gw-a'").fetchone()[0])
+
+    async def scenario() -> tuple[int, int]:
+        meta = (("authorization", f"Bearer {TOKENS['gw-a']}"),)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{collector.port}") as old_ch, \
+                grpc.aio.insecure_channel(f"127.0.0.1:{collector.port}") as new_ch:
+            old = twin_pb2_grpc.CollectorStub(old_ch).Connect(metadata=meta)
+            await old.write(twin_pb2.AgentMessage(hello=hello("gw-a")))
+            await old.read()
+            new = twin_pb2_grpc.CollectorStub(new_ch).Connect(metadata=meta)
+            await new.write(twin_pb2.AgentMessage(hello=hello("gw-a")))
+            await new.read()
+            await old.done_writing()
+            wait_for(lambda: "1 still open" in collector.log_path.read_text(), 10, "the old stream to end")
+            after_old = connected()
+            await new.done_writing()
+        wait_for(lambda: connected() == 0, 10, "the agent to show disconnected once its last stream ended")
+        return after_old, connected()
+
+    try:
+        after_old, after_both = asyncio.run(scenario())
+        assert after_old == 1, "the agent is still connected through its new stream"
+        assert after_both == 0
     finally:
         collector.stop()
