@@ -14,6 +14,7 @@ import os
 import resource
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -38,6 +39,8 @@ STATUS_FILE = "status.json"
 RESTART_PAUSE_S = 5.0
 SHUTDOWN_GRACE_S = 2.0
 CRASH_LOG_INTERVAL_S = 60.0
+CLOCK_BACK_WARN_NS = 60 * 10**9
+MAX_CLOCK_AHEAD_NS = 300 * 10**9  # device timestamps further ahead than this are not trusted
 
 
 async def supervise(name: str, factory: Callable[[], Awaitable[None]], pause_s: float = RESTART_PAUSE_S) -> None:
@@ -65,6 +68,24 @@ async def supervise(name: str, factory: Callable[[], Awaitable[None]], pause_s: 
             else:
                 repeats += 1
         await asyncio.sleep(pause_s)
+
+
+def guard_clock_skew(readings: Sequence[Reading], now_ns: int) -> Sequence[Reading]:
+    """Readings stamped by a device clock that runs ahead get the receive time and UNCERTAIN quality.
+
+    Source timestamps are used when devices give them (OPC-UA, MQTT payloads, Sparkplug), but a PLC
+    whose clock is a year ahead would otherwise write into the future and freeze the twin's latest
+    value until that date.
+    """
+    limit = now_ns + MAX_CLOCK_AHEAD_NS
+    if all(r.ts_ns <= limit for r in readings):
+        return readings
+    return [
+        r if r.ts_ns <= limit else replace(
+            r, ts_ns=now_ns, quality=max(r.quality, Quality.UNCERTAIN),
+            reason=f"device clock {(r.ts_ns - now_ns) / 1e9:.0f}s ahead; receive time used")
+        for r in readings
+    ]
 
 
 def rss_mb() -> float:
@@ -100,6 +121,7 @@ class AgentDaemon:
 
     # ---- data path ------------------------------------------------------------------------------
     def emit(self, readings: Sequence[Reading]) -> None:
+        readings = guard_clock_skew(readings, time.time_ns())
         self.readings += len(readings)
         self.twin.apply(readings)
         self.summarizer.add(readings)
@@ -131,7 +153,13 @@ class AgentDaemon:
         so that two batches never write the same InfluxDB point (same series + timestamp).
         """
         now_ns = time.time_ns()
-        end_ns = max(end_ns or now_ns, self._last_end_ns + 1)
+        proposed = end_ns or now_ns
+        if proposed <= self._last_end_ns - CLOCK_BACK_WARN_NS:
+            # A gateway without a real-time clock may boot in the past until NTP syncs: never write
+            # under timestamps that already hold data (InfluxDB would silently overwrite them).
+            log.warning("system clock is %.0fs behind the last stored interval; batches stay after it",
+                        (self._last_end_ns - proposed) / 1e9)
+        end_ns = max(proposed, self._last_end_ns + 1)
         self._last_end_ns = end_ns
         self.twin.refresh_states()
         vib = await self.vibration.drain()
@@ -146,7 +174,9 @@ class AgentDaemon:
             batch.seq = seq
             return batch.SerializeToString()
 
-        return await self.queue.put(encode, now_ns, summaries=len(batch.summaries))
+        # Shielded: a cancellation (shutdown, reload) must not cut a store between insert and commit.
+        return await asyncio.shield(self.queue.put(encode, now_ns, summaries=len(batch.summaries),
+                                                   interval_end_ns=end_ns))
 
     # ---- loops ----------------------------------------------------------------------------------
     async def _summary_loop(self) -> None:
@@ -194,6 +224,7 @@ class AgentDaemon:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         await self.twin.open()
         await self.queue.open()
+        self._last_end_ns = self.queue.last_interval_end_ns
         log.info("agent %s (site %s) starting: %d assets, %d sources, queue has %d batches",
                  self.config.agent.id, self.config.agent.site, len(self.config.assets),
                  len(self.config.connectors), self.queue.stats().batches)
@@ -213,8 +244,10 @@ class AgentDaemon:
             for t in producers:
                 t.cancel()
             await asyncio.gather(*producers, return_exceptions=True)
-            with contextlib.suppress(Exception):
+            try:
                 await self.emit_batch()
+            except Exception:
+                log.exception("could not store the last interval at shutdown")
             await self._drain_uplink(SHUTDOWN_GRACE_S)
             uplink.cancel()
             await asyncio.gather(uplink, return_exceptions=True)

@@ -49,6 +49,7 @@ class StoreAndForwardQueue:
         self._next_seq = 1
         self._dropped = 0
         self._summaries_total = 0
+        self.last_interval_end_ns = 0  # of the newest batch ever stored, survives restarts
         self._bytes = 0
         self._count = 0
         self._lock = asyncio.Lock()
@@ -63,6 +64,7 @@ class StoreAndForwardQueue:
         self.epoch = meta["epoch"]
         self._dropped = int(meta.get("dropped", 0))
         self._summaries_total = int(meta.get("summaries_total", 0))
+        self.last_interval_end_ns = int(meta.get("last_interval_end_ns", 0))
         row = await (await db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), MAX(seq) "
                                       "FROM batches")).fetchone()
         assert row is not None
@@ -81,7 +83,8 @@ class StoreAndForwardQueue:
             raise RuntimeError("queue is not open")
         return self._db
 
-    async def put(self, encode: Callable[[int], bytes], created_ns: int, summaries: int = 0) -> int:
+    async def put(self, encode: Callable[[int], bytes], created_ns: int, summaries: int = 0,
+                  interval_end_ns: int = 0) -> int:
         """Assign the next seq, encode the batch with it and store it durably; return the seq.
 
         `encode(seq)` returns the serialized batch: the seq is part of the payload, so it must
@@ -96,10 +99,12 @@ class StoreAndForwardQueue:
                              (seq, created_ns, payload))
             self._next_seq = seq + 1
             self._summaries_total += summaries
+            self.last_interval_end_ns = max(self.last_interval_end_ns, interval_end_ns)
             await db.executemany("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
                                  "SET value = excluded.value",
                                  [("next_seq", str(self._next_seq)),
-                                  ("summaries_total", str(self._summaries_total))])
+                                  ("summaries_total", str(self._summaries_total)),
+                                  ("last_interval_end_ns", str(self.last_interval_end_ns))])
             self._bytes += len(payload)
             self._count += 1
             await self._enforce_bound()
