@@ -12,7 +12,11 @@ Printed: a per-record table (with the published diagnosability grade of Smith & 
 when the folder's README.md has it), the confusion matrix, the accuracy of normal vs faulty and of
 the fault location (inner / outer / ball), and two things the agent meets in the field: the share
 of short blocks (0.68 s and 5.5 s, i.e. 8192 and 65536 samples at 12 kHz) diagnosed correctly,
-and the diagnosis when the speed must be estimated from the spectrum (no speed point, no config).
+the same 0.68 s blocks diagnosed as the agent does with `average_blocks = 8` (each block's
+indicators plus the bearing diagnosis on the envelope spectra of the last 8 blocks,
+agent.analytics.averaging; one decision per full window, windows rolling by one block; a record
+shorter than 8 blocks gives one decision on all its blocks), and the diagnosis when the speed must
+be estimated from the spectrum (no speed point, no config).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.analytics.averaging import EnvelopeAverager, with_averaged
 from agent.analytics.bearings import BearingDefects, lookup
 from agent.analytics.vibration import analyze_block
 
@@ -34,6 +39,7 @@ LABEL_TO_FAULT = {"normal": "normal", "inner": "inner_race", "outer": "outer_rac
 FAULT_SHORT = {"normal": "normal", "inner_race": "inner", "outer_race": "outer", "ball": "ball", "cage": "cage",
                "unbalance": "unbal.", "misalignment": "misal.", "looseness": "loose"}
 BLOCK_SECONDS = (8192 / 12000, 65536 / 12000)
+AVERAGE_BLOCKS = 8
 BEARINGS = {"drive_end": ("6205-2RS", "de"), "fan_end": ("6203-2RS", "fe")}
 
 
@@ -51,6 +57,7 @@ class Row:
     band: tuple[float, float]
     grade: str
     blocks: list[tuple[int, int]]
+    averaged: tuple[int, int, int]  # (correct, decisions, blocks per decision)
     rpm_estimated: float
     rpm_measured: float
     predicted_estimated: str
@@ -100,6 +107,29 @@ def block_score(x: np.ndarray, fs: float, rpm: float, bearing: BearingDefects, f
     return good, len(starts)
 
 
+def averaged_score(x: np.ndarray, fs: float, rpm: float, bearing: BearingDefects, fault: str,
+                   seconds: float) -> tuple[int, int, int]:
+    """0.68 s blocks, each diagnosed with the envelope spectra of the last AVERAGE_BLOCKS averaged.
+
+    Returns (correct, decisions, blocks averaged per decision). Only full windows count; a record
+    with fewer blocks than that gives one decision on all of them.
+    """
+    n = round(seconds * fs)
+    averager = EnvelopeAverager(bearing, blocks=AVERAGE_BLOCKS)
+    decisions: list[tuple[int, bool]] = []
+    for s in range(0, len(x) - n + 1, n):
+        block = x[s:s + n]
+        ind = analyze_block(block, fs, rpm=rpm, rpm_source="config", bearing=bearing)
+        avg = averager.add(block, fs, rpm)
+        decisions.append((avg.blocks, with_averaged(ind, avg).fault == fault))
+    if not decisions:
+        return 0, 0, 0
+    full = [ok for count, ok in decisions if count == AVERAGE_BLOCKS]
+    if full:
+        return sum(full), len(full), AVERAGE_BLOCKS
+    return int(decisions[-1][1]), 1, decisions[-1][0]
+
+
 def evaluate(folder: Path) -> list[Row]:
     grades = published_grades(folder)
     rows: list[Row] = []
@@ -122,12 +152,14 @@ def evaluate(folder: Path) -> list[Row]:
             ind = analyze_block(x, fs, rpm=rpm, rpm_source="config", bearing=bearing)
             est = analyze_block(x, fs, rpm=None, bearing=bearing)
             blocks = [block_score(x, fs, rpm, bearing, fault, s) for s in BLOCK_SECONDS]
+            averaged = averaged_score(x, fs, rpm, bearing, fault, BLOCK_SECONDS[0])
             rows.append(Row(
                 record=path.stem, channel=key, fs=fs, label=label, predicted=ind.fault,
                 confidence=ind.confidence, health=ind.health, zone=ind.iso_zone,
                 lines=(ind.bpfo, ind.bpfi, ind.bsf, ind.ftf), band=ind.envelope_band_hz,
                 grade=f"{grade} {detail}".strip() if detail not in ("", "-") else grade,
-                blocks=blocks, rpm_estimated=est.rpm, rpm_measured=measured, predicted_estimated=est.fault,
+                blocks=blocks, averaged=averaged, rpm_estimated=est.rpm, rpm_measured=measured,
+                predicted_estimated=est.fault,
             ))
     return rows
 
@@ -142,20 +174,25 @@ def report(rows: list[Row], folder: Path, seconds: float) -> None:
           f"analysis; {seconds:.1f} s in total\n")
     head = (f"{'record':22} {'chan':6} {'fs':>6} {'label':6} {'predicted':9} {'conf':>4} {'health':>6} "
             f"{'ISO':3} {'BPFO':>4} {'BPFI':>4} {'2BSF':>4} {'FTF':>4} {'band Hz':>11}  "
-            f"{'S&R grade':14} {'0.68 s blk':>10} {'5.5 s blk':>9}  {'est. rpm':>8} {'(meas.)':>7} {'-> pred.':8}")
+            f"{'S&R grade':14} {'0.68 s blk':>10} {'avg 8':>7} {'5.5 s blk':>9}  "
+            f"{'est. rpm':>8} {'(meas.)':>7} {'-> pred.':8}")
     print(head)
     print("-" * len(head))
     for r in rows:
         ok = "" if LABEL_TO_FAULT[r.label] == r.predicted else " X"
         blk = [f"{g}/{t}" if t else "-" for g, t in r.blocks]
+        good, total, count = r.averaged
+        avg = (f"{good}/{total}" + ("" if count == AVERAGE_BLOCKS else f"({count})")) if total else "-"
         meas = f"{r.rpm_measured:.0f}" if np.isfinite(r.rpm_measured) else "-"
         print(f"{r.record:22} {r.channel:6} {r.fs:6.0f} {r.label:6} {FAULT_SHORT[r.predicted] + ok:9} "
               f"{r.confidence:4.2f} {r.health:6.0f} {r.zone:3} "
               + " ".join(f"{v:4.0f}" for v in r.lines)
-              + f" {r.band[0]:5.0f}-{r.band[1]:<5.0f}  {r.grade[:14]:14} {blk[0]:>10} {blk[1]:>9}  "
+              + f" {r.band[0]:5.0f}-{r.band[1]:<5.0f}  {r.grade[:14]:14} {blk[0]:>10} {avg:>7} {blk[1]:>9}  "
               f"{r.rpm_estimated:8.0f} {meas:>7} {FAULT_SHORT[r.predicted_estimated]:8}")
     print("\nBPFO/BPFI/2BSF/FTF: dB of the defect line above the envelope-spectrum background "
           "(present line >= 12 dB). X = wrong.")
+    print(f"avg {AVERAGE_BLOCKS}: 0.68 s blocks diagnosed with the envelope spectra of the last {AVERAGE_BLOCKS} "
+          "averaged, one decision per full window (rolling); (k): the record holds only k blocks, all averaged.")
 
     classes = ["normal", "inner", "outer", "ball"]
     predicted_classes = sorted({FAULT_SHORT[r.predicted] for r in rows} | set(classes),
@@ -187,6 +224,17 @@ def report(rows: list[Row], folder: Path, seconds: float) -> None:
                 parts.append(f"{label} {_pct(sum(g for g, _ in group), sum(t for _, t in group))}")
         by = ", ".join(parts)
         print(f"blocks of {secs:.2f} s correct: {_pct(good, total)} ({by})")
+        if i == 0:
+            parts = []
+            for label in classes:
+                group = [r.averaged for r in rows if r.label == label and r.averaged[1]]
+                if group:
+                    short = sorted({c for _, _, c in group if c != AVERAGE_BLOCKS})
+                    note = f" (records of {', '.join(map(str, short))} blocks: all averaged)" if short else ""
+                    parts.append(f"{label} {_pct(sum(g for g, _, _ in group), sum(t for _, t, _ in group))}{note}")
+            good = sum(r.averaged[0] for r in rows)
+            total = sum(r.averaged[1] for r in rows)
+            print(f"blocks of {secs:.2f} s averaged over {AVERAGE_BLOCKS}: {_pct(good, total)} ({', '.join(parts)})")
     measured = [r for r in rows if np.isfinite(r.rpm_measured)]
     est_ok = sum(abs(r.rpm_estimated / r.rpm_measured - 1) < 0.02 for r in measured)
     with_meas = len(measured)

@@ -5,9 +5,12 @@
 For 8192- and 65536-sample blocks at 12.8 kHz (0.64 s and 5.1 s of signal) this measures, in
 the same run: a bare `numpy.fft.rfft` of the block (the raw limit: every indicator needs at least
 one FFT), `analyze_block` without a bearing (time domain, velocity, ISO zone, 1x/2x/3x, shaft
-speed estimate) and with a bearing (plus kurtogram, two envelope spectra and the defect search).
-It prints blocks per second, the ratio to the bare FFT, and how many channels one core keeps up
-with in real time. Nothing is asserted: timings depend on the machine.
+speed estimate) and with a bearing (plus kurtogram, two envelope spectra and the defect search),
+and the averaged path the agent adds per block with `average_blocks = 8` (`EnvelopeAverager.add`
+on a full rolling window: the block's kurtogram and envelope spectra, then the defect search on
+the 8-block averages), alone and together with the per-block set. It prints blocks per second,
+the ratio to the bare FFT, and how many channels one core keeps up with in real time. Nothing is
+asserted: timings depend on the machine.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from agent.analytics.averaging import EnvelopeAverager
 from agent.analytics.bearings import lookup
 from agent.analytics.vibration import analyze_block
 
@@ -68,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             ("full set with bearing 6205-2RS", lambda x=x: analyze_block(x, FS, rpm=RPM, rpm_source="config",
                                                                           bearing=bearing)),
             ("full set, speed estimated", lambda x=x: analyze_block(x, FS, rpm=None, bearing=bearing)),
+        ]
+        averager = EnvelopeAverager(bearing, blocks=8)
+        for _ in range(8):  # a full window, as in steady operation
+            averager.add(x, FS, RPM)
+        cases += [
+            ("averaged path (8 blocks), added", lambda x=x, a=averager: a.add(x, FS, RPM)),
+            ("full set + averaged path", lambda x=x, a=averager: (
+                analyze_block(x, FS, rpm=RPM, rpm_source="config", bearing=bearing), a.add(x, FS, RPM))),
         ]
         for name, fn in cases:
             per_s = raw if name.startswith("numpy") else rate(fn, args.seconds)
