@@ -88,6 +88,10 @@ class CollectorDaemon:
         self.port = (self.server.add_secure_port(listen, creds) if creds
                      else self.server.add_insecure_port(listen))
         await self.server.start()
+        host = listen.rsplit(":", 1)[0].strip("[]")
+        if creds is None and host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("gRPC on %s without TLS: agent tokens cross the network in clear; set tls_cert_file "
+                        "and tls_key_file (see configs/collector.example.toml)", listen)
         self._spawn("periodic-check", self._periodic_check())
         self.running.set()
         sink = "InfluxDB " + self.config.influx.api if self.config.influx else "embedded SQLite store"

@@ -142,8 +142,8 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         stats.streams += 1
         log.info("agent %s connected from %s (version %s, epoch %s, watermark %d)",
                  agent_id, peer, hello.version, hello.queue_epoch[:8], watermark)
-        # Unbounded, but bounded in practice by the agent's in-flight window (it waits for acks).
-        inbox: asyncio.Queue[twin_pb2.Batch | None] = asyncio.Queue()
+        # Bounded: a client that ignores its in-flight window waits here instead of filling memory.
+        inbox: asyncio.Queue[twin_pb2.Batch | None] = asyncio.Queue(maxsize=MAX_GROUP * 4)
         reader = asyncio.create_task(self._read(request_iterator, inbox))
         try:
             # Answer the Hello with the watermark: the agent may drop anything at or below it.
@@ -174,9 +174,12 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         try:
             async for msg in request_iterator:
                 if msg.HasField("batch"):
-                    inbox.put_nowait(msg.batch)
-        finally:
-            inbox.put_nowait(None)
+                    await inbox.put(msg.batch)
+        except asyncio.CancelledError:
+            raise  # the handler is gone: nobody waits for the end mark
+        except Exception as exc:  # the stream broke (agent gone, network): end like a closed stream
+            log.debug("stream read ended: %s", exc)
+        await inbox.put(None)
 
     @staticmethod
     async def _next_group(inbox: asyncio.Queue[twin_pb2.Batch | None]) -> list[twin_pb2.Batch] | None:
