@@ -379,9 +379,15 @@ class MqttConnector:
         if self._stopping.is_set():
             return  # run() has ended; nobody consumes readings any more
         batch, more = self._inbox.take(DRAIN_BATCH)
-        self._decode_batch(batch)
-        if more:
-            self._loop.call_soon(self._drain)
+        try:
+            self._decode_batch(batch)
+        except Exception as exc:  # a decoder bug must not stop the drain: the inbox would fill for good
+            self.stats.errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("%s: decoding %d messages failed", self.name, len(batch))
+        finally:
+            if more:
+                self._loop.call_soon(self._drain)
 
     def _drain_all(self) -> None:
         assert self._inbox is not None
