@@ -3,7 +3,7 @@
 Waveform blocks arrive from connectors (MQTT or OPC-UA arrays). Each block of an asset with a
 vibration spec is analysed in a worker thread (numpy releases the GIL in its FFTs), and the
 resulting indicators wait in `drain()` for the next uplink batch: the uplink carries indicators,
-never raw samples. If analysis falls behind, the oldest waiting blocks are dropped and counted
+never raw samples. If analysis falls behind, new blocks are dropped and counted until it catches up
 rather than letting memory grow on a small gateway.
 
 Each sensor with a bearing also keeps the envelope spectra of its last `average_blocks` blocks
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from agent.logs import RateLimitedLog
 from agent.model import AssetSpec, PointSpec, Reading, VibrationSpec
 from protos.twin.v1 import twin_pb2
 
@@ -40,6 +41,9 @@ __all__ = ["VibrationMonitor", "indicators_message"]
 log = logging.getLogger("twin.agent.vibration")
 
 MAX_PENDING_BLOCKS = 8
+MIN_RPM = 30.0  # below this the machine is taken as stopped: no shaft-order analysis
+MAX_RPM = 60_000.0
+LOG_INTERVAL_S = 60.0  # a sensor's repeated analysis problem is logged at most this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +107,37 @@ class VibrationMonitor:
         self.analysed_blocks = 0
         self.averaged_findings = 0  # blocks whose bearing fault came from the averaged spectra only
         self.errors = 0
+        self.rejected_speeds = 0
+        self._log = RateLimitedLog(log, LOG_INTERVAL_S)
         self._executor = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)),
                                             thread_name_prefix="vibration") if self._sensors else None
 
     def observe_scalar(self, r: Reading) -> None:
         asset = self._speed_points.get((r.asset, r.point))
-        if asset is not None and isinstance(r.value, (int, float)) and not isinstance(r.value, bool):
+        if asset is not None and isinstance(r.value, int | float) and not isinstance(r.value, bool):
             self._rpm[asset] = float(r.value)
+
+    def _speed(self, sensor: _Sensor) -> tuple[float | None, str]:
+        """The shaft speed to analyse with, and where it came from.
+
+        A speed point value outside what the block can resolve (a stopped machine, or a register
+        decoded with the wrong word order reading 1e9 rpm) is not used: it would make the analysis
+        meaningless or, worse, allocate gigabytes. The configured nominal speed, else the estimate
+        from the spectrum, stands in, and the rejection is counted and logged (rate-limited).
+        """
+        spec = sensor.spec
+        limit = min(MAX_RPM, sensor.point.sample_rate_hz * 60.0 / 80.0)  # 40 shaft orders below Nyquist
+        measured = self._rpm.get(sensor.asset.id)
+        if measured is not None:
+            if MIN_RPM <= measured <= limit:
+                return measured, "speed_point"
+            self.rejected_speeds += 1
+            self._log.warning(f"{sensor.asset.id}/speed", f"vibration {sensor.asset.id}: speed point reads "
+                              f"{measured:g} rpm, outside {MIN_RPM:g}-{limit:g}; using "
+                              f"{'nominal_rpm' if spec.nominal_rpm > 0 else 'the spectrum estimate'}")
+        if 0 < spec.nominal_rpm <= limit:
+            return spec.nominal_rpm, "config"
+        return None, "estimated"
 
     def submit(self, r: Reading) -> None:
         sensor = self._sensors.get((r.asset, r.point))
@@ -124,9 +152,7 @@ class VibrationMonitor:
 
     async def _analyse(self, sensor: _Sensor, r: Reading) -> None:
         spec = sensor.spec
-        rpm, source = self._rpm.get(sensor.asset.id), "speed_point"
-        if rpm is None and spec.nominal_rpm > 0:
-            rpm, source = spec.nominal_rpm, "config"
+        rpm, source = self._speed(sensor)
         from agent.analytics.averaging import with_averaged
         from agent.analytics.vibration import analyze_block
 
@@ -135,7 +161,7 @@ class VibrationMonitor:
         units = sensor.point.unit or "g"
 
         def analyse() -> tuple[VibrationIndicators, bool]:
-            ind = analyze_block(x, fs, rpm=rpm, rpm_source=source if rpm else "estimated",
+            ind = analyze_block(x, fs, rpm=rpm, rpm_source=source,
                                 bearing=sensor.bearing, machine_group=spec.machine_group,
                                 foundation=spec.foundation, units=units)
             if sensor.averager is None:
@@ -144,7 +170,8 @@ class VibrationMonitor:
                 try:
                     avg = sensor.averager.add(x, fs, ind.rpm, units=units)
                 except ValueError as exc:  # the block's own indicators are still good: keep them
-                    log.warning("vibration %s/%s: block not averaged: %s", r.asset, r.point, exc)
+                    self._log.warning(f"{r.asset}/{r.point}/average",
+                                      f"vibration {r.asset}/{r.point}: block not averaged: {exc}")
                     sensor.averager.reset()
                     return ind, False
             merged = with_averaged(ind, avg)
@@ -154,7 +181,7 @@ class VibrationMonitor:
             ind, from_average = await asyncio.get_running_loop().run_in_executor(self._executor, analyse)
         except Exception as exc:
             self.errors += 1
-            log.warning("vibration %s/%s: analysis failed: %s", r.asset, r.point, exc)
+            self._log.warning(f"{r.asset}/{r.point}", f"vibration {r.asset}/{r.point}: analysis failed: {exc}")
             return
         self.averaged_findings += from_average
         self._last_block[(r.asset, r.point)] = (x, fs, ind.rpm)

@@ -66,9 +66,10 @@ from agent.connectors.mqtt.config import (
 )
 from agent.connectors.mqtt.sparkplug import NAMESPACE, SparkplugDecoder
 from agent.errors import ConfigError, DecodeError
+from agent.logs import RateLimitedLog
 from agent.model import PointSpec, Quality, Reading, Value, now_ns
 
-__all__ = ["MqttConnector", "RateLimitedLog", "build"]
+__all__ = ["MqttConnector", "build"]
 
 log = logging.getLogger("twin.agent.mqtt")
 
@@ -91,33 +92,6 @@ class _Route:
     value_path: JsonPath = ()
     timestamp_path: JsonPath | None = None
     waveform: WaveformFormat | None = None
-
-
-class RateLimitedLog:
-    """At most one warning per key per `interval_s`; the next one says how many were suppressed."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float,
-                 clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000) -> None:
-        self._logger, self._interval_s, self._clock, self._max_keys = logger, interval_s, clock, max_keys
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, message: str) -> bool:
-        """Log `message` unless `key` was logged less than `interval_s` ago; True if logged."""
-        now = self._clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return False
-        if len(self._last) >= self._max_keys:
-            self._last.clear()
-            self._suppressed.clear()
-        suppressed = self._suppressed.pop(key, 0)
-        if suppressed:
-            message += f" ({suppressed} similar suppressed in the last {self._interval_s:g}s)"
-        self._logger.warning("%s", message)
-        self._last[key] = now
-        return True
 
 
 class _Inbox:
