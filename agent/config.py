@@ -23,6 +23,7 @@ from agent.connectors.base import Connector
 from agent.errors import ConfigError
 from agent.metrics import MetricsSettings
 from agent.model import AssetSpec, PointSpec, VibrationSpec
+from agent.secrets import read_secret
 from agent.tomlconfig import StrictModel, load_toml, parse_model
 
 __all__ = ["AgentConfig", "AgentSettings", "AssetSettings", "UplinkSettings", "load_agent_config"]
@@ -54,7 +55,6 @@ class UplinkSettings(StrictModel):
     max_in_flight: int = Field(default=16, ge=1, le=1024)
     backoff_initial_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
-    ack_timeout_s: float = Field(default=30.0, gt=0)
 
     @field_validator("collector")
     @classmethod
@@ -134,6 +134,9 @@ class AgentConfig:
     assets: tuple[AssetSpec, ...]
     connectors: tuple[Connector, ...]
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    # Resolved when the file is loaded, so an unreadable token file fails check-config and a reload
+    # is refused (the running agent keeps going) rather than failing half-way.
+    token: str = field(default="", repr=False)
 
     @property
     def state_dir(self) -> Path:
@@ -199,7 +202,9 @@ def build_agent_config(data: dict[str, Any], path: Path | None = None) -> AgentC
                                 vibration=vib, points=tuple(points_by_asset[a.id])))
     # depends_on may name assets of other agents (the collector joins the fleet), so it is not checked here.
     return AgentConfig(path=path, agent=parsed.agent, uplink=parsed.uplink, assets=tuple(assets),
-                       connectors=tuple(connectors), metrics=parsed.metrics)
+                       connectors=tuple(connectors), metrics=parsed.metrics,
+                       token=read_secret("uplink.token", file=parsed.uplink.token_file, env=parsed.uplink.token_env,
+                                         inline=parsed.uplink.token))
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:

@@ -24,7 +24,6 @@ from agent.backoff import Backoff
 from agent.batch import build_batch, build_hello
 from agent.config import AgentConfig
 from agent.model import Quality, Reading
-from agent.secrets import read_secret
 from agent.twin import LocalTwin
 from agent.uplink.client import ChannelSettings, UplinkClient
 from agent.uplink.queue import StoreAndForwardQueue
@@ -107,9 +106,8 @@ class AgentDaemon:
         self.vibration = VibrationMonitor(config.assets)
         self.point_specs = {(p.asset, p.name): p for a in config.assets for p in a.points}
         u = config.uplink
-        token = read_secret("uplink.token", file=u.token_file, env=u.token_env, inline=u.token)
         self.uplink = UplinkClient(
-            ChannelSettings(u.collector, token, u.tls, u.ca_file, u.cert_file, u.key_file, u.server_name),
+            ChannelSettings(u.collector, config.token, u.tls, u.ca_file, u.cert_file, u.key_file, u.server_name),
             self.queue, self._hello, max_in_flight=u.max_in_flight,
             backoff=Backoff(u.backoff_initial_s, u.backoff_max_s),
         )
@@ -225,6 +223,10 @@ class AgentDaemon:
         await self.twin.open()
         await self.queue.open()
         self._last_end_ns = self.queue.last_interval_end_ns
+        host = self.config.uplink.collector.rsplit(":", 1)[0].strip("[]")
+        if not self.config.uplink.tls and host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("uplink to %s without TLS: the token and the data cross the network in clear; "
+                        "set tls = true (see configs/agent.example.toml)", self.config.uplink.collector)
         log.info("agent %s (site %s) starting: %d assets, %d sources, queue has %d batches",
                  self.config.agent.id, self.config.agent.site, len(self.config.assets),
                  len(self.config.connectors), self.queue.stats().batches)

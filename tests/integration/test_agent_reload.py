@@ -71,6 +71,16 @@ def test_sighup_reload_and_metrics(tmp_path: Path) -> None:
         assert "reload refused" in agent.log_path.read_text()
         acked = status(agent_dir)["uplink"]["acked"]
         wait_acked(agent_dir, acked + 2)  # still working, with the previous configuration
+
+        # a token file that cannot be read is refused at reload too, not discovered half-way
+        token_line = next(ln for ln in base.splitlines() if ln.strip().startswith("token = "))
+        cfg.write_text(base.replace(token_line, 'token_file = "/nonexistent/uplink-token"'))
+        os.kill(agent.pid, signal.SIGHUP)
+        wait_for(lambda: agent.log_path.read_text().count("reload refused") >= 2, 10, "second refusal")
+        assert "uplink.token_file: cannot read" in agent.log_path.read_text()
+        acked = status(agent_dir)["uplink"]["acked"]
+        wait_acked(agent_dir, acked + 2)
+        assert agent.running()
         assert "r7" in status(agent_dir)["assets"]["ahu-1"]["points"]
 
         agent.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]

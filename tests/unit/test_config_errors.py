@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from agent.config import build_agent_config
+from agent.config import AgentConfig, build_agent_config
 from agent.errors import ConfigError
 from collector.config import build_collector_config, load_collector_config
 
@@ -93,11 +94,20 @@ def test_check_config_cli_reports_key_and_exit_code(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr
 
 
-def test_agent_example_config_loads_and_documents_every_connector(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.config import load_agent_config
-
+def load_agent_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AgentConfig:
+    """configs/agent.example.toml as a gateway would load it: its token file and MQTT password exist."""
+    token = tmp_path / "uplink-token"
+    token.write_text("example-token-0123456789\n")
+    text = (ROOT / "configs" / "agent.example.toml").read_text()
+    text = text.replace("/run/credentials/twin-agent.service/uplink-token", str(token))
     monkeypatch.setenv("TWIN_MQTT_PASSWORD", "example")
-    cfg = load_agent_config(ROOT / "configs" / "agent.example.toml")
+    return build_agent_config(tomllib.loads(text))
+
+
+def test_agent_example_config_loads_and_documents_every_connector(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_agent_example(tmp_path, monkeypatch)
+    assert cfg.token == "example-token-0123456789"
     assert {type(c).__module__.split(".")[2] for c in cfg.connectors} == {"modbus", "opcua", "mqtt"}
     example = (ROOT / "configs" / "agent.example.toml").read_text()
     for proto in ("modbus", "opcua", "mqtt"):

@@ -229,12 +229,12 @@ def test_monitor_reports_the_averaged_ball_fault_upstream() -> None:
 # --- configuration --------------------------------------------------------------------------------------
 
 
-def test_average_blocks_is_configured_per_asset_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.config import build_agent_config, load_agent_config
+def test_average_blocks_is_configured_per_asset_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.config import build_agent_config
     from agent.errors import ConfigError
+    from tests.unit.test_config_errors import load_agent_example
 
-    monkeypatch.setenv("TWIN_MQTT_PASSWORD", "example")  # the example config's MQTT source needs it
-    example = load_agent_config(Path(__file__).resolve().parents[2] / "configs" / "agent.example.toml")
+    example = load_agent_example(tmp_path, monkeypatch)
     assert [a.vibration.average_blocks for a in example.assets if a.vibration] == [8]
     base = {"agent": {"id": "gw-1", "state_dir": "/tmp/x"},
             "uplink": {"collector": "127.0.0.1:50051", "token": "t" * 20}, "sources": [{"type": "nosuch"}]}
