@@ -51,7 +51,6 @@ from agent.analytics.envelope import EnvelopeSpectrum, band_envelope_spectrum, w
 from agent.analytics.kurtogram import Band, candidate_bands, candidate_kurtosis, select_band
 from agent.analytics.vibration import (
     DEFAULT_SLIP_TOLERANCE,
-    MIN_SAMPLES,
     REPORT_THRESHOLD,
     BearingFindings,
     DiagnosisEntry,
@@ -60,6 +59,7 @@ from agent.analytics.vibration import (
     _line_rms,
     _plan,
     _to_g,
+    checked_block,
     envelope_limits,
     findings_from_spectra,
 )
@@ -124,16 +124,7 @@ class AveragedDiagnosis:
 
 
 def _checked_block(x: np.ndarray, fs: float, units: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"waveform block must be 1-D, got shape {arr.shape}")
-    if len(arr) < MIN_SAMPLES:
-        raise ValueError(f"waveform block too short: {len(arr)} samples, need at least {MIN_SAMPLES}")
-    if not (math.isfinite(fs) and fs > 0):
-        raise ValueError(f"sample rate must be a positive number, got {fs!r}")
-    if not np.isfinite(arr).all():
-        raise ValueError("waveform block contains NaN or infinite samples")
-    xg = _to_g(arr, units)
+    xg = _to_g(checked_block(x, fs), units)
     xg = xg - xg.mean()
     if not xg.any():
         raise ValueError("waveform block is constant: no vibration signal (sensor or cabling fault?)")

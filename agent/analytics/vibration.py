@@ -449,6 +449,20 @@ def _to_g(x: np.ndarray, units: str) -> np.ndarray:
     raise ValueError(f"units must be 'g' or 'm/s^2', got {units!r}")
 
 
+def checked_block(x: np.ndarray, fs: float) -> np.ndarray:
+    """The block as a float64 1-D array, or ValueError saying why it cannot be analysed."""
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"waveform block must be 1-D, got shape {arr.shape}")
+    if len(arr) < MIN_SAMPLES:
+        raise ValueError(f"waveform block too short: {len(arr)} samples, need at least {MIN_SAMPLES}")
+    if not (math.isfinite(fs) and fs > 0):
+        raise ValueError(f"sample rate must be a positive number, got {fs!r}")
+    if not np.isfinite(arr).all():
+        raise ValueError("waveform block contains NaN or infinite samples")
+    return arr
+
+
 def analyze_block(
     x: np.ndarray,
     fs: float,
@@ -473,15 +487,7 @@ def analyze_block(
     Raises ValueError for input that cannot be analysed (not 1-D, too short, non-finite,
     constant, bad units or settings), with a message saying which.
     """
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"waveform block must be 1-D, got shape {arr.shape}")
-    if len(arr) < MIN_SAMPLES:
-        raise ValueError(f"waveform block too short: {len(arr)} samples, need at least {MIN_SAMPLES}")
-    if not (math.isfinite(fs) and fs > 0):
-        raise ValueError(f"sample rate must be a positive number, got {fs!r}")
-    if not np.isfinite(arr).all():
-        raise ValueError("waveform block contains NaN or infinite samples")
+    arr = checked_block(x, fs)
     if rpm is not None and not (math.isfinite(rpm) and rpm > 0):
         raise ValueError(f"rpm must be a positive number or None, got {rpm!r}")
     if rpm is not None and rpm_source not in RPM_SOURCES:

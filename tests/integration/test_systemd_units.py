@@ -146,36 +146,17 @@ def _messages_until(sock: socket.socket, wanted: str) -> list[str]:
     return seen
 
 
-def test_collector_notifies_ready_watchdog_stopping(tmp_path: Path,
-                                                   notify_socket: tuple[socket.socket, str]) -> None:
+@pytest.mark.parametrize("daemon", ["agent", "collector"])
+def test_daemon_notifies_ready_watchdog_stopping(daemon: str, tmp_path: Path,
+                                                 notify_socket: tuple[socket.socket, str]) -> None:
+    """READY=1 does not wait for the collector or the devices: for the agent, neither is reachable here."""
     sock, path = notify_socket
-    port = free_port()
-    cfg = tmp_path / "collector.toml"
-    cfg.write_text(collector_toml(tmp_path / "state", port))
+    cfg = tmp_path / f"{daemon}.toml"
+    cfg.write_text(pattern_agent_toml(tmp_path / "state", free_port(), free_port()) if daemon == "agent"
+                   else collector_toml(tmp_path / "state", free_port()))
     env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="2000000")
     env.pop("WATCHDOG_PID", None)
-    proc = subprocess.Popen([sys.executable, "-m", "collector", "run", "--config", str(cfg)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        assert "READY=1" in _messages_until(sock, "READY=1")
-        assert "WATCHDOG=1" in _messages_until(sock, "WATCHDOG=1")
-        os.kill(proc.pid, signal.SIGTERM)
-        assert "STOPPING=1" in _messages_until(sock, "STOPPING=1")
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-
-
-def test_agent_notifies_ready_watchdog_stopping(tmp_path: Path, notify_socket: tuple[socket.socket, str]) -> None:
-    """READY=1 does not wait for the collector or the devices: neither is reachable here."""
-    sock, path = notify_socket
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(pattern_agent_toml(tmp_path / "state", free_port(), free_port()))
-    env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="2000000")
-    env.pop("WATCHDOG_PID", None)
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", daemon, "run", "--config", str(cfg)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         assert "READY=1" in _messages_until(sock, "READY=1")
