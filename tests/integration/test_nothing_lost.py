@@ -115,3 +115,33 @@ def test_agent_restarted_with_a_full_queue(plant: Plant) -> None:
     plant.collector.start()
     wait_drained(plant.agent_dir)
     plant.check_exactly_once()
+
+
+def test_full_queue_drops_the_oldest_and_reports_it(tmp_path: Path) -> None:
+    """A collector away for longer than the queue holds: the oldest batches go, are counted, and the
+    count reaches InfluxDB; everything still queued is delivered once."""
+    influx = influxd_server(tmp_path / "influx")
+    device = pattern_device(tmp_path)
+    collector = collector_process(
+        tmp_path / "c", influx=f'[influx]\napi = "v1"\nurl = "http://127.0.0.1:{influx.port}"\ndatabase = "{DB}"\n')
+    agent_dir = tmp_path / "a"
+    agent = agent_process(agent_dir, pattern_agent_toml(agent_dir / "state", collector.port, device.port,
+                                                        max_queue_mb=0.002))  # ~2 KB: a handful of batches
+    try:
+        wait_acked(agent_dir, 2)
+        collector.stop()
+        wait_for(lambda: status(agent_dir)["queue"]["dropped"] >= 3, 60, "drops while the collector is away")
+        st = status(agent_dir)
+        assert st["queue"]["bytes"] <= 0.002 * 1024 * 1024
+        collector.start()
+        wait_drained(agent_dir)
+        agent.stop()
+        st = status(agent_dir)
+        dropped = st["queue"]["dropped"]
+        reported = influxql(f"http://127.0.0.1:{influx.port}", DB, "SELECT max(dropped) FROM agent_health")
+        assert reported[0]["max"] == dropped, "the drop count is reported upstream"
+        health = influxql(f"http://127.0.0.1:{influx.port}", DB, "SELECT count(queue_batches) FROM agent_health")
+        assert health[0]["count"] == st["queue"]["next_seq"] - 1 - dropped, "every batch not dropped arrived once"
+    finally:
+        for p in (agent, collector, device, influx):
+            p.stop()
