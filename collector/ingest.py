@@ -119,11 +119,13 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         peer = context.peer()
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         agent_id = authenticate(metadata, self.token_hashes)
+        # The first message is read before refusing: aborting while the client is still sending it
+        # makes the client see a transport error instead of the reason.
+        first = await anext(aiter(request_iterator), None)
         if agent_id is None:
             self.totals.refused_streams += 1
             log.warning("refused stream from %s: missing or unknown token", peer)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown agent token")
-        first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("hello"):
             self.totals.refused_streams += 1
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello")

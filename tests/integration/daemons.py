@@ -8,11 +8,25 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from collector.config import hash_token
+from protos.twin.v1 import twin_pb2, twin_pb2_grpc
 from tests.servers import ServerProcess, free_port, tcp_open, wait_for
 
-__all__ = ["TOKENS", "agent_process", "collector_process", "collector_toml", "pattern_agent_toml", "pattern_device",
-           "read_status", "status", "wait_acked", "wait_drained"]
+__all__ = [
+    "TOKENS",
+    "agent_process",
+    "collector_process",
+    "collector_toml",
+    "exchange",
+    "pattern_agent_toml",
+    "pattern_device",
+    "read_status",
+    "status",
+    "wait_acked",
+    "wait_drained",
+]
 
 TOKENS = {"gw-a": "token-for-gw-a-0123456789abcdef", "gw-b": "token-for-gw-b-0123456789abcdef"}
 
@@ -150,3 +164,28 @@ def wait_drained(agent_workdir: Path, timeout: float = 60.0) -> None:
         st = status(agent_workdir)
         return bool(st) and st["queue"]["batches"] <= 1 and st["uplink"]["connected"]
     wait_for(drained, timeout, "the agent's queue to drain")
+
+
+async def exchange(port: int, token: str, first: twin_pb2.Hello, batches: list[twin_pb2.Batch],
+                   authorization: str | None = None) -> list[int]:
+    """Send Hello + batches on one stream; return the acked seqs (the first ack answers the Hello).
+
+    A refused stream raises AioRpcError with the collector's status: when the collector aborts
+    while the client is still writing, the write fails with a generic INTERNAL error, so the
+    stream's own final status is what is raised.
+    """
+    header = authorization if authorization is not None else f"Bearer {token}"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = twin_pb2_grpc.CollectorStub(channel).Connect(metadata=(("authorization", header),))
+        try:
+            await call.write(twin_pb2.AgentMessage(hello=first))
+            acks = [(await call.read()).ack.seq]
+            for b in batches:
+                await call.write(twin_pb2.AgentMessage(batch=b))
+                acks.append((await call.read()).ack.seq)
+            await call.done_writing()
+        except grpc.aio.AioRpcError:
+            code = await call.code()
+            raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                       await call.details()) from None
+        return acks

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
-from tests.integration.daemons import TOKENS, collector_process
+from tests.integration.daemons import TOKENS, collector_process, exchange
 from tests.servers import wait_for
 
 
@@ -28,19 +28,6 @@ def hello(agent_id: str, epoch: str = "epoch-1") -> twin_pb2.Hello:
     return twin_pb2.Hello(agent_id=agent_id, site="s", version="t", queue_epoch=epoch, assets=[
         twin_pb2.AssetDescriptor(id="ahu-1", type="ahu", name="AHU 1",
                                  points=[twin_pb2.PointDescriptor(name="supply_air_temp", unit="degC")])])
-
-
-async def exchange(port: int, token: str, first: twin_pb2.Hello, batches: list[twin_pb2.Batch]) -> list[int]:
-    """Send Hello + batches on one stream; return the acked seqs (the first ack answers the Hello)."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = twin_pb2_grpc.CollectorStub(channel).Connect(metadata=(("authorization", f"Bearer {token}"),))
-        await call.write(twin_pb2.AgentMessage(hello=first))
-        acks = [(await call.read()).ack.seq]
-        for b in batches:
-            await call.write(twin_pb2.AgentMessage(batch=b))
-            acks.append((await call.read()).ack.seq)
-        await call.done_writing()
-        return acks
 
 
 def stored_points(state_dir: Path) -> int:
@@ -112,14 +99,8 @@ def test_empty_bearer_token_is_refused(tmp_path: Path) -> None:
     collector = collector_process(tmp_path / "c")
     try:
         for header in ("Bearer ", "Bearer", "bearer  "):
-            async def call(h: str = header) -> None:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{collector.port}") as channel:
-                    stream = twin_pb2_grpc.CollectorStub(channel).Connect(metadata=(("authorization", h),))
-                    await stream.write(twin_pb2.AgentMessage(hello=hello("gw-a")))
-                    await stream.read()
-
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                asyncio.run(call())
+                asyncio.run(exchange(collector.port, "", hello("gw-a"), [], authorization=header))
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         collector.stop()

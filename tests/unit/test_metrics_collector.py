@@ -20,7 +20,7 @@ from collector.daemon import CollectorDaemon
 from collector.metrics import CollectorMetrics, collector_registry
 from collector.summary_store import SqliteSummarySink
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
-from tests.integration.daemons import TOKENS, collector_toml
+from tests.integration.daemons import TOKENS, collector_toml, exchange
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -59,18 +59,6 @@ def batch(agent_id: str, seq: int, t0: int, filter_dp: float) -> twin_pb2.Batch:
         health=twin_pb2.AgentHealth(ts_ns=end, queue_batches=1, sent=seq, acked=seq - 1, rss_mb=50.0))
 
 
-async def stream(port: int, token: str, first: twin_pb2.Hello, batches: list[twin_pb2.Batch]) -> list[int]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = twin_pb2_grpc.CollectorStub(channel).Connect(metadata=(("authorization", f"Bearer {token}"),))
-        await call.write(twin_pb2.AgentMessage(hello=first))
-        acks = [(await call.read()).ack.seq]
-        for b in batches:
-            await call.write(twin_pb2.AgentMessage(batch=b))
-            acks.append((await call.read()).ack.seq)
-        await call.done_writing()
-        return acks
-
-
 def test_scraped_metrics_follow_ingest(tmp_path: Path) -> None:
     port = free_port()
     config = build_collector_config(tomllib.loads(collector_toml(tmp_path / "state", port)))
@@ -83,14 +71,14 @@ def test_scraped_metrics_follow_ingest(tmp_path: Path) -> None:
         try:
             before = await asyncio.to_thread(scrape, server.url)
             # gw-a: six intervals with a clogged filter (rule: mean > 300 Pa for >= 4 s) -> a major work order
-            acks = await stream(port, TOKENS["gw-a"], hello("gw-a"),
+            acks = await exchange(port, TOKENS["gw-a"], hello("gw-a"),
                                 [batch("gw-a", s, t0, 350.0) for s in range(1, 7)])
             assert acks == [0, 1, 2, 3, 4, 5, 6]
             # gw-a again: 5 and 6 are resent (duplicates), 7 is new
-            await stream(port, TOKENS["gw-a"], hello("gw-a"), [batch("gw-a", s, t0, 350.0) for s in (5, 6, 7)])
+            await exchange(port, TOKENS["gw-a"], hello("gw-a"), [batch("gw-a", s, t0, 350.0) for s in (5, 6, 7)])
             # a refused stream: gw-b's token claiming to be gw-a
             with pytest.raises(grpc.aio.AioRpcError):
-                await stream(port, TOKENS["gw-b"], hello("gw-a"), [batch("gw-a", 8, t0, 1.0)])
+                await exchange(port, TOKENS["gw-b"], hello("gw-a"), [batch("gw-a", 8, t0, 1.0)])
             # gw-b stays connected while scraped
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 call = twin_pb2_grpc.CollectorStub(channel).Connect(
