@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from typing import Any, Protocol
+
+from simulator.termination import until_terminated
 
 __all__ = ["main", "parse_fault"]
 
@@ -71,12 +71,7 @@ async def run(args: argparse.Namespace) -> None:
     for name, sim in sims.items():
         await sim.start()
         log.info("%s simulator started", name)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_terminated()
     for sim in sims.values():
         await sim.stop()
 

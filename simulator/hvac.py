@@ -48,7 +48,6 @@ import contextlib
 import logging
 import math
 import random
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from typing import Any
 from pymodbus.client.mixin import ModbusClientMixin
 
 from simulator.modbus_device import ModbusDeviceServer, UnitMemory
+from simulator.termination import until_terminated
 
 __all__ = ["FAULTS", "REGISTER_MAP", "HvacSimulator", "HvacState", "RegisterSpec", "source_points"]
 
@@ -329,12 +329,7 @@ async def _serve(args: argparse.Namespace) -> None:
     sim.schedule.extend(args.fault)
     await sim.start()
     print(f"hvac: unit {args.unit} on {args.host}:{sim.port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_terminated()
     await sim.stop()
 
 

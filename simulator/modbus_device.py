@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import logging
-import signal
 import sys
 import time
 from collections import Counter, deque
@@ -37,6 +35,8 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simutils import SimUtils
+
+from simulator.termination import until_terminated
 
 __all__ = ["ModbusDeviceServer", "ServedRequest", "UnitMemory", "pattern_memory"]
 
@@ -218,12 +218,7 @@ async def _serve(args: argparse.Namespace) -> None:
     await server.start()
     where = args.serial_port or f"{args.host}:{server.port}"
     print(f"modbus device: units {args.units} on {where}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_terminated()
     await server.stop()
 
 

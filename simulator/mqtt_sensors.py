@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import math
-import signal
 import time
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.connectors.mqtt.codec import WaveformFormat, encode_waveform
+from simulator.termination import until_terminated
 from simulator.vibration import FAULTS, PumpVibration, synthesize_block
 
 __all__ = ["FaultGrowth", "VibrationSensorSimulator", "main"]
@@ -247,13 +247,9 @@ async def _run(args: argparse.Namespace) -> None:
                                    period_s=args.period, rpm=args.rpm, seed=args.seed, header=args.header)
     for fault, rate, at in args.fault:
         sim.schedule(at, fault, rate, severity=args.initial_severity)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await sim.start()
     log.info("publishing under %s/ to %s:%d every %.2fs", sim.prefix, args.host, args.port, args.period)
-    await stop.wait()
+    await until_terminated()
     await sim.stop()
 
 

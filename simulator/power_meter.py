@@ -40,7 +40,6 @@ import hmac
 import logging
 import math
 import shutil
-import signal
 import socket
 import tempfile
 import time
@@ -57,6 +56,8 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from simulator.termination import until_terminated
 
 __all__ = [
     "FAULTS",
@@ -391,11 +392,7 @@ async def _serve(args: argparse.Namespace) -> None:
                               schedule=[_parse_fault(f) for f in args.fault])
     await sim.start()
     print(f"power meter simulator on {sim.endpoint}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_terminated()
     await sim.stop()
 
 
