@@ -39,6 +39,7 @@ RESTART_PAUSE_S = 5.0
 SHUTDOWN_GRACE_S = 2.0
 CRASH_LOG_INTERVAL_S = 60.0
 CLOCK_BACK_WARN_NS = 60 * 10**9
+MIN_STEP_NS = 1_000_000
 MAX_CLOCK_AHEAD_NS = 300 * 10**9  # device timestamps further ahead than this are not trusted
 
 
@@ -67,6 +68,19 @@ async def supervise(name: str, factory: Callable[[], Awaitable[None]], pause_s: 
             else:
                 repeats += 1
         await asyncio.sleep(pause_s)
+
+
+def next_boundary_ns(now_ns: int, interval_ns: int, previous_ns: int) -> int:
+    """The wall-clock interval boundary the next batch closes at: the one after `previous_ns`.
+
+    Exact boundaries (integer ns) line every agent's intervals up in Grafana; a wake-up that comes
+    late on a busy gateway still closes its own interval, and a gateway that fell behind by more
+    than an interval (suspend, clock step) skips to the next boundary ahead.
+    """
+    following = previous_ns + interval_ns
+    if previous_ns and following > now_ns - interval_ns:
+        return following
+    return (now_ns // interval_ns + 1) * interval_ns
 
 
 def guard_clock_skew(readings: Sequence[Reading], now_ns: int) -> Sequence[Reading]:
@@ -157,7 +171,8 @@ class AgentDaemon:
             # under timestamps that already hold data (InfluxDB would silently overwrite them).
             log.warning("system clock is %.0fs behind the last stored interval; batches stay after it",
                         (self._last_end_ns - proposed) / 1e9)
-        end_ns = max(proposed, self._last_end_ns + 1)
+        # Never the same timestamp twice; 1 ms apart so stores with ms resolution keep both.
+        end_ns = max(proposed, self._last_end_ns + MIN_STEP_NS)
         self._last_end_ns = end_ns
         self.twin.refresh_states()
         vib = await self.vibration.drain()
@@ -178,11 +193,13 @@ class AgentDaemon:
 
     # ---- loops ----------------------------------------------------------------------------------
     async def _summary_loop(self) -> None:
-        interval = self.config.agent.summary_interval_s
+        interval_ns = int(self.config.agent.summary_interval_s * 1e9)
+        boundary = 0
         while True:
             # Sleep to the next wall-clock boundary so every agent's intervals line up in Grafana.
-            await asyncio.sleep(interval - (time.time() % interval))
-            await self.emit_batch(round(time.time() / interval) * int(interval * 1e9))
+            boundary = next_boundary_ns(time.time_ns(), interval_ns, boundary)
+            await asyncio.sleep(max(0.0, (boundary - time.time_ns()) / 1e9))
+            await self.emit_batch(boundary)
             self.write_status()
 
     async def _flush_loop(self) -> None:

@@ -40,3 +40,14 @@ def test_last_interval_end_survives_a_restart(tmp_path: Path) -> None:
         return value
 
     assert asyncio.run(scenario()) == NOW
+
+
+def test_next_boundary_is_exact_and_never_repeats() -> None:
+    from agent.daemon import next_boundary_ns
+
+    s = 10**9
+    first = next_boundary_ns(100 * s + 1, 10 * s, 0)
+    assert first == 110 * s, "the first boundary ahead, in whole seconds"
+    assert next_boundary_ns(110 * s - 1000, 10 * s, first) == 120 * s, "woken a hair early: still the next one"
+    assert next_boundary_ns(127 * s, 10 * s, first) == 120 * s, "7 s late on a busy box: its own interval"
+    assert next_boundary_ns(500 * s, 10 * s, first) == 510 * s, "far behind (suspend): skip ahead"
