@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -51,8 +50,8 @@ def test_sighup_reload(tmp_path: Path) -> None:
 
         cfg.write_text("[collector\n")
         os.kill(proc.pid, signal.SIGHUP)
-        time.sleep(1.0)
-        assert proc.running() and "reload refused" in proc.log_path.read_text()
+        wait_for(lambda: "reload refused" in proc.log_path.read_text(), 10, "the refusal")
+        assert proc.running()
         assert asyncio.run(exchange(port, TOKENS["gw-b"], hello("gw-b"), [batch(2, 1.0)])) == [1, 2]
     finally:
         proc.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -84,8 +83,7 @@ def test_collector_killed_mid_stream(plant: Plant) -> None:
     wait_acked(plant.agent_dir, 3)
     plant.collector.kill()  # SIGKILL: no goodbye, possibly mid-transaction
     before = plant.acked()
-    time.sleep(3)
-    assert status(plant.agent_dir)["queue"]["batches"] >= 2, "the agent queues while the collector is gone"
+    wait_for(lambda: status(plant.agent_dir)["queue"]["batches"] >= 2, 30, "batches queued while the collector is gone")
     plant.collector.start()
     wait_for(lambda: plant.acked() > before + 2, 60, "acks after the collector restart")
     wait_drained(plant.agent_dir)
@@ -96,9 +94,8 @@ def test_collector_killed_mid_stream(plant: Plant) -> None:
 def test_influxdb_stopped_for_a_while(plant: Plant) -> None:
     wait_acked(plant.agent_dir, 2)
     plant.influx.stop()
-    time.sleep(4)
-    st = status(plant.agent_dir)
-    assert st["queue"]["batches"] >= 2, "no acks while InfluxDB is down: the agent keeps the data"
+    wait_for(lambda: status(plant.agent_dir)["queue"]["batches"] >= 2, 30,
+             "batches kept by the agent while InfluxDB is down (no acks)")
     plant.influx.start()
     wait_drained(plant.agent_dir)
     plant.check_exactly_once()
@@ -107,10 +104,9 @@ def test_influxdb_stopped_for_a_while(plant: Plant) -> None:
 def test_agent_restarted_with_a_full_queue(plant: Plant) -> None:
     wait_acked(plant.agent_dir, 2)
     plant.collector.stop()
-    time.sleep(3)
+    wait_for(lambda: status(plant.agent_dir)["queue"]["batches"] >= 2, 30, "batches queued while the collector is down")
     plant.agent.stop(signal.SIGKILL)  # a power cut on the gateway
-    queued = status(plant.agent_dir)["queue"]["batches"]
-    assert queued >= 2
+    assert status(plant.agent_dir)["queue"]["batches"] >= 2
     plant.agent.start()
     plant.collector.start()
     wait_drained(plant.agent_dir)
