@@ -6,6 +6,7 @@ Plain stdlib HTTP so the assertions do not depend on the client library under te
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -56,11 +57,25 @@ def victoria_flush(base_url: str) -> None:
     _get(f"{base_url.rstrip('/')}/internal/force_flush")
 
 
-def victoria_export(base_url: str, match: str, flush: bool = True) -> list[VmSample]:
+def victoria_export(base_url: str, match: str, at_least: int = 0, flush: bool = True) -> list[VmSample]:
     """Every raw sample of the series matching the selector `match`, e.g. `{__name__=~"telemetry_.*"}`,
-    sorted by (name, labels, time)."""
-    if flush:
-        victoria_flush(base_url)
+    sorted by (name, labels, time).
+
+    VictoriaMetrics acknowledges a write before the rows are searchable, and a force_flush right
+    after can still miss the newest ones; with `at_least`, export again (up to TIMEOUT_S) until that
+    many samples are visible. The caller still asserts the exact count, so duplicates are caught.
+    """
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        if flush:
+            victoria_flush(base_url)
+        samples = _export(base_url, match)
+        if len(samples) >= at_least or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.2)
+
+
+def _export(base_url: str, match: str) -> list[VmSample]:
     params = urllib.parse.urlencode({"match[]": match})
     samples = []
     for line in _get(f"{base_url.rstrip('/')}/api/v1/export?{params}").decode().splitlines():
