@@ -40,6 +40,7 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
 PRUNE_INTERVAL_S = 3600.0
+STREAM_GRACE_S = 5.0  # at shutdown: for streams to finish the group they are storing
 
 
 def server_credentials(cfg: CollectorConfig) -> grpc.ServerCredentials | None:
@@ -107,8 +108,11 @@ class CollectorDaemon:
                 await task
         self._tasks.clear()
         if self.server is not None:
-            await self.server.stop(grace=5.0)
+            self.servicer.close_streams()
+            await self.server.stop(grace=STREAM_GRACE_S)
             self.server = None
+            if not await self.servicer.wait_idle(STREAM_GRACE_S):
+                log.warning("stream handlers still running after %gs; closing the stores anyway", STREAM_GRACE_S)
         if self.api is not None:
             await self.api.stop()
             self.api = None

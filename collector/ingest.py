@@ -10,6 +10,10 @@ group of consecutive ones that arrived together, when an agent catches up) like 
 3. commit the fleet twin, the watermark and any work orders in one SQLite transaction;
 4. ack. Only now may the agent delete the batch.
 
+At shutdown (`close_streams`) each stream finishes the group it is storing, acks it and ends, so
+the agents reconnect elsewhere or later without a batch stored but left unacked; a group still
+waiting for a sink that is down is left unacked and resent by the agent.
+
 A crash between 2 and 3 makes the agent resend the batch: the sink write is idempotent (same
 series and timestamps) and step 3 happens once.
 """
@@ -17,6 +21,7 @@ series and timestamps) and step 3 happens once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import random
@@ -112,10 +117,45 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         self.site = site
         self.sink_retry_max_s = sink_retry_max_s
         self.totals = IngestTotals()
+        self._closing = asyncio.Event()
+        self._inboxes: set[asyncio.Queue[twin_pb2.Batch | None]] = set()
+        self._handlers = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def close_streams(self) -> None:
+        """Ask every stream to end after the group it is storing; new streams are turned away."""
+        self._closing.set()
+        for inbox in self._inboxes:
+            with contextlib.suppress(asyncio.QueueFull):  # a full inbox means its handler is busy, not waiting
+                inbox.put_nowait(None)
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Until every stream handler has finished, its last fleet-twin write included."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def Connect(
         self, request_iterator: AsyncIterator[twin_pb2.AgentMessage], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[twin_pb2.CollectorMessage]:
+        self._handlers += 1
+        self._idle.clear()
+        try:
+            async for reply in self._serve(request_iterator, context):
+                yield reply
+        finally:
+            self._handlers -= 1
+            if self._handlers == 0:
+                self._idle.set()
+
+    async def _serve(
+        self, request_iterator: AsyncIterator[twin_pb2.AgentMessage], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[twin_pb2.CollectorMessage]:
+        if self._closing.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the collector is shutting down")
         peer = context.peer()
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         agent_id = authenticate(metadata, self.token_hashes)
@@ -146,20 +186,23 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
                  agent_id, peer, hello.version, hello.queue_epoch[:8], watermark)
         # Bounded: a client that ignores its in-flight window waits here instead of filling memory.
         inbox: asyncio.Queue[twin_pb2.Batch | None] = asyncio.Queue(maxsize=MAX_GROUP * 4)
+        self._inboxes.add(inbox)
         reader = asyncio.create_task(self._read(request_iterator, inbox))
         try:
             # Answer the Hello with the watermark: the agent may drop anything at or below it.
             yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=watermark))
-            while (group := await self._next_group(inbox)) is not None:
+            while not self._closing.is_set() and (group := await self._next_group(inbox)) is not None:
                 stats.last_seen_ns = time.time_ns()
                 fresh = [b for b in group if b.seq > watermark]
                 stats.duplicates += len(group) - len(fresh)
                 if fresh:
-                    await self._store(agent_id, site, hello.queue_epoch, fresh, asset_types, stats)
+                    if not await self._store(agent_id, site, hello.queue_epoch, fresh, asset_types, stats):
+                        break  # shutting down with the sink unavailable: unacked, the agent resends
                     watermark = fresh[-1].seq
                 # Acks are cumulative: one for the whole group.
                 yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=max(b.seq for b in group)))
         finally:
+            self._inboxes.discard(inbox)
             reader.cancel()
             # After a network blip the new stream may be up before the old one is noticed dead:
             # the agent is disconnected only when its last stream ends.
@@ -204,7 +247,8 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         return group
 
     async def _store(self, agent_id: str, site: str, epoch: str, batches: list[twin_pb2.Batch],
-                     asset_types: dict[str, str], stats: AgentIngestStats) -> None:
+                     asset_types: dict[str, str], stats: AgentIngestStats) -> bool:
+        """Store a group; False when shutdown came while the sink was unavailable (nothing committed)."""
         points: list[Point] = []
         for batch in batches:
             foreign = keep_owned(batch, asset_types)
@@ -218,12 +262,14 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
                 # Can never be stored as points; keep its twin effects and move on rather than block the agent.
                 stats.malformed_batches += 1
                 log.warning("agent %s batch %d: malformed, points not stored: %s", agent_id, batch.seq, exc)
-        await self._write_with_retry(agent_id, points, stats)
+        if not await self._write_with_retry(agent_id, points, stats):
+            return False
         changed = await self._commit(agent_id, epoch, batches, stats)
         stats.batches += len(batches)
         stats.summaries += sum(len(b.summaries) for b in batches)
         if changed:
             await self.annotate(site, changed)
+        return True
 
     async def _commit(self, agent_id: str, epoch: str, batches: list[twin_pb2.Batch],
                       stats: AgentIngestStats) -> list[WorkOrder]:
@@ -249,7 +295,8 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
             changed += await self._commit(agent_id, epoch, [batch], stats)
         return changed
 
-    async def _write_with_retry(self, agent_id: str, points: list[Point], stats: AgentIngestStats) -> None:
+    async def _write_with_retry(self, agent_id: str, points: list[Point], stats: AgentIngestStats) -> bool:
+        """Write until the sink takes the points (True) or the collector is shutting down (False)."""
         delay = 0.5
         while points:
             started = time.perf_counter()
@@ -264,12 +311,16 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
                 stats.sink_retries += 1
                 log.warning("sink write failed (agent %s, %d points), retrying in %.1fs: %s",
                             agent_id, len(points), delay, exc)
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay * random.uniform(0.8, 1.2))
+                if self._closing.is_set():
+                    return False
                 delay = min(delay * 2, self.sink_retry_max_s)
                 continue
             self.totals.sink_writes += 1
             self.totals.sink_write_seconds += time.perf_counter() - started
-            return
+            return True
+        return True
 
     async def annotate(self, site: str, changed: list[WorkOrder]) -> None:
         """Work orders also go to the time series store as annotation points (best effort)."""
