@@ -114,8 +114,8 @@ class AgentDaemon:
         self.config = config
         state_dir = config.state_dir
         self.twin = LocalTwin(config.assets, state_dir / "twin.sqlite")
-        self.queue = StoreAndForwardQueue(state_dir / "queue.sqlite",
-                                          int(config.uplink.max_queue_mb * 1024 * 1024))
+        self.queue = StoreAndForwardQueue(state_dir / "queue.sqlite", int(config.uplink.max_queue_mb * 1024 * 1024),
+                                          unacked_window=config.uplink.max_in_flight)
         self.summarizer = Summarizer()
         self.vibration = VibrationMonitor(config.assets)
         self.point_specs = {(p.asset, p.name): p for a in config.assets for p in a.points}

@@ -3,9 +3,13 @@
 A batch gets its `seq` inside the same SQLite transaction that stores it, so seq is monotonic
 across restarts and never reused. The queue has a byte bound (`max_queue_mb`): when a new batch
 would exceed it, the oldest batches are dropped and counted (`dropped` is persisted and reported
-upstream in every batch's health). The queue's random `epoch` is created with the database: if the
-state directory is wiped, seq restarts at 1 under a new epoch and the collector does not mistake
-the new batches for duplicates.
+upstream in every batch's health). The oldest `unacked_window` batches (the uplink's in-flight
+window) are spared while anything newer can go instead: they may have been sent and stored with
+their ack lost to a broken link, and dropping them would count as lost data that arrived; the
+collector's watermark deletes them at the next connection, or they are resent and deduplicated.
+
+The queue's random `epoch` is created with the database: if the state directory is wiped, seq
+restarts at 1 under a new epoch and the collector does not mistake the new batches for duplicates.
 """
 
 from __future__ import annotations
@@ -39,11 +43,12 @@ class QueueStats:
 
 
 class StoreAndForwardQueue:
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    def __init__(self, path: Path, max_bytes: int, unacked_window: int = 0) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self.path = path
         self.max_bytes = max_bytes
+        self.unacked_window = unacked_window
         self.epoch = ""
         self._db: aiosqlite.Connection | None = None
         self._next_seq = 1
@@ -113,11 +118,17 @@ class StoreAndForwardQueue:
         return seq
 
     async def _enforce_bound(self) -> None:
-        """Drop the oldest batches (never the newest) until the queue fits its byte bound."""
+        """Drop the oldest batches (never the newest) until the queue fits its byte bound, sparing
+        the ones that may be in flight as long as there are others."""
         dropped = 0
+        newest = self._next_seq - 1
         while self._bytes > self.max_bytes and self._count > 1:
             row = await (await self.db.execute(
-                "SELECT seq, LENGTH(payload) FROM batches ORDER BY seq LIMIT 1")).fetchone()
+                "SELECT seq, LENGTH(payload) FROM batches WHERE seq < ? ORDER BY seq LIMIT 1 OFFSET ?",
+                (newest, self.unacked_window))).fetchone()
+            if row is None:  # only the window and the newest are left: the byte bound wins
+                row = await (await self.db.execute(
+                    "SELECT seq, LENGTH(payload) FROM batches ORDER BY seq LIMIT 1")).fetchone()
             assert row is not None
             await self.db.execute("DELETE FROM batches WHERE seq = ?", (row[0],))
             self._bytes -= int(row[1])

@@ -61,6 +61,31 @@ def test_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_bound_spares_the_in_flight_window_while_it_can(tmp_path: Path) -> None:
+    """The oldest batches may be stored already (ack lost with the link): newer ones go first."""
+    async def scenario() -> None:
+        q = StoreAndForwardQueue(tmp_path / "q.sqlite", 1000, unacked_window=3)
+        await q.open()
+        for _ in range(25):
+            await q.put(payload(100), 0)
+        st = q.stats()
+        assert st.bytes <= 1000 and st.batches == 10 and st.dropped == 15
+        assert [s for s, _ in await q.peek(0, 100)] == [1, 2, 3, *range(19, 26)]
+        await q.ack(3)  # the collector's watermark answers for the window
+        assert [s for s, _ in await q.peek(0, 100)] == list(range(19, 26))
+        await q.close()
+
+        tiny = StoreAndForwardQueue(tmp_path / "tiny.sqlite", 250, unacked_window=3)
+        await tiny.open()
+        for _ in range(6):
+            await tiny.put(payload(100), 0)
+        assert [s for s, _ in await tiny.peek(0, 100)] == [5, 6], "the byte bound wins over the window"
+        assert tiny.stats().dropped == 4
+        await tiny.close()
+
+    run(scenario())
+
+
 def test_new_database_gets_new_epoch(tmp_path: Path) -> None:
     async def scenario() -> None:
         a = StoreAndForwardQueue(tmp_path / "a.sqlite", 1000)
