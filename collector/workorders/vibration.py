@@ -135,6 +135,7 @@ def evaluate_bearing(rule: BearingRule, state: RuleState, asset: str, sensor: st
     if action is None:
         return new, None
     label = fault.replace("_", " ") or "bearing"
+    article = "an" if label[0] in "aeiou" else "a"
     evidence = {"kind": "bearing", "sensor": sensor, "fault": fault, "confidence": confidence,
                 "diagnosis_evidence": why, "min_confidence": rule.min_confidence,
                 "blocks": rule.consecutive_blocks, "health": block.get("health"),
@@ -145,7 +146,7 @@ def evaluate_bearing(rule: BearingRule, state: RuleState, asset: str, sensor: st
     title = rule.render_title(f"{asset}: bearing {label} defect ({sensor})", asset=asset, sensor=sensor,
                               fault=fault)
     desc = {"raise": rule.description or (
-                f"Envelope analysis on {sensor} diagnoses a {label} defect with confidence {confidence:.2f} in "
+                f"Envelope analysis on {sensor} diagnoses {article} {label} defect with confidence {confidence:.2f} in "
                 f"{rule.consecutive_blocks} consecutive blocks ({why or 'no detail'}). Plan a bearing inspection "
                 "or replacement; check lubrication."),
             "escalate": f"{label} defect confidence on {sensor} reached {confidence:.2f}: escalated.",

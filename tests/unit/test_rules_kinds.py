@@ -154,6 +154,10 @@ def test_bearing_confidence_over_consecutive_blocks() -> None:
         state, f = evaluate_bearing(r, state, "pump-1", "de", b, i * S)
         if f:
             events.append((i, f.action, f.severity, f.evidence["fault"]))
+            if f.action == "raise":
+                assert f.title == "pump-1: bearing outer race defect (de)"
+                assert f.description.startswith("Envelope analysis on de diagnoses an outer race defect with "
+                                                "confidence 0.80 in 2 consecutive blocks (BPFO 107 Hz +14 dB)")
     assert events == [(3, "raise", "major", "outer_race"), (5, "escalate", "critical", "outer_race"),
                       (8, "clear", "critical", "outer_race")]
 
