@@ -20,12 +20,15 @@ from typing import Any
 
 import grpc
 
+from agent.errors import SinkError
+from agent.logs import RateLimitedLog
 from collector.api import ApiServer, build_app
 from collector.config import CollectorConfig
 from collector.fleet import FleetTwin
 from collector.influx import build_sink
 from collector.ingest import IngestServicer
 from collector.itsm import Forwarder, Outbox
+from collector.workorders.annotations import WorkOrderAnnotations
 from protos.twin.v1 import twin_pb2_grpc
 
 __all__ = ["CollectorDaemon"]
@@ -58,8 +61,10 @@ class CollectorDaemon:
         self.outbox = Outbox(config.webhooks)
         self.fleet = FleetTwin(config.db_path, config.rules, config.history, self.outbox)
         self.sink = build_sink(config.influx, config.state_dir / "summaries.sqlite")
+        self.annotations = WorkOrderAnnotations(self.fleet, self.sink, config.collector.site)
         self.servicer = IngestServicer(self.fleet, self.sink, config.token_hashes, config.collector.site,
-                                       config.collector.sink_retry_max_s)
+                                       config.collector.sink_retry_max_s, self.annotations)
+        self._annotation_errors = RateLimitedLog(log, 300.0)
         self.forwarder = Forwarder(self.fleet, self.outbox) if config.webhooks else None
         self.api: ApiServer | None = None
         self.server: grpc.aio.Server | None = None
@@ -133,13 +138,18 @@ class CollectorDaemon:
         self._stop.set()
 
     async def _periodic_check(self) -> None:
-        """Silence rules (stale points, offline agents) need a clock, not a batch; prune history hourly."""
+        """Silence rules (stale points, offline agents) need a clock, not a batch; work orders changed
+        through the API or the CLI (or while the sink was down) reach the sink; prune history hourly."""
         next_prune = 0.0
         while True:
             try:
                 changed = await self.fleet.check()
                 if changed:
-                    await self.servicer.annotate(self.config.collector.site, changed)
+                    await self.servicer.work_orders_changed(changed)
+                try:
+                    await self.annotations.sync()
+                except SinkError as exc:
+                    self._annotation_errors.warning("sink", f"work-order annotations not written yet: {exc}")
                 if time.monotonic() >= next_prune:
                     deleted = await self.fleet.prune_history()
                     if deleted:

@@ -35,7 +35,8 @@ import grpc
 from agent.errors import SinkError
 from collector.config import hash_token
 from collector.fleet import FleetTwin
-from collector.points import Point, PointSink, PointsRejectedError, batch_to_points, work_order_point
+from collector.points import Point, PointSink, PointsRejectedError, batch_to_points
+from collector.workorders.annotations import WorkOrderAnnotations
 from collector.workorders.store import WorkOrder
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
 
@@ -110,9 +111,10 @@ def _transient(exc: BaseException) -> bool:
 
 class IngestServicer(twin_pb2_grpc.CollectorServicer):
     def __init__(self, fleet: FleetTwin, sink: PointSink, token_hashes: Mapping[str, str], site: str,
-                 sink_retry_max_s: float = 30.0) -> None:
+                 sink_retry_max_s: float = 30.0, annotations: WorkOrderAnnotations | None = None) -> None:
         self.fleet = fleet
         self.sink = sink
+        self.annotations = annotations
         self.token_hashes = dict(token_hashes)
         self.site = site
         self.sink_retry_max_s = sink_retry_max_s
@@ -268,7 +270,7 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         stats.batches += len(batches)
         stats.summaries += sum(len(b.summaries) for b in batches)
         if changed:
-            await self.annotate(site, changed)
+            await self.work_orders_changed(changed)
         return True
 
     async def _commit(self, agent_id: str, epoch: str, batches: list[twin_pb2.Batch],
@@ -322,14 +324,14 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
             return True
         return True
 
-    async def annotate(self, site: str, changed: list[WorkOrder]) -> None:
-        """Work orders also go to the time series store as annotation points (best effort)."""
+    async def work_orders_changed(self, changed: list[WorkOrder]) -> None:
+        """Log the changes and bring the `work_order` measurement up to date right away; a sink that
+        is down gets them from the collector's periodic sync later."""
         for wo in changed:
             log.info("work order %s %s: %s [%s] %s", wo.ref, wo.status, wo.asset, wo.severity, wo.title)
-        points = [work_order_point(site=site, asset=wo.asset, severity=wo.severity, rule=wo.rule,
-                                   order_id=wo.ref, title=wo.title, status=wo.status, opened_ns=wo.created_ns)
-                  for wo in changed]
+        if self.annotations is None:
+            return
         try:
-            await self.sink.write(points)
+            await self.annotations.sync()
         except SinkError as exc:
-            log.warning("could not write %d work-order annotations: %s", len(points), exc)
+            log.warning("work-order annotations not written yet (the periodic sync retries): %s", exc)
