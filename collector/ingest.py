@@ -135,7 +135,8 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
     async def wait_idle(self, timeout_s: float) -> bool:
         """Until every stream handler has finished, its last fleet-twin write included."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
         except TimeoutError:
             return False
         return True
@@ -314,7 +315,8 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
                 log.warning("sink write failed (agent %s, %d points), retrying in %.1fs: %s",
                             agent_id, len(points), delay, exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), delay * random.uniform(0.8, 1.2))
+                    async with asyncio.timeout(delay * random.uniform(0.8, 1.2)):
+                        await self._closing.wait()
                 if self._closing.is_set():
                     return False
                 delay = min(delay * 2, self.sink_retry_max_s)

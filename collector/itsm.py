@@ -318,7 +318,8 @@ class Forwarder:
             if delay > 0:
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):  # not wait_for: it can drop a cancellation on 3.11
+                        await wake.wait()
 
     async def _deliver_next(self, w: Webhook) -> float:
         """Try the oldest undelivered change; return how long to wait before the next try (0: at once)."""

@@ -89,7 +89,7 @@ class Link:
 
     def _make_client(self) -> Client:
         c = self.config
-        # Each request runs under the unit's own timeout (asyncio.wait_for below); pymodbus' own
+        # Each request runs under the unit's own timeout (asyncio.timeout below); pymodbus' own
         # timeout is only a backstop, and its retries and automatic reconnects are off because this
         # class does both with knowledge of units and backoff.
         backstop = 2 * max([c.timeout_s, *(d.timeout_s or 0.0 for d in c.devices)])
@@ -110,7 +110,8 @@ class Link:
         if self._ever_connected:
             self.reconnects += 1
         try:
-            ok = await asyncio.wait_for(self._client.connect(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                ok = await self._client.connect()
         except TimeoutError:
             ok = False
         if not ok:
@@ -144,7 +145,10 @@ class Link:
             client = await self._connected_client(timeout_s)
             self.requests_sent += 1
             try:
-                response = await asyncio.wait_for(self._send(client, function, address, count, unit_id), timeout_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that
+                # arrives as the response does, and the connector then never stops.
+                async with asyncio.timeout(timeout_s):
+                    response = await self._send(client, function, address, count, unit_id)
             except (TimeoutError, ModbusIOException):
                 self._note_silence(client)
                 return None, now_ns()
