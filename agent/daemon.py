@@ -70,6 +70,24 @@ async def supervise(name: str, factory: Callable[[], Awaitable[None]], pause_s: 
         await asyncio.sleep(pause_s)
 
 
+async def cancel_and_wait(tasks: Sequence[asyncio.Task[None]], recancel_after_s: float = 1.0) -> None:
+    """Cancel `tasks` and wait until all have ended, cancelling again any that are still running.
+
+    A single cancel is not enough on Python 3.11: `asyncio.wait_for` (used inside client
+    libraries) drops a cancellation that arrives as the awaited call completes, and the task goes on.
+    """
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=recancel_after_s)
+        if pending:
+            log.warning("%d task(s) ignored a cancellation; cancelling again", len(pending))
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: a task that failed meanwhile was already logged by supervise()
+
+
 def next_boundary_ns(now_ns: int, interval_ns: int, previous_ns: int) -> int:
     """The wall-clock interval boundary the next batch closes at: the one after `previous_ns`.
 
@@ -260,16 +278,13 @@ class AgentDaemon:
             await self._stop.wait()
         finally:
             log.info("agent stopping: storing the last interval and closing stores")
-            for t in producers:
-                t.cancel()
-            await asyncio.gather(*producers, return_exceptions=True)
+            await cancel_and_wait(producers)
             try:
                 await self.emit_batch()
             except Exception:
                 log.exception("could not store the last interval at shutdown")
             await self._drain_uplink(SHUTDOWN_GRACE_S)
-            uplink.cancel()
-            await asyncio.gather(uplink, return_exceptions=True)
+            await cancel_and_wait([uplink])
             self.uplink.counters.connected = False
             self.write_status()
             await self.twin.close()

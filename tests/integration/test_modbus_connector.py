@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from agent.connectors.modbus.connector import ModbusConnector, build
+from agent.daemon import cancel_and_wait
 from agent.model import Quality, Reading
 from simulator.modbus_device import ModbusDeviceServer, UnitMemory, pattern_memory
 from tests.unit.test_modbus_plan import fewest_requests, span
@@ -56,9 +57,7 @@ async def running(connector: ModbusConnector) -> AsyncIterator[Received]:
     try:
         yield received
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])  # as the daemon stops it
         assert task.cancelled() or task.exception() is None
 
 
@@ -221,9 +220,7 @@ def test_a_failing_cycle_is_counted_and_polling_goes_on() -> None:
             try:
                 await wait_until(lambda: len(received) >= 2, "readings after two failed cycles")
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait([task])
             assert connector.stats.errors == 2
             assert "RuntimeError: sink hiccup" in connector.stats.last_error
             assert all(r.value == 1004.0 for r in received)

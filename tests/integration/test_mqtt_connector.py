@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.connectors.mqtt import sparkplug_b_pb2
 from agent.connectors.mqtt.codec import WaveformFormat, encode_waveform
 from agent.connectors.mqtt.connector import MqttConnector, build
+from agent.daemon import cancel_and_wait
 from agent.model import Quality, Reading
 from simulator.mqtt_sensors import VibrationSensorSimulator
 from tests.certs import application_certificate
@@ -68,9 +69,7 @@ async def running(connector: MqttConnector, wait_ready: bool = True) -> AsyncIte
             await wait_until(lambda: connector.ready, "connected and subscribed")
         yield received
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])  # as the daemon stops it
 
 
 class Publisher:

@@ -18,6 +18,7 @@ import pytest
 
 from agent.connectors import build_connector
 from agent.connectors.opcua.connector import OpcUaConnector, build
+from agent.daemon import cancel_and_wait
 from agent.model import Quality, Reading
 from simulator.power_meter import NODES, WAVEFORM_SAMPLES, PowerMeterSimulator
 from tests.servers import free_port, python_server
@@ -57,9 +58,7 @@ async def running(connector: OpcUaConnector, readings: Readings) -> AsyncIterato
         yield
         assert not task.done(), "run() must only return on cancellation"
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])  # as the daemon stops it
 
 
 def point(node_name: str, *, by: str = "node_id", **extra: Any) -> dict[str, Any]:

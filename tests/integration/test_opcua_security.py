@@ -8,7 +8,6 @@ certificate, and a wrong password.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from agent.connectors.opcua.connector import OpcUaConnector, build
+from agent.daemon import cancel_and_wait
 from agent.model import Quality, Reading
 from simulator.power_meter import APPLICATION_URI, NODES, PowerMeterSimulator
 from tests.certs import application_certificate
@@ -76,11 +76,7 @@ def test_basic256sha256_certificates_and_user_password(tmp_path: Path, caplog: p
                 assert not any(t.done() for t in tasks), "run() must only return on cancellation"
                 await asyncio.sleep(0.05)
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            await cancel_and_wait(tasks)  # as the daemon stops them
             await sim.stop()
         return results
 

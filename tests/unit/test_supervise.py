@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from agent.daemon import supervise
+from agent.daemon import cancel_and_wait, supervise
 
 
 def test_restarts_and_rate_limits_repeated_crash_logs(caplog: pytest.LogCaptureFixture) -> None:
@@ -33,3 +33,25 @@ def test_restarts_and_rate_limits_repeated_crash_logs(caplog: pytest.LogCaptureF
     crash_lines = [r for r in caplog.records if "crashed" in r.getMessage()]
     assert runs >= 50, "restarted after every crash"
     assert len(crash_lines) == 1 and crash_lines[0].exc_info, "one line with the traceback, not fifty"
+
+
+def test_cancel_and_wait_ends_a_task_that_swallowed_its_cancellation() -> None:
+    """On Python 3.11 `asyncio.wait_for` returns the result instead of raising when the cancellation
+    and the result arrive together; a daemon that cancels once would then wait forever at shutdown."""
+    inners: list[asyncio.Future[int]] = []
+
+    async def polling() -> None:
+        while True:
+            inner: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            inners.append(inner)
+            await asyncio.wait_for(inner, 10)
+
+    async def scenario() -> asyncio.Task[None]:
+        task = asyncio.create_task(polling())
+        await asyncio.sleep(0.01)
+        inners[-1].set_result(1)  # the answer and the cancellation in the same loop iteration
+        await cancel_and_wait([task], recancel_after_s=0.05)
+        return task
+
+    task = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert task.cancelled()
