@@ -24,6 +24,7 @@ from agent.backoff import Backoff
 from agent.batch import build_batch, build_hello
 from agent.config import AgentConfig
 from agent.model import Quality, Reading
+from agent.service import cancel_and_wait
 from agent.twin import LocalTwin
 from agent.uplink.client import ChannelSettings, UplinkClient
 from agent.uplink.queue import StoreAndForwardQueue
@@ -68,24 +69,6 @@ async def supervise(name: str, factory: Callable[[], Awaitable[None]], pause_s: 
             else:
                 repeats += 1
         await asyncio.sleep(pause_s)
-
-
-async def cancel_and_wait(tasks: Sequence[asyncio.Task[None]], recancel_after_s: float = 1.0) -> None:
-    """Cancel `tasks` and wait until all have ended, cancelling again any that are still running.
-
-    A single cancel is not enough on Python 3.11: `asyncio.wait_for` (used inside client
-    libraries) drops a cancellation that arrives as the awaited call completes, and the task goes on.
-    """
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=recancel_after_s)
-        if pending:
-            log.warning("%d task(s) ignored a cancellation; cancelling again", len(pending))
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved: a task that failed meanwhile was already logged by supervise()
 
 
 def next_boundary_ns(now_ns: int, interval_ns: int, previous_ns: int) -> int:

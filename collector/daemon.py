@@ -11,7 +11,6 @@ in `stop`, and put any loop in `_spawn`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -22,6 +21,7 @@ import grpc
 
 from agent.errors import SinkError
 from agent.logs import RateLimitedLog
+from agent.service import cancel_and_wait
 from collector.api import ApiServer, build_app
 from collector.config import CollectorConfig
 from collector.fleet import FleetTwin
@@ -106,11 +106,7 @@ class CollectorDaemon:
                  len(self.config.webhooks), f", API on port {self.api.port}" if self.api else "")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self.server is not None:
             self.servicer.close_streams()

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from agent.connectors.modbus.connector import ModbusConnector, build
-from agent.daemon import cancel_and_wait
 from agent.model import Quality, Reading
+from agent.service import cancel_and_wait
 from simulator.modbus_device import ModbusDeviceServer, UnitMemory, pattern_memory
 from tests.unit.test_modbus_plan import fewest_requests, span
 

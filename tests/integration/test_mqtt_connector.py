@@ -24,8 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.connectors.mqtt import sparkplug_b_pb2
 from agent.connectors.mqtt.codec import WaveformFormat, encode_waveform
 from agent.connectors.mqtt.connector import MqttConnector, build
-from agent.daemon import cancel_and_wait
 from agent.model import Quality, Reading
+from agent.service import cancel_and_wait
 from simulator.mqtt_sensors import VibrationSensorSimulator
 from tests.certs import application_certificate
 from tests.servers import ServerProcess, free_port, mosquitto_server

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from agent.connectors.opcua.connector import OpcUaConnector, build
-from agent.daemon import cancel_and_wait
 from agent.model import Quality, Reading
+from agent.service import cancel_and_wait
 from simulator.power_meter import APPLICATION_URI, NODES, PowerMeterSimulator
 from tests.certs import application_certificate
 

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from agent.daemon import cancel_and_wait, supervise
+from agent.daemon import supervise
+from agent.service import cancel_and_wait
 
 
 def test_restarts_and_rate_limits_repeated_crash_logs(caplog: pytest.LogCaptureFixture) -> None:
