@@ -22,9 +22,9 @@ from agent import __version__
 from agent.analytics.summarize import Summarizer
 from agent.backoff import Backoff
 from agent.batch import build_batch, build_hello
+from agent.cancellation import cancel_and_wait
 from agent.config import AgentConfig
 from agent.model import Quality, Reading
-from agent.service import cancel_and_wait
 from agent.twin import LocalTwin
 from agent.uplink.client import ChannelSettings, UplinkClient
 from agent.uplink.queue import StoreAndForwardQueue

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -21,27 +21,9 @@ from agent.errors import ConfigError
 from agent.metrics import MetricsSettings, start_metrics_server
 from agent.systemd_notify import Notifier
 
-__all__ = ["Daemon", "cancel_and_wait", "serve"]
+__all__ = ["Daemon", "serve"]
 
 log = logging.getLogger("twin.service")
-
-
-async def cancel_and_wait(tasks: Sequence[asyncio.Task[None]], recancel_after_s: float = 1.0) -> None:
-    """Cancel `tasks` and wait until all have ended, cancelling again any that are still running.
-
-    A single cancel is not enough on Python 3.11: `asyncio.wait_for` (used inside client
-    libraries) drops a cancellation that arrives as the awaited call completes, and the task goes on.
-    """
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=recancel_after_s)
-        if pending:
-            log.warning("%d task(s) ignored a cancellation; cancelling again", len(pending))
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved: a task that failed meanwhile was already logged by supervise()
 
 
 class Daemon(Protocol):

@@ -19,9 +19,9 @@ from typing import Any
 
 import grpc
 
+from agent.cancellation import cancel_and_wait
 from agent.errors import SinkError
 from agent.logs import RateLimitedLog
-from agent.service import cancel_and_wait
 from collector.api import ApiServer, build_app
 from collector.config import CollectorConfig
 from collector.fleet import FleetTwin

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
+from agent.cancellation import cancel_and_wait, raise_if_cancelling
 from agent.daemon import supervise
-from agent.service import cancel_and_wait
 
 
 def test_restarts_and_rate_limits_repeated_crash_logs(caplog: pytest.LogCaptureFixture) -> None:
@@ -51,6 +51,34 @@ def test_cancel_and_wait_ends_a_task_that_swallowed_its_cancellation() -> None:
         task = asyncio.create_task(polling())
         await asyncio.sleep(0.01)
         inners[-1].set_result(1)  # the answer and the cancellation in the same loop iteration
+        await cancel_and_wait([task], recancel_after_s=0.05)
+        return task
+
+    task = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert task.cancelled()
+
+
+def test_a_loop_that_checks_raise_if_cancelling_stops_even_inside_a_task_group() -> None:
+    """A TaskGroup cancels its children once; a child whose cancellation was swallowed must notice
+    by itself, or the group (and the daemon stopping it) waits forever."""
+    inners: list[asyncio.Future[int]] = []
+
+    async def polling() -> None:
+        while True:
+            raise_if_cancelling()
+            inner: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            inners.append(inner)
+            await asyncio.wait_for(inner, 10)
+            await asyncio.sleep(0.01)
+
+    async def connector() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(polling())
+
+    async def scenario() -> asyncio.Task[None]:
+        task = asyncio.create_task(connector())
+        await asyncio.sleep(0.01)
+        inners[-1].set_result(1)
         await cancel_and_wait([task], recancel_after_s=0.05)
         return task
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.backoff import backoff_delay
+from agent.cancellation import raise_if_cancelling
 from agent.connectors.base import ConnectorStats, Emit
 from agent.connectors.modbus.codec import Decoding, decode
 from agent.connectors.modbus.config import ModbusPoint, ModbusSourceConfig, parse_source
@@ -167,6 +168,7 @@ class ModbusConnector:
         start = time.monotonic() + self._rng.uniform(0, 0.1 * unit.base_interval_s)
         due = [start] * len(unit.requests)
         while True:
+            raise_if_cancelling()  # pymodbus awaits each answer with wait_for, which can swallow a cancel
             now = time.monotonic()
             wake = max(unit.retry_at, min(due))
             if wake > now:

@@ -32,6 +32,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography import x509
 
 from agent.backoff import backoff_delay
+from agent.cancellation import raise_if_cancelling
 from agent.connectors.base import ConnectorStats, Emit
 from agent.connectors.opcua.codec import reading_from_datavalue, status_name, timestamp_ns
 from agent.connectors.opcua.config import (
@@ -199,6 +200,7 @@ class OpcUaConnector:
         cfg = self.config
         attempt = 0
         while True:
+            raise_if_cancelling()  # asyncua awaits requests with wait_for, which can swallow a cancel
             polls_before = self.stats.polls
             try:
                 await self._session(emit)
@@ -386,6 +388,7 @@ class OpcUaConnector:
         pending = await self._monitor(client, sub, self._points, emit)
         retry.schedule(progressed=True)
         while True:
+            raise_if_cancelling()
             if client.state is not UaClientState.CONNECTED:
                 raise ConnectError("connection lost")
             if pending and time.monotonic() >= retry.due:
@@ -417,6 +420,7 @@ class OpcUaConnector:
         pending: list[_Point] = list(self._points)
         next_tick = time.monotonic()
         while True:
+            raise_if_cancelling()
             if client.state is not UaClientState.CONNECTED:
                 raise ConnectError("connection lost")
             if pending and time.monotonic() >= retry.due:
