@@ -146,10 +146,12 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
     ) -> AsyncIterator[twin_pb2.CollectorMessage]:
         self._handlers += 1
         self._idle.clear()
+        replies = self._serve(request_iterator, context)
         try:
-            async for reply in self._serve(request_iterator, context):
+            async for reply in replies:
                 yield reply
         finally:
+            await replies.aclose()  # its cleanup now, not whenever the garbage collector gets to it
             self._handlers -= 1
             if self._handlers == 0:
                 self._idle.set()
