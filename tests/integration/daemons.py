@@ -96,7 +96,7 @@ def pattern_device(workdir: Path) -> ServerProcess:
 
 
 def pattern_agent_toml(state_dir: Path, collector_port: int, device_port: int, agent_id: str = "gw-a",
-                       summary_interval_s: float = 1.0, max_queue_mb: float = 16.0) -> str:
+                       summary_interval_s: float = 1.0, max_queue_mb: float = 16.0, max_in_flight: int = 16) -> str:
     """An agent reading two registers of `pattern_device`: r0 = 1000 Pa, r5 = 100.5 degC (scale 0.1)."""
     return textwrap.dedent(f"""
         [agent]
@@ -109,6 +109,7 @@ def pattern_agent_toml(state_dir: Path, collector_port: int, device_port: int, a
         collector = "127.0.0.1:{collector_port}"
         token = "{TOKENS[agent_id]}"
         max_queue_mb = {max_queue_mb}
+        max_in_flight = {max_in_flight}
         backoff_initial_s = 0.2
         backoff_max_s = 1.0
 

@@ -121,8 +121,10 @@ def test_full_queue_drops_the_oldest_and_reports_it(tmp_path: Path) -> None:
     collector = collector_process(
         tmp_path / "c", influx=f'[influx]\napi = "v1"\nurl = "http://127.0.0.1:{influx.port}"\ndatabase = "{DB}"\n')
     agent_dir = tmp_path / "a"
+    # ~2 KB: a handful of batches. The queue spares its max_in_flight oldest batches (they may be stored
+    # with the ack lost), so the window must be smaller than the queue for the drop count to be exact.
     agent = agent_process(agent_dir, pattern_agent_toml(agent_dir / "state", collector.port, device.port,
-                                                        max_queue_mb=0.002))  # ~2 KB: a handful of batches
+                                                        max_queue_mb=0.002, max_in_flight=2))
     try:
         wait_acked(agent_dir, 2)
         collector.stop()
