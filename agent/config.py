@@ -55,6 +55,9 @@ class UplinkSettings(StrictModel):
     max_in_flight: int = Field(default=16, ge=1, le=1024)
     backoff_initial_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
+    # At SIGTERM, how long a connected uplink may take to deliver the last batches (they stay queued
+    # otherwise); keep it well below the unit's TimeoutStopSec (30 s).
+    shutdown_drain_s: float = Field(default=5.0, ge=0, le=20)
 
     @field_validator("collector")
     @classmethod

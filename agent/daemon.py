@@ -37,7 +37,6 @@ log = logging.getLogger("twin.agent")
 
 STATUS_FILE = "status.json"
 RESTART_PAUSE_S = 5.0
-SHUTDOWN_GRACE_S = 2.0
 CRASH_LOG_INTERVAL_S = 60.0
 CLOCK_BACK_WARN_NS = 60 * 10**9
 MIN_STEP_NS = 1_000_000
@@ -266,7 +265,7 @@ class AgentDaemon:
                 await self.emit_batch()
             except Exception:
                 log.exception("could not store the last interval at shutdown")
-            await self._drain_uplink(SHUTDOWN_GRACE_S)
+            await self._drain_uplink(self.config.uplink.shutdown_drain_s)
             await cancel_and_wait([uplink])
             self.uplink.counters.connected = False
             self.write_status()

@@ -110,6 +110,7 @@ def pattern_agent_toml(state_dir: Path, collector_port: int, device_port: int, a
         token = "{TOKENS[agent_id]}"
         max_queue_mb = {max_queue_mb}
         max_in_flight = {max_in_flight}
+        shutdown_drain_s = 10
         backoff_initial_s = 0.2
         backoff_max_s = 1.0
 

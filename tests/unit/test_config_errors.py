@@ -34,6 +34,7 @@ AGENT_BASE = {
         ({"uplink": {"collector": "localhost", "token": "x"}}, "uplink.collector: must be host:port"),
         ({"uplink": {"collector": "h:1", "token": "x", "token_file": "/t"}}, "uplink: give exactly one of token"),
         ({"uplink": {"collector": "h:1", "token": "x", "max_queue_mb": -1}}, "uplink.max_queue_mb"),
+        ({"uplink": {"collector": "h:1", "token": "x", "shutdown_drain_s": 60}}, "uplink.shutdown_drain_s"),
         ({"assets": [{"id": "a", "type": "AHU"}]}, "assets[0].type"),
         ({"assets": [{"id": "a", "type": "ahu"}, {"id": "a", "type": "ahu"}]}, "assets[1].id: duplicate"),
         ({"assets": [{"id": "a", "type": "ahu", "vibration": {"sensors": ["x"], "machine_group": 3}}]},
