@@ -63,7 +63,8 @@ class WorkOrderAnnotations:
                 if last_event is None:
                     return written
                 try:
-                    await self.sink.write(points)
+                    if points:
+                        await self.sink.write(points)
                 except PointsRejectedError as exc:  # the rest is stored; these would be refused forever
                     log.warning("%d work-order annotation points rejected by the sink: %s", len(exc.rejected), exc)
                 async with self.fleet.transaction() as db:
