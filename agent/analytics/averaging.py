@@ -292,6 +292,10 @@ class EnvelopeAverager:
         self.slip_tolerance = slip_tolerance
         self._window: deque[BlockEnvelope] = deque(maxlen=blocks)
         self._band: Band | None = None
+        # The shaft rate that fixed the window's spectrum range and candidate bands. It stays while
+        # the window rolls: taken from whichever block is oldest, a jittering speed would change the
+        # range by a bin and no two blocks could be averaged any more.
+        self._reference_hz: float | None = None
         self._since_band = 0
         self.resets = 0
 
@@ -301,34 +305,45 @@ class EnvelopeAverager:
     def reset(self) -> None:
         self._window.clear()
         self._band = None
+        self._reference_hz = None
         self._since_band = 0
 
     def _fits(self, n: int, fs: float, shaft_hz: float) -> bool:
-        if not self._window:
+        if not self._window or self._reference_hz is None:
             return True
         first = self._window[0]
-        return n == first.n and fs == first.fs and abs(shaft_hz / first.shaft_hz - 1) <= 0.5 * self.slip_tolerance
+        return (n == first.n and fs == first.fs
+                and abs(shaft_hz / self._reference_hz - 1) <= 0.5 * self.slip_tolerance)
 
     def add(self, x: np.ndarray, fs: float, rpm: float, *, units: str = "g") -> AveragedDiagnosis:
         """Average the block `x` (sample rate `fs`, shaft speed `rpm` r/min) into the window.
 
         A block of another length or sample rate, or a speed more than half the slip tolerance
-        off the window's, starts a new window. A block that cannot be analysed raises ValueError
-        and leaves the window as it was.
+        off the window's reference, starts a new window. A block that cannot be analysed raises
+        ValueError and is not added.
         """
         shaft_hz = rpm / 60.0
         fits = self._fits(len(np.asarray(x)), float(fs), shaft_hz)
-        reference = self._window[0].shaft_hz if fits and self._window else None
+        reference = self._reference_hz if fits and self._window else None
         block = block_envelope(x, fs, shaft_hz=shaft_hz, bearing=self.bearing,
                                band=self._band if fits else None, reference_hz=reference, units=units,
                                slip_tolerance=self.slip_tolerance)
         if not fits:
             self.reset()
             self.resets += 1
+        if self._reference_hz is None:
+            self._reference_hz = shaft_hz
+        dropped = self._window[0] if len(self._window) == self._window.maxlen else None
         self._window.append(block)
         if self._band is None:
             self._band = block.band
-        result = diagnose_averaged(self._window, self.bearing, slip_tolerance=self.slip_tolerance)
+        try:
+            result = diagnose_averaged(self._window, self.bearing, slip_tolerance=self.slip_tolerance)
+        except ValueError:
+            self._window.pop()
+            if dropped is not None:
+                self._window.appendleft(dropped)
+            raise
         self._since_band += 1
         if self._since_band >= self.blocks:
             self._since_band = 0

@@ -243,3 +243,15 @@ def test_average_blocks_is_configured_per_asset_and_checked(tmp_path: Path, monk
     vibration = {"sensors": ["de_accel"], "bearing": "6205-2RS", "average_blocks": 0}
     with pytest.raises(ConfigError, match=r"assets\[0\]\.vibration\.average_blocks"):
         build_agent_config(base | {"assets": [{"id": "pump-1", "type": "pump", "vibration": vibration}]})
+
+
+def test_a_jittering_speed_keeps_averaging_as_the_window_rolls() -> None:
+    """Real speed readings wander by a few tenths of a percent. The window's spectrum range is fixed
+    by its reference speed, so blocks keep averaging after the oldest ones roll out."""
+    rng = np.random.default_rng(1)
+    averager = EnvelopeAverager(BEARING, blocks=4)
+    jitter = (0, 0.003, -0.003, 0.004, -0.004, 0.002, -0.002, 0.0035, -0.0035, 0.001, 0.003, -0.003)
+    counts = [averager.add(rng.standard_normal(N), FS, FR * 60 * (1 + d)).blocks for d in jitter]
+    assert counts == [1, 2, 3] + [4] * 9 and averager.resets == 0
+    # a real speed change (beyond half the slip tolerance) still starts a new window
+    assert averager.add(rng.standard_normal(N), FS, FR * 60 * 1.05).blocks == 1 and averager.resets == 1
