@@ -110,7 +110,11 @@ def test_no_message_lost_when_the_broker_restarts_under_a_running_agent(broker: 
             await wait_until(lambda: len(set(got.values("seq"))) >= 200, "messages after the restart")
         values = got.values("seq")
         assert sorted(set(values)) == [float(i) for i in range(200)]
-        assert len(values) - 200 <= 1  # QoS 1 is at-least-once: an unacknowledged message may come twice
+        # QoS 1 is at-least-once: messages whose PUBACK the broker had not processed when it stopped
+        # come again from its persisted session (how many depends on timing). After the restart the
+        # link is stable, so each of those arrives exactly once.
+        after = [v for v in values if v >= 100.0]
+        assert sorted(after) == [float(i) for i in range(100, 200)]
         assert connector.stats.reconnects == 1
         assert [r.reason for r in got.of("seq", Quality.BAD)] == ["disconnected"]
 
