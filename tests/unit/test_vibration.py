@@ -202,7 +202,7 @@ def test_no_bearing_means_no_bearing_diagnosis() -> None:
     assert "no bearing configured" in ind.diagnosis[0].evidence
 
 
-def _noise_with_machine_tones(rng: np.random.Generator, n: int) -> np.ndarray:
+def noise_with_machine_tones(rng: np.random.Generator, n: int) -> np.ndarray:
     """Coloured noise (two resonances) with shaft harmonics and mains lines: a healthy machine."""
     t = np.arange(n) / FS
     freqs = np.fft.rfftfreq(n, 1 / FS)
@@ -218,7 +218,7 @@ def test_no_false_bearing_alarm_in_600_healthy_blocks() -> None:
     rng = np.random.default_rng(2024)
     faults = []
     for i in range(600):
-        x = rng.standard_normal(8192) if i % 2 else _noise_with_machine_tones(rng, 8192)
+        x = rng.standard_normal(8192) if i % 2 else noise_with_machine_tones(rng, 8192)
         faults.append(analyze_block(x, FS, rpm=FR * 60, bearing=BEARING).fault)
     assert faults.count("normal") == 600
 

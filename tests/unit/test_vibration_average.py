@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import time
 from pathlib import Path
 
@@ -22,12 +21,13 @@ from agent.analytics.kurtogram import select_band
 from agent.analytics.vibration import analyze_block, envelope_limits
 from agent.model import AssetSpec, PointSpec, Reading, VibrationSpec
 from agent.vibration_monitor import VibrationMonitor
+from tests.unit.test_vibration import noise_with_machine_tones
+from tests.unit.test_vibration_cwru import DATA, requires_cwru
 
 FS = 12800.0
 N = 8192  # 0.64 s: what field sensors send
 FR = 30.0
 BEARING = lookup("6205-2RS")
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cwru"
 
 
 def weak_ball_fault(blocks: int, *, seed: int, amplitude: float = 0.12) -> np.ndarray:
@@ -94,24 +94,13 @@ def test_averaging_does_not_override_a_fault_the_block_shows() -> None:
     assert with_averaged(outer, avg) is outer
 
 
-def _healthy_machine(rng: np.random.Generator) -> np.ndarray:
-    """Coloured noise with shaft harmonics and mains lines (as in test_vibration)."""
-    t = np.arange(N) / FS
-    freqs = np.fft.rfftfreq(N, 1 / FS)
-    shape = 1 + 3 * np.exp(-(((freqs - 3000) / 400) ** 2)) + 2 * np.exp(-(((freqs - 900) / 150) ** 2))
-    x = np.fft.irfft(np.fft.rfft(rng.standard_normal(N)) * shape, N) * 0.05
-    for h, a in ((1, 0.05), (2, 0.02), (3, 0.01), (5, 0.005)):
-        x += a * np.sin(2 * np.pi * h * FR * t + rng.uniform(0, 2 * np.pi))
-    return x + 0.02 * np.sin(2 * np.pi * 60 * t) + 0.01 * np.sin(2 * np.pi * 120 * t)
-
-
 def test_no_false_alarm_over_many_averaged_windows() -> None:
     """White noise, noise whose level jumps from block to block, and a tonal healthy machine."""
     rng = np.random.default_rng(7)
     makers = {
         "white": lambda: rng.standard_normal(N),
         "level jumps": lambda: rng.uniform(0.2, 5.0) * rng.standard_normal(N),
-        "healthy machine": lambda: _healthy_machine(rng),
+        "healthy machine": lambda: noise_with_machine_tones(rng, N),
     }
     for name, make in makers.items():
         averager = EnvelopeAverager(BEARING, blocks=8)
@@ -164,8 +153,7 @@ def test_band_of_one_block_is_the_per_block_band_and_of_many_the_averaged_kurtos
 # --- real records -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not DATA.is_dir() and not os.environ.get("CI"),
-                            reason=f"CWRU records not present in {DATA.resolve()} (in CI they must be)")
+@requires_cwru
 @pytest.mark.parametrize(
     ("file", "channel", "fault"),
     [

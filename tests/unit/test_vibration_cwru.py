@@ -18,8 +18,9 @@ from agent.analytics.vibration import analyze_block
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cwru"
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir() and not os.environ.get("CI"),
-                            reason=f"CWRU records not present in {DATA.resolve()} (in CI they must be)")
+requires_cwru = pytest.mark.skipif(not DATA.is_dir() and not os.environ.get("CI"),
+                                   reason=f"CWRU records not present in {DATA.resolve()} (in CI they must be)")
+pytestmark = requires_cwru
 
 
 @pytest.mark.parametrize(
