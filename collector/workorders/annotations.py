@@ -52,13 +52,14 @@ class WorkOrderAnnotations:
         """
         async with self._lock:
             written = 0
-            while True:
+            if not self._ready:
                 async with self.fleet.transaction() as db:
-                    if not self._ready:
-                        for statement in _SCHEMA.split(";"):
-                            if statement.strip():
-                                await db.execute(statement)
-                        self._ready = True
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            await db.execute(statement)
+                self._ready = True
+            while True:
+                async with self.fleet.reading() as db:  # the periodic no-op sync takes no write lock
                     last_event, points, series = await self._pending(db)
                 if last_event is None:
                     return written
