@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.errors import ConfigError
+from runtime.errors import ConfigError
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -31,9 +31,9 @@ PROBE_PROTOCOLS = {
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent.config import load_agent_config
     from agent.daemon import AgentDaemon
-    from agent.logs import setup_logging
     from agent.metrics import agent_registry
-    from agent.service import serve
+    from runtime.logs import setup_logging
+    from runtime.service import serve
 
     config = load_agent_config(args.config)
     setup_logging(args.log_level or config.agent.log_level)

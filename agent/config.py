@@ -20,11 +20,11 @@ from pydantic import Field, field_validator, model_validator
 
 from agent.connectors import build_connector
 from agent.connectors.base import Connector
-from agent.errors import ConfigError
-from agent.metrics import MetricsSettings
 from agent.model import AssetSpec, PointSpec, VibrationSpec
-from agent.secrets import read_secret
-from agent.tomlconfig import StrictModel, load_toml, parse_model
+from runtime.errors import ConfigError
+from runtime.metrics_server import MetricsSettings
+from runtime.secrets import read_secret
+from runtime.tomlconfig import StrictModel, load_toml, parse_model
 
 __all__ = ["AgentConfig", "AgentSettings", "AssetSettings", "UplinkSettings", "load_agent_config"]
 

@@ -11,18 +11,15 @@ import contextlib
 import json
 import logging
 import os
-import resource
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 
 from agent import __version__
 from agent.analytics.summarize import Summarizer
-from agent.backoff import Backoff
 from agent.batch import build_batch, build_hello
-from agent.cancellation import cancel_and_wait
 from agent.config import AgentConfig
 from agent.model import Quality, Reading
 from agent.twin import LocalTwin
@@ -30,44 +27,19 @@ from agent.uplink.client import ChannelSettings, UplinkClient
 from agent.uplink.queue import StoreAndForwardQueue
 from agent.vibration_monitor import VibrationMonitor
 from protos.twin.v1 import twin_pb2
+from runtime.backoff import Backoff
+from runtime.cancellation import cancel_and_wait
+from runtime.memory import rss_mb
+from runtime.supervise import supervise
 
-__all__ = ["AgentDaemon", "supervise"]
+__all__ = ["AgentDaemon"]
 
 log = logging.getLogger("twin.agent")
 
 STATUS_FILE = "status.json"
-RESTART_PAUSE_S = 5.0
-CRASH_LOG_INTERVAL_S = 60.0
 CLOCK_BACK_WARN_NS = 60 * 10**9
 MIN_STEP_NS = 1_000_000
 MAX_CLOCK_AHEAD_NS = 300 * 10**9  # device timestamps further ahead than this are not trusted
-
-
-async def supervise(name: str, factory: Callable[[], Awaitable[None]], pause_s: float = RESTART_PAUSE_S) -> None:
-    """Run `factory()` forever: a crash is logged and the task restarted after a pause.
-
-    The first crash of a kind is logged with its traceback; the same crash again is one line at
-    most every CRASH_LOG_INTERVAL_S with a count, so a persistent bug cannot flood the journal.
-    """
-    last_kind, last_logged, repeats = "", 0.0, 0
-    while True:
-        try:
-            await factory()
-            log.warning("%s: stopped unexpectedly; restarting in %.0fs", name, pause_s)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            kind = f"{type(exc).__name__}: {exc}"
-            now = time.monotonic()
-            if kind != last_kind:
-                log.exception("%s: crashed; restarting in %.0fs", name, pause_s)
-                last_kind, last_logged, repeats = kind, now, 0
-            elif now - last_logged >= CRASH_LOG_INTERVAL_S:
-                log.error("%s: crashed again (%d times since the last report): %s", name, repeats + 1, kind)
-                last_logged, repeats = now, 0
-            else:
-                repeats += 1
-        await asyncio.sleep(pause_s)
 
 
 def next_boundary_ns(now_ns: int, interval_ns: int, previous_ns: int) -> int:
@@ -99,14 +71,6 @@ def guard_clock_skew(readings: Sequence[Reading], now_ns: int) -> Sequence[Readi
             reason=f"device clock {(r.ts_ns - now_ns) / 1e9:.0f}s ahead; receive time used")
         for r in readings
     ]
-
-
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 class AgentDaemon:

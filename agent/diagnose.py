@@ -38,7 +38,7 @@ import numpy as np
 from agent.analytics.bearings import CATALOGUE, BearingDefects, bearing_defects
 from agent.analytics.iso10816 import FOUNDATIONS, MACHINE_GROUPS
 from agent.analytics.vibration import VibrationIndicators, analyze_block
-from agent.errors import DecodeError
+from runtime.errors import DecodeError
 
 __all__ = ["Waveform", "add_arguments", "main", "read_waveform", "run"]
 

@@ -21,7 +21,7 @@ import aiosqlite
 import numpy as np
 
 from agent.model import AssetSpec, PointSpec, Quality, Reading, Value
-from agent.sqlite import open_database
+from runtime.sqlite import open_database
 
 __all__ = ["AssetView", "Change", "LocalTwin", "PointState"]
 

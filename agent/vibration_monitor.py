@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agent.logs import RateLimitedLog
 from agent.model import AssetSpec, PointSpec, Reading, VibrationSpec
 from protos.twin.v1 import twin_pb2
+from runtime.logs import RateLimitedLog
 
 if TYPE_CHECKING:  # the analytics are imported only by agents that have vibration sensors
     from agent.analytics.averaging import EnvelopeAverager

@@ -32,14 +32,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import field_validator, model_validator
 
-from agent.errors import ConfigError
-from agent.secrets import read_secret
-from agent.tomlconfig import StrictModel
 from collector.fleet import FleetTwin
 from collector.whatif import parse_since, run_whatif
 from collector.workorders.evaluate import Rule, parse_rules
 from collector.workorders.rules import CATEGORIES, SEVERITIES
 from collector.workorders.store import STATUSES, parse_ref
+from runtime.errors import ConfigError
+from runtime.secrets import read_secret
+from runtime.tomlconfig import StrictModel
 
 __all__ = ["ApiServer", "ApiSettings", "build_app", "openapi_document", "read_api_token"]
 

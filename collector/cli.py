@@ -11,17 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ConfigError
 from collector.config import hash_token, load_collector_config
+from runtime.errors import ConfigError
 
 __all__ = ["main"]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from agent.logs import setup_logging
-    from agent.service import serve
     from collector.daemon import CollectorDaemon
     from collector.metrics import collector_registry
+    from runtime.logs import setup_logging
+    from runtime.service import serve
 
     config = load_collector_config(args.config)
     setup_logging(args.log_level or config.collector.log_level)

@@ -19,15 +19,15 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.errors import ConfigError
-from agent.metrics import MetricsSettings
-from agent.secrets import read_secret
-from agent.tomlconfig import StrictModel, load_toml, parse_model
 from collector.api import ApiSettings, read_api_token
 from collector.influx import InfluxSettings
 from collector.itsm import Webhook, WebhookSettings, load_webhooks
 from collector.workorders.evaluate import Rule, parse_rules
 from collector.workorders.history import HistorySettings
+from runtime.errors import ConfigError
+from runtime.metrics_server import MetricsSettings
+from runtime.secrets import read_secret
+from runtime.tomlconfig import StrictModel, load_toml, parse_model
 
 __all__ = ["AgentCredential", "CollectorConfig", "CollectorSettings", "hash_token", "load_collector_config"]
 

@@ -19,9 +19,6 @@ from typing import Any
 
 import grpc
 
-from agent.cancellation import cancel_and_wait
-from agent.errors import SinkError
-from agent.logs import RateLimitedLog
 from collector.api import ApiServer, build_app
 from collector.config import CollectorConfig
 from collector.fleet import FleetTwin
@@ -30,6 +27,9 @@ from collector.ingest import IngestServicer
 from collector.itsm import Forwarder, Outbox
 from collector.workorders.annotations import WorkOrderAnnotations
 from protos.twin.v1 import twin_pb2_grpc
+from runtime.cancellation import cancel_and_wait
+from runtime.errors import SinkError
+from runtime.logs import RateLimitedLog
 
 __all__ = ["CollectorDaemon"]
 

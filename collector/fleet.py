@@ -25,7 +25,6 @@ from typing import Any
 import aiosqlite
 import numpy as np
 
-from agent.sqlite import open_database
 from collector.itsm import SCHEMA as OUTBOX_SCHEMA
 from collector.workorders import history
 from collector.workorders.evaluate import (
@@ -42,6 +41,7 @@ from collector.workorders.rules import Finding
 from collector.workorders.store import SCHEMA as WORK_ORDER_SCHEMA
 from collector.workorders.store import WorkOrder, WorkOrderListener, WorkOrderStore, migrate
 from protos.twin.v1 import twin_pb2
+from runtime.sqlite import open_database
 
 __all__ = ["FleetTwin", "IngestCounters", "SqliteRuleStore"]
 

@@ -41,11 +41,11 @@ from influxdb_client.rest import ApiException
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from agent.errors import SinkError
-from agent.secrets import read_secret
-from agent.tomlconfig import StrictModel
 from collector.points import Point, PointSink, PointsRejectedError, SinkStats, to_line_protocol
 from collector.summary_store import SqliteSummarySink
+from runtime.errors import SinkError
+from runtime.secrets import read_secret
+from runtime.tomlconfig import StrictModel
 
 __all__ = [
     "DEFAULT_MAX_POINTS_PER_WRITE",

@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from agent.errors import SinkError
 from collector.config import hash_token
 from collector.fleet import FleetTwin
 from collector.points import Point, PointSink, PointsRejectedError, batch_to_points
 from collector.workorders.annotations import WorkOrderAnnotations
 from collector.workorders.store import WorkOrder
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
+from runtime.errors import SinkError
 
 __all__ = ["AgentIngestStats", "IngestServicer", "authenticate"]
 

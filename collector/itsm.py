@@ -47,26 +47,33 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import aiosqlite
 from pydantic import Field, field_validator, model_validator
 
-from agent.errors import ConfigError
-from agent.secrets import read_secret
-from agent.tomlconfig import StrictModel
 from collector.workorders.rules import CATEGORIES, SEVERITIES, Severity
 from collector.workorders.store import WorkOrder, WorkOrderEvent
-
-if TYPE_CHECKING:
-    from collector.fleet import FleetTwin
+from runtime.errors import ConfigError
+from runtime.secrets import read_secret
+from runtime.tomlconfig import StrictModel
 
 __all__ = ["SCHEMA", "Forwarder", "Outbox", "Webhook", "WebhookSettings", "load_webhooks", "render_generic",
            "render_servicenow", "sign"]
 
 log = logging.getLogger("twin.collector.itsm")
+
+
+class OutboxDatabase(Protocol):
+    """The state database the outbox lives in (the fleet twin's): read access and write transactions."""
+
+    @property
+    def db(self) -> aiosqlite.Connection: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -272,7 +279,7 @@ class WebhookStats:
 class Forwarder:
     """Delivers the outbox: one task per webhook, strictly in order, retrying with backoff."""
 
-    def __init__(self, fleet: FleetTwin, outbox: Outbox, poll_interval_s: float = POLL_INTERVAL_S) -> None:
+    def __init__(self, fleet: OutboxDatabase, outbox: Outbox, poll_interval_s: float = POLL_INTERVAL_S) -> None:
         self.fleet = fleet
         self.outbox = outbox
         self.poll_interval_s = poll_interval_s

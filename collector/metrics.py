@@ -4,7 +4,7 @@ sink and (for work orders, assets and agents) the fleet SQLite file.
 The in-memory counters are those the servicer and the sink already keep. Work orders and assets
 are counted with one small GROUP BY each on a separate read-only connection (WAL lets it read
 beside the writer), so a scrape never waits on the event loop and never blocks ingest. Served by
-`agent.metrics.start_metrics_server`, loopback by default.
+`runtime.metrics_server.start_metrics_server`, loopback by default.
 
     twin_collector_agent_{batches,summaries,duplicate_batches,rejected_points,
                           malformed_batches,sink_retries}_total{agent}

@@ -30,8 +30,8 @@ from typing import Protocol
 
 from influxdb_client import Point as LineProtocolPoint
 
-from agent.errors import SinkError
 from protos.twin.v1 import twin_pb2
+from runtime.errors import SinkError
 
 __all__ = [
     "AGENT_HEALTH_FLOAT_FIELDS",

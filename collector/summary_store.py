@@ -17,9 +17,9 @@ from pathlib import Path
 
 import aiosqlite
 
-from agent.errors import SinkError
-from agent.sqlite import open_database
 from collector.points import FieldValue, Point, PointsRejectedError, SinkStats, storable_fields
+from runtime.errors import SinkError
+from runtime.sqlite import open_database
 
 __all__ = ["SqliteSummarySink"]
 

@@ -28,8 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import ConfigError
-from agent.tomlconfig import load_toml
 from collector.workorders import history
 from collector.workorders.evaluate import (
     AgentStatus,
@@ -42,6 +40,8 @@ from collector.workorders.evaluate import (
     parse_rules,
 )
 from collector.workorders.rules import SEVERITIES, Finding
+from runtime.errors import ConfigError
+from runtime.tomlconfig import load_toml
 
 __all__ = ["SimulatedWorkOrder", "WhatIfReport", "compare", "load_rules_file", "parse_since", "replay", "run_whatif"]
 

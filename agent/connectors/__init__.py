@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from agent.connectors.base import Connector
-from agent.errors import ConfigError
+from runtime.errors import ConfigError
 
 __all__ = ["FACTORIES", "build_connector"]
 

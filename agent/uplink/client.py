@@ -3,7 +3,7 @@
 Sends a Hello, then every queued batch in seq order with up to `max_in_flight` unacked; deletes
 batches from the queue when the collector's cumulative Ack arrives. Any failure (collector down,
 network gone, stream reset, auth refused) closes the stream and reconnects after an exponential
-backoff with jitter (agent/backoff.py), so that a fleet of gateways does not reconnect in lockstep after a
+backoff with jitter (runtime/backoff.py), so that a fleet of gateways does not reconnect in lockstep after a
 collector restart. On every (re)connect the sending restarts from the oldest unacked batch:
 the collector deduplicates by (agent, queue epoch, seq), so a resend never duplicates an effect.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import grpc
 
-from agent.backoff import Backoff
 from agent.uplink.queue import StoreAndForwardQueue
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
+from runtime.backoff import Backoff
 
 __all__ = ["ChannelSettings", "UplinkClient", "UplinkCounters"]
 

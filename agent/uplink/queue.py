@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from agent.sqlite import open_database
+from runtime.sqlite import open_database
 
 __all__ = ["QueueStats", "StoreAndForwardQueue"]
 

@@ -18,8 +18,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agent.errors import ConfigError
-from agent.tomlconfig import parse_model
 from collector.workorders.data_quality import (
     AgentOfflineRule,
     BadQualityRule,
@@ -32,6 +30,8 @@ from collector.workorders.rate import RateOfChangeRule, evaluate_rate
 from collector.workorders.rules import Finding, RuleBase, RuleState, ThresholdRule, ThresholdState, evaluate_threshold
 from collector.workorders.trend import TrendRule, evaluate_trend
 from collector.workorders.vibration import BearingRule, IsoZoneRule, evaluate_bearing, evaluate_iso_zone
+from runtime.errors import ConfigError
+from runtime.tomlconfig import parse_model
 
 __all__ = [
     "RULE_KINDS",

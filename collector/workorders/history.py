@@ -27,10 +27,10 @@ import aiosqlite
 import numpy as np
 from pydantic import Field
 
-from agent.tomlconfig import StrictModel
 from collector.workorders.evaluate import SummaryObs, VibrationObs
 from collector.workorders.trend import VIBRATION_FIELDS
 from protos.twin.v1 import twin_pb2
+from runtime.tomlconfig import StrictModel
 
 __all__ = ["SCHEMA", "HistorySettings", "iter_observations", "prune", "record_batch", "series",
            "series_sync", "summary_obs", "vibration_doc"]

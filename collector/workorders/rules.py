@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from agent.tomlconfig import StrictModel
+from runtime.tomlconfig import StrictModel
 
 __all__ = [
     "CATEGORIES",

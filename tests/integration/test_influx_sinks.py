@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError, SinkError
-from agent.tomlconfig import parse_model
 from collector.influx import InfluxSettings, InfluxV1Sink, InfluxV2Sink, build_sink
 from collector.points import (
     Point,
@@ -27,6 +25,8 @@ from collector.points import (
 from collector.summary_store import SCHEMA as SUMMARY_SCHEMA
 from collector.summary_store import SqliteSummarySink
 from protos.twin.v1 import twin_pb2
+from runtime.errors import ConfigError, SinkError
+from runtime.tomlconfig import parse_model
 from tests.integration.influx_query import influxql, victoria_export
 from tests.servers import LOOPBACK, ServerProcess, influxd_server, victoria_metrics_server
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from agent.cancellation import cancel_and_wait
 from agent.connectors.modbus.connector import ModbusConnector, build
 from agent.model import Quality, Reading
+from runtime.cancellation import cancel_and_wait
 from simulator.modbus_device import ModbusDeviceServer, UnitMemory, pattern_memory
 from tests.unit.test_modbus_plan import fewest_requests, span
 

@@ -21,11 +21,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.cancellation import cancel_and_wait
 from agent.connectors.mqtt import sparkplug_b_pb2
 from agent.connectors.mqtt.codec import WaveformFormat, encode_waveform
 from agent.connectors.mqtt.connector import MqttConnector, build
 from agent.model import Quality, Reading
+from runtime.cancellation import cancel_and_wait
 from simulator.mqtt_sensors import VibrationSensorSimulator
 from tests.certs import application_certificate
 from tests.servers import ServerProcess, free_port, mosquitto_server

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.cancellation import cancel_and_wait
 from agent.connectors import build_connector
 from agent.connectors.opcua.connector import OpcUaConnector, build
 from agent.model import Quality, Reading
+from runtime.cancellation import cancel_and_wait
 from simulator.power_meter import NODES, WAVEFORM_SAMPLES, PowerMeterSimulator
 from tests.servers import free_port, python_server
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from agent.cancellation import cancel_and_wait
 from agent.connectors.opcua.connector import OpcUaConnector, build
 from agent.model import Quality, Reading
+from runtime.cancellation import cancel_and_wait
 from simulator.power_meter import APPLICATION_URI, NODES, PowerMeterSimulator
 from tests.certs import application_certificate
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import SinkError
 from collector.config import build_collector_config, hash_token
 from collector.daemon import CollectorDaemon
 from protos.twin.v1 import twin_pb2
+from runtime.errors import SinkError
 from tests.integration.daemons import TOKENS
 from tests.integration.influx_query import influxql
 from tests.integration.test_collector_auth import exchange

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from agent.backoff import Backoff, backoff_delay
+from runtime.backoff import Backoff, backoff_delay
 
 
 def test_grows_exponentially_up_to_the_cap() -> None:

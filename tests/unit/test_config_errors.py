@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig, build_agent_config
-from agent.errors import ConfigError
 from collector.config import build_collector_config, load_collector_config
+from runtime.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

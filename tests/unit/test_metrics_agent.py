@@ -15,9 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import load_agent_config
 from agent.daemon import AgentDaemon
-from agent.errors import ConfigError
-from agent.metrics import MetricsSettings, agent_registry, parse_listen, start_metrics_server
-from agent.tomlconfig import parse_model
+from agent.metrics import agent_registry
+from runtime.errors import ConfigError
+from runtime.metrics_server import MetricsSettings, parse_listen, start_metrics_server
+from runtime.tomlconfig import parse_model
 from tests.integration.daemons import collector_process, pattern_agent_toml, pattern_device
 from tests.servers import ServerProcess
 

@@ -14,12 +14,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.metrics import start_metrics_server
 from collector.config import build_collector_config
 from collector.daemon import CollectorDaemon
 from collector.metrics import CollectorMetrics, collector_registry
 from collector.summary_store import SqliteSummarySink
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
+from runtime.metrics_server import start_metrics_server
 from tests.integration.daemons import TOKENS, collector_toml, exchange
 from tests.servers import free_port
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.connectors.modbus.codec import ORDERS, Decoding, decode, decode_registers, register_count, swap_bytes
-from agent.errors import DecodeError
+from runtime.errors import DecodeError
 
 FORMATS = {"int32": "i", "uint32": "I", "float32": "f", "int64": "q", "uint64": "Q", "float64": "d",
            "int16": "h", "uint16": "H"}

@@ -13,7 +13,7 @@ import agent.connectors.modbus as modbus_pkg
 from agent.connectors import build_connector
 from agent.connectors.base import Connector
 from agent.connectors.modbus.connector import ModbusConnector
-from agent.errors import ConfigError
+from runtime.errors import ConfigError
 
 SAMPLE = Path(modbus_pkg.__file__).parent / "sample.toml"
 

@@ -21,7 +21,7 @@ from agent.connectors.mqtt.codec import (
     parse_json_path,
     parse_timestamp,
 )
-from agent.errors import DecodeError
+from runtime.errors import DecodeError
 
 # 2024-05-01T12:00:00Z
 T_S = 1_714_564_800

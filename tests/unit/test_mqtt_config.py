@@ -13,9 +13,9 @@ from agent.connectors import build_connector
 from agent.connectors.base import Connector
 from agent.connectors.mqtt.config import filter_covers, filters_overlap, parse_source, subscriptions
 from agent.connectors.mqtt.connector import MqttConnector, build
-from agent.errors import ConfigError
-from agent.logs import RateLimitedLog
 from agent.model import PointSpec
+from runtime.errors import ConfigError
+from runtime.logs import RateLimitedLog
 
 SAMPLE = Path(__file__).resolve().parents[2] / "agent/connectors/mqtt/sample.toml"
 

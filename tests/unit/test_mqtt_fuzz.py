@@ -24,8 +24,8 @@ from agent.connectors.mqtt.codec import (
 )
 from agent.connectors.mqtt.connector import build
 from agent.connectors.mqtt.sparkplug import SparkplugDecoder
-from agent.errors import DecodeError
 from agent.model import Quality, Reading
+from runtime.errors import DecodeError
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -17,8 +17,8 @@ from agent.connectors.mqtt.sparkplug import (
     metric_value,
     parse_topic,
 )
-from agent.errors import DecodeError
 from agent.model import Quality, Reading
+from runtime.errors import DecodeError
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = "agent/connectors/mqtt/sparkplug_b.proto"

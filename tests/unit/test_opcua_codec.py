@@ -15,8 +15,8 @@ from agent.connectors.opcua.codec import (
     status_name,
     timestamp_ns,
 )
-from agent.errors import DecodeError
 from agent.model import Quality
+from runtime.errors import DecodeError
 
 SOURCE = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 SERVER = SOURCE + timedelta(milliseconds=40)

@@ -19,8 +19,8 @@ from cryptography.x509.oid import NameOID
 from agent.connectors import build_connector
 from agent.connectors.opcua.config import expected_interval_s, load_source, parse_browse_path
 from agent.connectors.opcua.connector import OpcUaConnector, build, describe_failure
-from agent.errors import ConfigError, ConnectError
 from agent.model import PointSpec
+from runtime.errors import ConfigError, ConnectError
 from tests.certs import application_certificate
 
 SAMPLE = Path(__file__).resolve().parents[2] / "agent/connectors/opcua/sample.toml"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.errors import ConfigError
-from agent.tomlconfig import parse_model
 from collector.workorders.rules import RuleSettings, ThresholdState, evaluate_threshold
+from runtime.errors import ConfigError
+from runtime.tomlconfig import parse_model
 
 S = 10**9
 

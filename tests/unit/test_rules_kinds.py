@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from agent.errors import ConfigError
 from collector.workorders.data_quality import (
     AgentOfflineRule,
     BadQualityRule,
@@ -23,6 +22,7 @@ from collector.workorders.rate import RateOfChangeRule, evaluate_rate
 from collector.workorders.rules import RuleState, ThresholdRule
 from collector.workorders.trend import TrendRule, evaluate_trend, forecast_crossing, theil_sen
 from collector.workorders.vibration import BearingRule, IsoZoneRule, evaluate_bearing, evaluate_iso_zone
+from runtime.errors import ConfigError
 
 S = 10**9
 H = 3600 * S

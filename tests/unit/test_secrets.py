@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
-from agent.secrets import read_secret
+from runtime.errors import ConfigError
+from runtime.secrets import read_secret
 
 
 def test_file_then_env_then_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from agent.cancellation import cancel_and_wait, raise_if_cancelling
-from agent.daemon import supervise
+from runtime.cancellation import cancel_and_wait, raise_if_cancelling
+from runtime.supervise import supervise
 
 
 def test_restarts_and_rate_limits_repeated_crash_logs(caplog: pytest.LogCaptureFixture) -> None:
@@ -29,7 +29,7 @@ def test_restarts_and_rate_limits_repeated_crash_logs(caplog: pytest.LogCaptureF
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    with caplog.at_level(logging.INFO, logger="twin.agent"):
+    with caplog.at_level(logging.INFO, logger="twin.supervise"):
         asyncio.run(scenario())
     crash_lines = [r for r in caplog.records if "crashed" in r.getMessage()]
     assert runs >= 50, "restarted after every crash"

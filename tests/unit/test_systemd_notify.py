@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.systemd_notify import Notifier
+from runtime.systemd_notify import Notifier
 
 RECV_TIMEOUT_S = 10.0
 
@@ -130,7 +130,7 @@ def test_a_vanished_socket_is_reported_not_raised(tmp_path: Path, caplog: pytest
 def test_a_child_process_notifies_from_its_environment(listener: tuple[socket.socket, str]) -> None:
     """What systemd does: the variables are in the environment of the started process."""
     sock, path = listener
-    code = "from agent.systemd_notify import Notifier; n = Notifier(); n.ready(); n.watchdog(); n.stopping()"
+    code = "from runtime.systemd_notify import Notifier; n = Notifier(); n.ready(); n.watchdog(); n.stopping()"
     env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="5000000")
     env.pop("WATCHDOG_PID", None)
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)

@@ -221,7 +221,7 @@ def test_monitor_reports_the_averaged_ball_fault_upstream() -> None:
 
 def test_average_blocks_is_configured_per_asset_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.config import build_agent_config
-    from agent.errors import ConfigError
+    from runtime.errors import ConfigError
     from tests.unit.test_config_errors import load_agent_example
 
     example = load_agent_example(tmp_path, monkeypatch)

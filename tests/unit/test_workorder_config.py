@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
-from agent.tomlconfig import parse_model
 from collector.api import ApiSettings
 from collector.config import build_collector_config
 from collector.itsm import WebhookSettings, load_webhooks
+from runtime.errors import ConfigError
+from runtime.tomlconfig import parse_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

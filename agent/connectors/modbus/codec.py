@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from agent.errors import DecodeError
+from runtime.errors import DecodeError
 
 __all__ = [
     "BIT_TYPES",

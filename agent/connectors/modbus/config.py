@@ -15,8 +15,8 @@ from pydantic import Field
 
 from agent.connectors.modbus.codec import MULTI_REGISTER_TYPES, NUMERIC_TYPES, DataType, register_count
 from agent.connectors.modbus.plan import BIT_FUNCTIONS, Function
-from agent.errors import ConfigError
-from agent.tomlconfig import StrictModel, parse_model
+from runtime.errors import ConfigError
+from runtime.tomlconfig import StrictModel, parse_model
 
 __all__ = [
     "DEFAULTS",

@@ -19,15 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.backoff import backoff_delay
-from agent.cancellation import raise_if_cancelling
 from agent.connectors.base import ConnectorStats, Emit
 from agent.connectors.modbus.codec import Decoding, decode
 from agent.connectors.modbus.config import ModbusPoint, ModbusSourceConfig, parse_source
 from agent.connectors.modbus.link import ExceptionResponse, Link, NoResponse
 from agent.connectors.modbus.plan import ReadRequest, Span, plan_reads
-from agent.errors import ConnectError, DecodeError, SourceError
 from agent.model import PointSpec, Quality, Reading, now_ns
+from runtime.backoff import backoff_delay
+from runtime.cancellation import raise_if_cancelling
+from runtime.errors import ConnectError, DecodeError, SourceError
 
 __all__ = ["ModbusConnector", "build"]
 

@@ -25,8 +25,8 @@ from pymodbus.pdu import ModbusPDU
 
 from agent.connectors.modbus.config import ModbusSourceConfig
 from agent.connectors.modbus.plan import Function
-from agent.errors import ConnectError, SourceError
 from agent.model import now_ns
+from runtime.errors import ConnectError, SourceError
 
 __all__ = ["EXCEPTION_NAMES", "ExceptionResponse", "Link", "NoResponse"]
 

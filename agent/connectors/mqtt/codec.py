@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from agent.errors import DecodeError
+from runtime.errors import DecodeError
 
 __all__ = [
     "HEADER_V1",

@@ -16,10 +16,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from agent.connectors.mqtt.codec import WaveformFormat, parse_json_path
-from agent.errors import ConfigError
 from agent.model import PointSpec
-from agent.secrets import read_secret
-from agent.tomlconfig import StrictModel, parse_model
+from runtime.errors import ConfigError
+from runtime.secrets import read_secret
+from runtime.tomlconfig import StrictModel, parse_model
 
 __all__ = [
     "MqttPointSettings",

@@ -40,7 +40,6 @@ from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.backoff import Backoff
 from agent.connectors.base import ConnectorStats, Emit
 from agent.connectors.mqtt.codec import (
     JsonPath,
@@ -65,9 +64,10 @@ from agent.connectors.mqtt.config import (
     waveform_format,
 )
 from agent.connectors.mqtt.sparkplug import NAMESPACE, SparkplugDecoder
-from agent.errors import ConfigError, DecodeError
-from agent.logs import RateLimitedLog
 from agent.model import PointSpec, Quality, Reading, Value, now_ns
+from runtime.backoff import Backoff
+from runtime.errors import ConfigError, DecodeError
+from runtime.logs import RateLimitedLog
 
 __all__ = ["MqttConnector", "build"]
 

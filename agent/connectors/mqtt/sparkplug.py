@@ -22,7 +22,7 @@ from typing import Any
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from agent.connectors.mqtt import sparkplug_b_pb2
-from agent.errors import DecodeError
+from runtime.errors import DecodeError
 
 __all__ = [
     "NAMESPACE",

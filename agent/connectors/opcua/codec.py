@@ -16,8 +16,8 @@ import numpy as np
 from asyncua import ua
 from asyncua.ua import status_codes
 
-from agent.errors import DecodeError
 from agent.model import Quality, Reading, Value
+from runtime.errors import DecodeError
 
 __all__ = ["convert_value", "quality_of", "reading_from_datavalue", "status_name", "timestamp_ns"]
 

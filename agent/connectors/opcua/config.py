@@ -14,9 +14,9 @@ from typing import Any, Literal
 from asyncua import ua
 from pydantic import Field, field_validator
 
-from agent.errors import ConfigError
-from agent.secrets import read_secret
-from agent.tomlconfig import StrictModel, parse_model
+from runtime.errors import ConfigError
+from runtime.secrets import read_secret
+from runtime.tomlconfig import StrictModel, parse_model
 
 __all__ = [
     "DEFAULT_BACKOFF_INITIAL_S",

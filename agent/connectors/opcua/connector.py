@@ -31,8 +31,6 @@ from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subs
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography import x509
 
-from agent.backoff import backoff_delay
-from agent.cancellation import raise_if_cancelling
 from agent.connectors.base import ConnectorStats, Emit
 from agent.connectors.opcua.codec import reading_from_datavalue, status_name, timestamp_ns
 from agent.connectors.opcua.config import (
@@ -43,8 +41,10 @@ from agent.connectors.opcua.config import (
     parse_browse_path,
     read_password,
 )
-from agent.errors import ConfigError, ConnectError, DecodeError
 from agent.model import PointSpec, Quality, Reading, now_ns
+from runtime.backoff import backoff_delay
+from runtime.cancellation import raise_if_cancelling
+from runtime.errors import ConfigError, ConnectError, DecodeError
 
 __all__ = ["OpcUaConnector", "build", "describe_failure"]
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agent.errors import ConfigError
+from runtime.errors import ConfigError
 
 __all__ = ["StrictModel", "format_key", "load_toml", "parse_model"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.errors import ConfigError
+from runtime.errors import ConfigError
 
 __all__ = ["read_secret"]
 

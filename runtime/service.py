@@ -17,9 +17,9 @@ from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from agent.errors import ConfigError
-from agent.metrics import MetricsSettings, start_metrics_server
-from agent.systemd_notify import Notifier
+from runtime.errors import ConfigError
+from runtime.metrics_server import MetricsSettings, start_metrics_server
+from runtime.systemd_notify import Notifier
 
 __all__ = ["Daemon", "serve"]
 
