@@ -8,6 +8,8 @@ land in it, so a model sees a new setpoint on its next step.
 Faults a test needs and a real bus produces:
     unresponsive  a unit id stops answering (requests time out), `set_unresponsive(unit, True)`
     busy          a unit answers "server device busy" (exception 6) to the next N requests
+    read limit    reads of more than `max_registers_per_request` registers are refused with
+                  exception 3 (illegal data value), as an Eastron SDM630 does beyond 60
 
 `request_count` counts the requests served per function code (dropped ones in `dropped`) and
 `request_log` keeps the last requests served (`ServedRequest`: unit id, function code, address,
@@ -94,7 +96,8 @@ class ModbusDeviceServer:
     """Serves `units` over Modbus TCP on `host:port` (port 0 = any free one) or RTU on `serial_port`."""
 
     def __init__(self, units: dict[int, UnitMemory], host: str = LOOPBACK, port: int = 0,
-                 serial_port: str | None = None, baudrate: int = 9600) -> None:
+                 serial_port: str | None = None, baudrate: int = 9600,
+                 max_registers_per_request: int | None = None) -> None:
         if host in ("0.0.0.0", "::", ""):
             raise ValueError("the simulator binds a specific address, never all interfaces")
         self.units = units
@@ -107,6 +110,8 @@ class ModbusDeviceServer:
         self.request_log: deque[ServedRequest] = deque(maxlen=REQUEST_LOG_SIZE)
         self.dropped = 0
         self.busy_answers = 0
+        self.max_registers_per_request = max_registers_per_request
+        self.refused_too_long = 0
         self._unresponsive: set[int] = set()
         self._busy: Counter[int] = Counter()
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
@@ -170,6 +175,10 @@ class ModbusDeviceServer:
             self._busy[unit_id] -= 1
             self.busy_answers += 1
             return ExcCodes.DEVICE_BUSY
+        limit = self.max_registers_per_request
+        if limit is not None and function_code in _REGISTER_FUNCTIONS and values is None and count > limit:
+            self.refused_too_long += 1
+            return ExcCodes.ILLEGAL_VALUE
         mem = self.units[unit_id]
         if function_code in _BIT_FUNCTIONS:
             table: list[bool] = getattr(mem, _BIT_FUNCTIONS[function_code])
@@ -214,7 +223,7 @@ def pattern_memory(unit_id: int, holding: int, input_registers: int, coils: int)
 async def _serve(args: argparse.Namespace) -> None:
     units = {u: pattern_memory(u, args.holding, args.input, args.coils) for u in _parse_units(args.units)}
     server = ModbusDeviceServer(units, host=args.host, port=args.port, serial_port=args.serial_port,
-                                baudrate=args.baudrate)
+                                baudrate=args.baudrate, max_registers_per_request=args.max_registers_per_request)
     await server.start()
     where = args.serial_port or f"{args.host}:{server.port}"
     print(f"modbus device: units {args.units} on {where}", flush=True)
@@ -232,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holding", type=int, default=200, help="holding registers per unit")
     parser.add_argument("--input", type=int, default=200, help="input registers per unit")
     parser.add_argument("--coils", type=int, default=64, help="coils and discrete inputs per unit")
+    parser.add_argument("--max-registers-per-request", type=int,
+                        help="refuse longer register reads with exception 3, as some meters do")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(_serve(args))

@@ -144,3 +144,29 @@ def test_device_overrides() -> None:
     assert isinstance(connector, ModbusConnector)
     assert connector.config.timeout_for(1) == 0.8 and connector.config.retries_for(1) == 0
     assert connector.config.timeout_for(2) == 0.5 and connector.config.retries_for(2) == 2
+
+
+@pytest.mark.parametrize(("function", "address", "base", "advice"), [
+    ("holding", 40001, 0, 'holding register 1), not a protocol address; if so, use function = "holding", address = 0'),
+    ("input", 30010, 0, 'input register 10), not a protocol address; if so, use function = "input", address = 9'),
+    ("holding", 30001, 1, 'not "holding"); if so, use function = "input", address = 1 (address_base = 1)'),
+])
+def test_an_address_that_looks_like_a_register_number_from_a_manual_warns_naming_the_key(
+        caplog: pytest.LogCaptureFixture, function: str, address: int, base: int, advice: str) -> None:
+    table = with_change("points.1.address", address)
+    table["points"][1]["function"] = function
+    table["points"][0]["address"] += base
+    table["address_base"] = base
+    with caplog.at_level("WARNING", logger="twin.agent.modbus"):
+        build_connector({"type": "modbus", **table}, "sources[2]")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1, messages
+    assert messages[0].startswith(f"sources[2].points[1].address: {address} looks like a register number")
+    assert advice in messages[0]
+
+
+def test_protocol_addresses_below_30001_load_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="twin.agent.modbus"):
+        build_connector({"type": "modbus", **with_change("points.1.address", 29999)}, "sources[0]")
+        build_connector({"type": "modbus", **with_change("points.1.address", 50000)}, "sources[0]")
+    assert caplog.records == []

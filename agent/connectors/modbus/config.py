@@ -9,6 +9,7 @@ fix, e.g. `sources[0].points[3].word_order: ...`, and all problems are reported 
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from pydantic import Field
@@ -24,10 +25,16 @@ __all__ = [
     "ModbusPoint",
     "ModbusSourceConfig",
     "parse_source",
+    "reference_number_warning",
 ]
+
+log = logging.getLogger("twin.agent.modbus")
 
 MAX_UNIT_ID = 247
 MAX_ADDRESS = 65535
+# Register numbers as manuals print them: 30001 = input register 1, 40001 = holding register 1.
+REFERENCE_BASES = {"input": 30001, "holding": 40001}
+REFERENCE_RANGE = range(30001, 50000)
 
 
 class DEFAULTS:
@@ -216,8 +223,29 @@ def _check_interval(p: ModbusPoint, cfg: ModbusSourceConfig, pkey: str, key: str
                       f"{p.unit_id} ({timeout:g} s), or a silent device would stall its own polls")
 
 
+def reference_number_warning(p: ModbusPoint, cfg: ModbusSourceConfig, pkey: str) -> str | None:
+    """Why `p.address` looks like a register number from a manual (30001-49999), or None.
+
+    "40001" is how manuals write holding register 1, whose protocol address is 0; typed as an
+    address it reads 40000 registers further on, which many devices answer with exception 2 and
+    some with another register's value. A warning, not an error: some devices really do map
+    registers at protocol addresses in that range.
+    """
+    if p.function not in REFERENCE_BASES or p.address not in REFERENCE_RANGE:
+        return None
+    table = "input" if p.address < 40001 else "holding"
+    number = p.address - REFERENCE_BASES[table] + 1
+    hint = (f'function = "{table}", address = {number - 1 + cfg.address_base}'
+            + (" (address_base = 1)" if cfg.address_base == 1 else ""))
+    mismatch = "" if table == p.function else f' (and {p.address} names an {table} register, not "{p.function}")'
+    return (f"{pkey}.address: {p.address} looks like a register number from a manual ({table} register "
+            f"{number}), not a protocol address{mismatch}; if so, use {hint}")
+
+
 def parse_source(table: dict[str, Any], key: str) -> ModbusSourceConfig:
-    """Validate one modbus `[[sources]]` table (without its `type`); ConfigError names every bad key."""
+    """Validate one modbus `[[sources]]` table (without its `type`); ConfigError names every bad key.
+
+    Addresses that look like register numbers from a manual are logged as warnings naming the key."""
     cfg = parse_model(ModbusSourceConfig, table, key)
     errors: list[str] = []
     _check_transport(cfg, key, errors)
@@ -232,4 +260,8 @@ def parse_source(table: dict[str, Any], key: str) -> ModbusSourceConfig:
         seen.setdefault((p.asset, p.name), i)
     if errors:
         raise ConfigError("\n".join(dict.fromkeys(errors)))  # a source-level key may be named by many points
+    for i, p in enumerate(cfg.points):
+        warning = reference_number_warning(p, cfg, f"{key}.points[{i}]")
+        if warning:
+            log.warning("%s", warning)
     return cfg

@@ -7,6 +7,10 @@ points get BAD readings with the reason and no value, and it is retried with cap
 backoff with jitter; the other units keep their cadence. A unit that answers with any other
 exception code is online: only the points of that request are BAD. Every cycle is guarded, so
 one surprise (a bug, a strange response) is counted and logged, never the end of the task.
+
+Every point is read once right after start, whatever its interval: the units' first polls are
+spread over at most START_SPREAD_S (not a fraction of the interval, which with a 1 h interval
+left units unread for minutes), then each request follows its own interval.
 """
 
 from __future__ import annotations
@@ -23,17 +27,19 @@ from agent.connectors.base import ConnectorStats, Emit
 from agent.connectors.modbus.codec import Decoding, decode
 from agent.connectors.modbus.config import ModbusPoint, ModbusSourceConfig, parse_source
 from agent.connectors.modbus.link import ExceptionResponse, Link, NoResponse
-from agent.connectors.modbus.plan import ReadRequest, Span, plan_reads
+from agent.connectors.modbus.plan import BIT_FUNCTIONS, ReadRequest, Span, plan_reads
 from agent.model import PointSpec, Quality, Reading, now_ns
 from runtime.backoff import backoff_delay
 from runtime.cancellation import raise_if_cancelling
 from runtime.errors import ConnectError, DecodeError, SourceError
 
-__all__ = ["ModbusConnector", "build"]
+__all__ = ["ModbusConnector", "build", "refusal_reason"]
 
 log = logging.getLogger("twin.agent.modbus")
 
 LOG_EVERY_S = 60.0  # at most one log line per unit and kind of problem in this period
+START_SPREAD_S = 1.0  # the units' first polls are spread over at most this long, whatever the interval
+ILLEGAL_DATA_VALUE = 3
 
 
 @dataclass(slots=True)
@@ -164,8 +170,9 @@ class ModbusConnector:
         return self._link
 
     async def _poll_unit(self, link: Link, unit: _Unit, emit: Emit) -> None:
-        # Spread the first polls of the units a little instead of a burst of every unit at start.
-        start = time.monotonic() + self._rng.uniform(0, 0.1 * unit.base_interval_s)
+        # Every request is due at start; the units' first polls are spread a little (bounded in
+        # absolute time) so that a gateway with many units does not open with one burst.
+        start = time.monotonic() + self._rng.uniform(0, min(START_SPREAD_S, 0.1 * unit.base_interval_s))
         due = [start] * len(unit.requests)
         while True:
             raise_if_cancelling()  # pymodbus awaits each answer with wait_for, which can swallow a cancel
@@ -200,7 +207,7 @@ class ModbusConnector:
                 if exc.device_missing:
                     self._unit_failed(unit, batch[n:], exc.reason, emit)
                     return
-                self._refused(unit, req, exc.reason, emit)
+                self._refused(unit, req, refusal_reason(exc, req, self.config.max_registers_per_request), emit)
                 continue
             except (NoResponse, ConnectError) as exc:
                 self._unit_failed(unit, batch[n:], str(exc), emit)
@@ -263,6 +270,19 @@ class ModbusConnector:
             self._last_decode_log = now
             log.warning("%s: %s/%s: decode error: %s (%d so far)", self.name, point.asset, point.name, exc,
                         self.stats.decode_errors)
+
+
+def refusal_reason(exc: ExceptionResponse, req: ReadRequest, max_registers: int) -> str:
+    """The reason a refused read's points carry; exception 3 to a long read says what to change.
+
+    Many devices answer a read longer than their own limit with exception 3 (illegal data value)
+    instead of serving it (an Eastron SDM630 refuses more than 60 registers), so a request that
+    coalesced several points fails although each point alone would read fine."""
+    if exc.code != ILLEGAL_DATA_VALUE or req.count < 2 or req.function in BIT_FUNCTIONS:
+        return exc.reason
+    return (f"{exc.reason}: the device refused a read of {req.count} registers; it probably limits the "
+            f"request size: set max_registers_per_request below {req.count} (now {max_registers}, "
+            "see the device manual, e.g. 60)")
 
 
 def build(table: dict[str, Any], key: str) -> ModbusConnector:
