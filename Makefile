@@ -4,8 +4,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics
+# Third-party protocol stacks the tests talk to (node-opcua), installed from the lock file.
+NODE_PEERS := tests/peers/node-opcua
 
-.PHONY: demo test proto lint bench venv debian-packages demo-packages clean
+.PHONY: demo test proto lint bench venv debian-packages node-packages node-peers demo-packages clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +26,16 @@ debian-packages:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
 	fi
 
+# npm for the test peers; Debian's packages only where no Node.js is installed at all.
+node-packages:
+	@command -v npm >/dev/null || { echo "installing nodejs npm with apt-get"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm; }
+
+$(NODE_PEERS)/node_modules/.package-lock.json: $(NODE_PEERS)/package-lock.json | node-packages
+	cd $(NODE_PEERS) && npm ci --no-audit --no-fund --loglevel=error
+
+node-peers: $(NODE_PEERS)/node_modules/.package-lock.json
+
 # The demo's pump vibration sensors publish over MQTT: install Debian's broker when we can.
 demo-packages:
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
@@ -34,7 +46,7 @@ demo-packages:
 demo: $(STAMP) demo-packages
 	$(VENV)/bin/twin-demo --report demo-report.json
 
-test: $(STAMP) debian-packages
+test: $(STAMP) debian-packages node-peers
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider
 
@@ -48,4 +60,4 @@ bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info demo-report.json
+	rm -rf $(VENV) build *.egg-info demo-report.json $(NODE_PEERS)/node_modules

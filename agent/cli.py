@@ -1,4 +1,4 @@
-"""twin-agent: run | check-config | status | diagnose | probe."""
+"""twin-agent: run | check-config | status | diagnose | opcua-cert | probe."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ __all__ = ["main"]
 # Optional subcommands live in their own modules: (module, help). Each exposes add_arguments/run.
 TOOL_COMMANDS = {
     "diagnose": ("agent.diagnose", "analyse vibration waveform files and print indicators and diagnosis"),
+    "opcua-cert": ("agent.connectors.opcua.certificate", "create the agent's OPC-UA client certificate and key"),
 }
 PROBE_PROTOCOLS = {
     "modbus": ("agent.connectors.modbus.probe", "read raw registers and print every decoding"),

@@ -25,6 +25,7 @@ __all__ = [
     "http_ok",
     "influxd_server",
     "mosquitto_server",
+    "node_opcua_server",
     "python_server",
     "victoria_metrics_server",
     "wait_for",
@@ -224,4 +225,25 @@ def python_server(name: str, module_args: Sequence[str], workdir: Path, port: in
     """A project daemon (`python -m ...`) run by the test's interpreter."""
     proc = ServerProcess(name, [sys.executable, *module_args], workdir,
                          ready or (lambda: tcp_open(port)), port, env=env)
+    return proc.start()
+
+
+NODE_PEERS = Path(__file__).resolve().parent / "peers"
+
+
+def node_opcua_server(workdir: Path, certificate: Path, private_key: Path, application_uri: str,
+                      trusted: Sequence[Path]) -> ServerProcess:
+    """node-opcua (a third-party OPC-UA stack) with strict trust: Basic256Sha256 Sign/SignAndEncrypt,
+    only the `trusted` client certificates are accepted. Serves `ns=1;s=Voltage` (a Double)."""
+    peer = NODE_PEERS / "node-opcua"
+    if not (peer / "node_modules").is_dir():
+        raise RuntimeError(f"node-opcua is not installed in {peer} (make test runs npm ci there)")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [_require("node"), str(peer / "strict_server.js"), "--port", str(port), "--pki", str(workdir / "pki"),
+            "--cert", str(certificate), "--key", str(private_key), "--uri", application_uri]
+    for path in trusted:
+        argv += ["--trust", str(path)]
+    proc = ServerProcess("node-opcua", argv, workdir, lambda: "READY opc.tcp://" in proc.log_tail(), port,
+                         start_timeout=60.0)
     return proc.start()

@@ -182,7 +182,7 @@ def test_browse_path_parsing() -> None:
 def test_failures_become_one_actionable_line_and_a_reason() -> None:
     cfg = load_source(minimal(username="reader", password_env="HOME"), "s")
     reason, message = describe_failure(ua.UaStatusCodeError(ua.StatusCodes.BadCertificateUntrusted), cfg)
-    assert reason == "BadCertificateUntrusted" and "make the server trust it" in message
+    assert reason == "BadCertificateUntrusted" and "twin-agent opcua-cert" in message
     reason, message = describe_failure(ua.UaStatusCodeError(ua.StatusCodes.BadUserAccessDenied), cfg)
     assert reason == "BadUserAccessDenied" and "reader" in message
     assert describe_failure(ua.UaStatusCodeError(ua.StatusCodes.BadShutdown), cfg) == (

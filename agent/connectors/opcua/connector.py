@@ -22,14 +22,11 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
-from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-from cryptography import x509
 
 from agent.connectors.base import ConnectorStats, Emit
 from agent.connectors.opcua.codec import reading_from_datavalue, status_name, timestamp_ns
@@ -41,6 +38,7 @@ from agent.connectors.opcua.config import (
     parse_browse_path,
     read_password,
 )
+from agent.connectors.opcua.session import certificate_application_uri, describe_failure, new_client
 from agent.model import PointSpec, Quality, Reading, now_ns
 from runtime.backoff import backoff_delay
 from runtime.cancellation import raise_if_cancelling
@@ -50,94 +48,11 @@ __all__ = ["OpcUaConnector", "build", "describe_failure"]
 
 log = logging.getLogger("twin.connector.opcua")
 
-SESSION_TIMEOUT_MS = 60_000  # a dead client's session is freed by the server after this
 SUBSCRIPTION_QUEUE = 10_000  # notifications buffered between the publish loop and `emit`
 MAX_ITEM_QUEUE = 100  # per monitored item: samples kept between two publishes
 MAX_NODES_PER_READ = 500  # poll reads are split so that no server limit is hit
 DECODE_LOG_INTERVAL_S = 60.0  # per point: at most one decode-error log line per interval
 DEFAULT_APPLICATION_URI = "urn:facility-twin:agent"
-
-_CERTIFICATE_REFUSALS = {
-    "BadCertificateUntrusted", "BadCertificateInvalid", "BadCertificateUriInvalid",
-    "BadCertificateUseNotAllowed", "BadCertificateTimeInvalid", "BadCertificateRevoked",
-    "BadCertificateIssuerRevoked", "BadCertificateRevocationUnknown", "BadSecurityChecksFailed",
-    "BadCertificateHostNameInvalid", "BadCertificatePolicyCheckFailed",
-}
-_USER_REFUSALS = {"BadUserAccessDenied", "BadIdentityTokenRejected", "BadIdentityTokenInvalid"}
-_CONNECTION_LOST = {
-    "BadShutdown", "BadServerHalted", "BadConnectionClosed", "BadSecureChannelClosed", "BadSessionClosed",
-    "BadSessionIdInvalid", "BadTimeout", "BadRequestTimeout", "BadCommunicationError", "BadNotConnected",
-    "BadServerNotConnected", "BadConnectionRejected", "BadTcpInternalError", "BadSecureChannelIdInvalid",
-}
-
-
-class _ReportedElsewhere(logging.Filter):
-    """Drops asyncua's own reports of failures that reach the connector as exceptions anyway.
-
-    When a server goes away asyncua logs a traceback from its publish loop and warnings from the
-    teardown, and every refused request (a ServiceFault, e.g. BadCertificateUntrusted) is logged
-    before it is raised. The connector logs one actionable line per problem, so on a retry loop these
-    would turn one outage into a storm.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], ConnectionError | TimeoutError):
-            return False
-        message = record.getMessage()
-        return not (message.startswith("ServiceFault (") or "but connection is closed" in message)
-
-
-for _name in ("asyncua.client.client", "asyncua.client.ua_session.UaSession",
-              "asyncua.client.ua_client.UaClient", "asyncua.client.ua_client.UASocketProtocol"):
-    if not any(isinstance(f, _ReportedElsewhere) for f in logging.getLogger(_name).filters):
-        logging.getLogger(_name).addFilter(_ReportedElsewhere())
-
-
-def describe_failure(exc: BaseException, cfg: OpcUaSourceConfig) -> tuple[str, str]:
-    """(reason for the BAD readings, one log line a person can act on) for a failed connection."""
-    if isinstance(exc, ua.UaStatusCodeError):
-        name = status_name(ua.StatusCode(exc.code))
-        if name in _CERTIFICATE_REFUSALS:
-            return name, (f"server refused the client certificate {cfg.certificate_file or '(none)'} ({name}); "
-                          "make the server trust it (and check its application URI and validity)")
-        if name in _USER_REFUSALS:
-            return name, f"server refused user {cfg.username or '(anonymous)'} ({name}); check username/password"
-        if name in _CONNECTION_LOST:
-            return "disconnected", f"connection lost ({name})"
-        return name, f"server answered {name}"
-    if isinstance(exc, ConnectionRefusedError):
-        return "disconnected", "connection refused (is the server running and the port right?)"
-    if isinstance(exc, TimeoutError):
-        return "disconnected", f"no answer within timeout_s = {cfg.timeout_s}"
-    if isinstance(exc, ConnectError):
-        return "disconnected", str(exc)
-    if isinstance(exc, OSError):
-        return "disconnected", f"network error: {exc.strerror or exc}"
-    if isinstance(exc, ua.UaError):
-        text = str(exc)
-        if "No matching endpoints" in text:
-            return "BadSecurityPolicyRejected", (
-                f"the server offers no endpoint with security_policy = {cfg.security_policy}, "
-                f"security_mode = {cfg.security_mode}")
-        if "certificate mismatch" in text:
-            return "BadCertificateInvalid", (f"the server's certificate differs from server_certificate_file "
-                                             f"{cfg.server_certificate_file}")
-        return "disconnected", f"OPC-UA error: {text}"
-    if isinstance(exc, ValueError) and cfg.security_policy != "None":
-        return "BadCertificateInvalid", f"cannot load certificate or key: {exc}"
-    return "disconnected", f"unexpected {type(exc).__name__}: {exc}"
-
-
-def certificate_application_uri(path: str) -> str:
-    """The URI in a certificate's subjectAltName: the client must announce exactly this one."""
-    data = Path(path).read_bytes()
-    cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return ""
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if uris else ""
 
 
 @dataclass(slots=True)
@@ -253,25 +168,8 @@ class OpcUaConnector:
             self.stats.errors += 1
             log.exception("%s: emit failed for %d readings", self.name, len(readings))
 
-    async def _client(self) -> Client:
-        cfg = self.config
-        client = Client(cfg.endpoint, timeout=cfg.timeout_s, watchdog_intervall=cfg.timeout_s)
-        client.name = client.description = f"facility-twin {cfg.name}"
-        client.application_uri = self.application_uri
-        client.session_timeout = SESSION_TIMEOUT_MS
-        if cfg.username:
-            client.set_user(cfg.username)
-            client.set_password(self._password)
-        if cfg.security_policy == "Basic256Sha256":
-            await client.set_security(
-                SecurityPolicyBasic256Sha256, cfg.certificate_file, cfg.private_key_file,
-                server_certificate=cfg.server_certificate_file or None,
-                mode=getattr(ua.MessageSecurityMode, cfg.security_mode),
-            )
-        return client
-
     async def _session(self, emit: Emit) -> None:
-        client = await self._client()
+        client = await new_client(self.config, self.application_uri, self._password)
         async with client:
             self.stats.devices_online[self.config.endpoint] = True
             self._point_reason.clear()
