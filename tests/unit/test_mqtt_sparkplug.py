@@ -16,6 +16,7 @@ from agent.connectors.mqtt.sparkplug import (
     decode_payload,
     metric_value,
     parse_topic,
+    rebirth_request,
 )
 from agent.model import Quality, Reading
 from runtime.errors import DecodeError
@@ -122,7 +123,34 @@ def test_device_birth_aliases_belong_to_the_node() -> None:
     other_node = d.decode("spBv1.0/plant/DDATA/gw02/pump1", payload({"alias": 5, "float_value": 12.0}), recv_ns=1)
     assert same_node.metrics["Speed"][0].value == 11.0
     assert other_node.metrics == {}
-    assert other_node.problems == ["unknown alias 5 (no birth certificate seen yet)"]
+    # gw02's births went by before the decoder started: not malformed, waiting for its birth.
+    assert other_node.problems == [] and other_node.waiting_for_birth
+
+
+def test_data_before_any_birth_waits_for_it_and_an_alias_the_births_lack_is_malformed() -> None:
+    d = SparkplugDecoder()
+    early = d.decode("spBv1.0/g/DDATA/n/dev", payload({"alias": 1, "double_value": 1.0}), 1)
+    assert early.waiting_for_birth and early.problems == [] and not d.born("g", "n")
+    d.decode("spBv1.0/g/NBIRTH/n", payload({"name": "bdSeq", "datatype": 8, "long_value": 0}), 1)
+    no_device_birth = d.decode("spBv1.0/g/DDATA/n/dev", payload({"alias": 1, "double_value": 1.0}), 1)
+    assert no_device_birth.waiting_for_birth and d.born("g", "n")
+    d.decode("spBv1.0/g/DBIRTH/n/dev", payload({"name": "T", "alias": 1, "datatype": 10, "double_value": 1.0}), 1)
+    ok = d.decode("spBv1.0/g/DDATA/n/dev", payload({"alias": 1, "double_value": 2.0}), 1)
+    wrong = d.decode("spBv1.0/g/DDATA/n/dev", payload({"alias": 7, "double_value": 2.0}), 1)
+    assert not ok.waiting_for_birth and ok.metrics["T"][0].value == 2.0
+    assert not wrong.waiting_for_birth and wrong.problems == ["unknown alias 7 (not declared by the births)"]
+    d.decode("spBv1.0/g/NDEATH/n", payload({"name": "bdSeq", "datatype": 8, "long_value": 0}), 1)
+    assert not d.born("g", "n")
+    assert d.decode("spBv1.0/g/DDATA/n/dev", payload({"alias": 1, "double_value": 1.0}), 1).waiting_for_birth
+
+
+def test_rebirth_request_is_the_node_control_ncmd() -> None:
+    topic, data = rebirth_request("plant", "gw01", now_ms=1_700_000_000_000)
+    assert topic == "spBv1.0/plant/NCMD/gw01"
+    msg = decode_payload(data)
+    assert msg.timestamp == 1_700_000_000_000
+    [metric] = msg.metrics
+    assert (metric.name, metric.datatype, metric.boolean_value) == ("Node Control/Rebirth", 11, True)
 
 
 def test_rebirth_forgets_old_aliases() -> None:
@@ -197,5 +225,11 @@ def test_connector_counts_malformed_sparkplug() -> None:
     c = _connector()
     [bad] = _decode(c, "spBv1.0/plant/DDATA/gw01/pump1", b"\xff\xff\xff")
     assert bad.quality == Quality.BAD and bad.reason.startswith("decode error")
+    # Before any birth an unknown alias is not malformed: the connector waits for the birth.
+    assert _decode(c, "spBv1.0/plant/DDATA/gw01/pump1", payload({"alias": 9, "float_value": 1.0})) == []
+    assert c.stats.decode_errors == 1
+    _decode(c, "spBv1.0/plant/NBIRTH/gw01", payload({"name": "bdSeq", "datatype": 8, "long_value": 0}))
+    _decode(c, "spBv1.0/plant/DBIRTH/gw01/pump1", payload({"name": "Speed", "alias": 1, "datatype": 9,
+                                                          "float_value": 1.0}))
     assert _decode(c, "spBv1.0/plant/DDATA/gw01/pump1", payload({"alias": 9, "float_value": 1.0})) == []
     assert c.stats.decode_errors == 2

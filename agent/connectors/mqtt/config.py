@@ -39,6 +39,7 @@ __all__ = [
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 DEFAULT_PORT, DEFAULT_TLS_PORT = 1883, 8883
 DEFAULT_SESSION_EXPIRY_S = 86_400
+DEFAULT_REBIRTH_INTERVAL_S = 30.0
 SPARKPLUG_PREFIX = "spBv1.0/"
 
 Format = Literal["number", "json", "waveform", "sparkplug"]
@@ -94,6 +95,10 @@ class MqttSourceSettings(StrictModel):
     reconnect_max_s: float = Field(default=60.0, gt=0)
     log_interval_s: float = Field(default=60.0, gt=0, description="at most one malformed-payload line "
                                                                   "per topic per interval")
+    sparkplug_rebirth: bool = Field(default=True, description="ask Sparkplug edge nodes whose births were "
+                                                                "missed to publish them again (NCMD)")
+    sparkplug_rebirth_interval_s: float = Field(default=DEFAULT_REBIRTH_INTERVAL_S, ge=1.0,
+                                                description="at most one rebirth request per edge node per interval")
     points: list[MqttPointSettings] = Field(min_length=1)
 
     @property

@@ -20,6 +20,13 @@ while the agent is away and delivers them on reconnect.
 A lost connection marks each point BAD ("disconnected") once; last values are never re-sent with
 new timestamps. A malformed payload makes its point's reading BAD with the reason, is counted in
 `stats.decode_errors` and logged at most once per topic per `log_interval_s`.
+
+Sparkplug births: data from an edge node (or device) whose birth this connector has not seen --
+after the agent starts, restarts or reloads, or reconnects without a persistent session -- cannot
+be named when it uses aliases. It is not malformed: the connector logs "waiting for birth from
+group/node" and publishes the `Node Control/Rebirth` NCMD (QoS 0, at most once per node per
+`sparkplug_rebirth_interval_s`; `sparkplug_rebirth = false` turns it off). On connecting it asks
+the nodes named in the config for their births right away.
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ from agent.connectors.mqtt.config import (
     subscriptions,
     waveform_format,
 )
-from agent.connectors.mqtt.sparkplug import NAMESPACE, SparkplugDecoder
+from agent.connectors.mqtt.sparkplug import NAMESPACE, SparkplugDecoder, rebirth_request
 from agent.model import PointSpec, Quality, Reading, Value, now_ns
 from runtime.backoff import Backoff
 from runtime.errors import ConfigError, DecodeError
@@ -170,6 +177,11 @@ class MqttConnector:
         self._topic_routes: dict[str, tuple[_Route, ...]] = {}
         self._sparkplug = SparkplugDecoder() if any(r.settings.format == "sparkplug" for r in self._routes) else None
         self._sparkplug_source: dict[int, tuple[str, str, str]] = {}  # route -> (group, node, device)
+        self._sparkplug_nodes = _configured_nodes(self._routes)
+        self._rebirth_at: dict[tuple[str, str], float] = {}  # (group, node) -> monotonic time of the last request
+        self.rebirth_requests = 0
+        self._birth_log = RateLimitedLog(log, settings.log_interval_s)
+        self._client: mqtt.Client | None = None
         self._is_bad = [False] * len(self._routes)
         self._malformed_log = RateLimitedLog(log, settings.log_interval_s)
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
@@ -198,7 +210,7 @@ class MqttConnector:
         self._emit, self._loop = emit, loop
         self._stopping.clear()
         self._inbox = _Inbox(loop, self._drain, MAX_INBOX_BYTES)
-        client = self._new_client()
+        client = self._client = self._new_client()
         thread: threading.Thread | None = None
         try:
             while True:
@@ -255,6 +267,9 @@ class MqttConnector:
             self.stats.reconnects += 1
         self._ever_connected = self._connected = True
         self._connected_at = time.monotonic()
+        if self._sparkplug is not None and not session_present:
+            # Births published while we were away went to nobody: aliases learnt before may be stale.
+            self._sparkplug = SparkplugDecoder()
         log.info("%s: connected to %s (session present: %s)", self.name, self.broker, session_present)
 
     def _subscribed(self, failed: list[str], complete: bool) -> None:
@@ -264,6 +279,34 @@ class MqttConnector:
             log.error("%s: broker refused subscriptions: %s", self.name, ", ".join(failed))
         if complete and self._connected:
             self.stats.devices_online[self.broker] = True
+            for group, node in self._sparkplug_nodes:
+                if self._sparkplug is not None and not self._sparkplug.born(group, node):
+                    self._request_rebirth(group, node)
+
+    def _waiting_for_birth(self, group: str, node: str) -> None:
+        outcome = self._request_rebirth(group, node)
+        self._birth_log.warning(f"birth {group}/{node}", f"{self.name}: waiting for birth from {group}/{node}: "
+                                f"its data uses aliases only its NBIRTH/DBIRTH declare; {outcome}")
+
+    def _request_rebirth(self, group: str, node: str) -> str:
+        """Publish the rebirth NCMD to one edge node, at most once per interval; says what happened."""
+        if not self.settings.sparkplug_rebirth:
+            return "rebirth requests are off (sparkplug_rebirth = false)"
+        if self._client is None or not self._connected:
+            return "not connected: the rebirth is requested once connected"
+        now = time.monotonic()
+        last = self._rebirth_at.get((group, node))
+        interval = self.settings.sparkplug_rebirth_interval_s
+        if last is not None and now - last < interval:
+            return f"rebirth requested {now - last:.0f}s ago (at most every {interval:g}s)"
+        topic, payload = rebirth_request(group, node, time.time_ns() // 1_000_000)
+        info = self._client.publish(topic, payload, qos=0, retain=False)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return f"could not publish the rebirth request to {topic}: {mqtt.error_string(info.rc)}"
+        self._rebirth_at[(group, node)] = now
+        self.rebirth_requests += 1
+        log.info("%s: asked Sparkplug edge node %s/%s to publish its births (%s)", self.name, group, node, topic)
+        return f"rebirth requested ({topic}, Node Control/Rebirth)"
 
     def _session_ended(self, reason: str) -> None:
         self.stats.devices_online[self.broker] = False
@@ -444,6 +487,8 @@ class MqttConnector:
             return
         problems.extend(msg.problems)
         t = msg.topic
+        if msg.waiting_for_birth:
+            self._waiting_for_birth(t.group, t.edge_node)
         for r in sp_routes:
             values = msg.metrics.get(r.settings.metric)
             if not values:
@@ -508,6 +553,17 @@ def _compile(index: int, p: MqttPointSettings) -> _Route:
     if p.format == "waveform":
         return _Route(index, spec, p, waveform=waveform_format(p))
     return _Route(index, spec, p)
+
+
+def _configured_nodes(routes: Sequence[_Route]) -> tuple[tuple[str, str], ...]:
+    """(group, edge node) of the Sparkplug points whose topic names both (no wildcard there)."""
+    nodes: dict[tuple[str, str], None] = {}
+    for r in routes:
+        if r.settings.format == "sparkplug":
+            levels = r.settings.topic.split("/")
+            if len(levels) >= 4 and not {levels[1], levels[3]} & {"+", "#"}:
+                nodes[(levels[1], levels[3])] = None
+    return tuple(nodes)
 
 
 def _tls_context(s: MqttSourceSettings, key: str) -> ssl.SSLContext:

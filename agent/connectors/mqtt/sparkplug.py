@@ -11,6 +11,13 @@ Why state: after a birth certificate (NBIRTH for the edge node, DBIRTH for each 
 messages may carry only a numeric alias and omit the datatype. `SparkplugDecoder` learns both from
 the births, per edge node (aliases are unique across a node and its devices), forgets them when a
 node is reborn, and ignores a stale NDEATH (one whose bdSeq is not the current session's).
+
+Why rebirth requests: Sparkplug 3.0 edge nodes publish their births once per session, not
+retained, so a host that connects (or restarts, or reloads) after them sees only alias-only data
+it cannot name. The decoder marks such messages `waiting_for_birth` (the node, or the device, has
+no birth since the decoder started) instead of reporting unknown aliases as malformed, and the
+connector asks the edge node to publish its births again with the `Node Control/Rebirth` NCMD
+that `rebirth_request` encodes (specification 3.0, section 6.4.2 "Node Control/Rebirth").
 """
 
 from __future__ import annotations
@@ -33,12 +40,14 @@ __all__ = [
     "decode_payload",
     "metric_value",
     "parse_topic",
+    "rebirth_request",
 ]
 
 NAMESPACE = "spBv1.0"
 MESSAGE_TYPES = frozenset({"NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD"})
 NODE_TYPES = frozenset({"NBIRTH", "NDEATH", "NDATA", "NCMD"})
 BD_SEQ = "bdSeq"
+REBIRTH_METRIC = "Node Control/Rebirth"
 MAX_TS_NS = 2**63 - 1
 
 # Sparkplug datatypes (specification section 6.4.16)
@@ -137,6 +146,9 @@ class SparkplugMessage:
     metrics: dict[str, list[SparkplugMetric]]  # by name; several values when history is batched
     death: bool = False  # a current NDEATH or a DDEATH: the node's / device's points go BAD
     problems: list[str] = field(default_factory=list)  # message-level: unknown aliases, bad names
+    # No birth seen yet for the node (or for the device of a device message): aliases this message
+    # uses are unknown because the births went by, not because the payload is wrong.
+    waiting_for_birth: bool = False
 
 
 @dataclass(slots=True)
@@ -144,6 +156,8 @@ class _NodeSession:
     aliases: dict[int, str] = field(default_factory=dict)
     datatypes: dict[tuple[str, str], int] = field(default_factory=dict)  # (device, name) -> datatype
     bd_seq: int | None = None
+    born: bool = False  # an NBIRTH was seen (and no current NDEATH since)
+    devices: set[str] = field(default_factory=set)  # devices whose DBIRTH was seen in this node session
 
 
 class SparkplugDecoder:
@@ -157,11 +171,15 @@ class SparkplugDecoder:
         payload = decode_payload(data)
         node_key = (t.group, t.edge_node)
         if t.message_type == "NBIRTH":
-            self._nodes[node_key] = _NodeSession()
+            self._nodes[node_key] = _NodeSession(born=True)
         session = self._nodes.setdefault(node_key, _NodeSession())
         message = SparkplugMessage(t, {})
         if t.message_type in ("NCMD", "DCMD"):
             return message  # commands to the node, not data from it
+        if t.message_type == "DBIRTH":
+            session.devices.add(t.device)
+        message.waiting_for_birth = not session.born or (
+            t.message_type in ("DDATA", "DBIRTH") and t.device not in session.devices)
         default_ts = _ms_to_ns(payload.timestamp) if payload.HasField("timestamp") else recv_ns
         birth = t.message_type in ("NBIRTH", "DBIRTH")
         for metric in payload.metrics:
@@ -187,9 +205,19 @@ class SparkplugDecoder:
         elif t.message_type == "NDEATH":
             bd_seq = _bd_seq(message)
             message.death = session.bd_seq is None or bd_seq is None or bd_seq == session.bd_seq
+            if message.death:
+                session.born = False
+                session.devices.clear()
         elif t.message_type == "DDEATH":
             message.death = True
+            session.devices.discard(t.device)
+        message.waiting_for_birth = message.waiting_for_birth and not message.death
         return message
+
+    def born(self, group: str, edge_node: str) -> bool:
+        """Whether the node's NBIRTH has been seen (and no current NDEATH since)."""
+        session = self._nodes.get((group, edge_node))
+        return session is not None and session.born
 
     @staticmethod
     def _metric_name(metric: Any, session: _NodeSession, birth: bool, message: SparkplugMessage) -> str | None:
@@ -203,11 +231,23 @@ class SparkplugDecoder:
             return name
         if metric.HasField("alias"):
             name = session.aliases.get(metric.alias)
-            if name is None:
-                message.problems.append(f"unknown alias {metric.alias} (no birth certificate seen yet)")
+            if name is None and not message.waiting_for_birth:
+                message.problems.append(f"unknown alias {metric.alias} (not declared by the births)")
             return name
         message.problems.append("metric has neither name nor alias")
         return None
+
+
+def rebirth_request(group: str, edge_node: str, now_ms: int) -> tuple[str, bytes]:
+    """The NCMD (topic, payload) that asks an edge node to publish its births again."""
+    payload = sparkplug_b_pb2.Payload()
+    payload.timestamp = now_ms
+    metric = payload.metrics.add()
+    metric.name = REBIRTH_METRIC
+    metric.timestamp = now_ms
+    metric.datatype = BOOLEAN
+    metric.boolean_value = True
+    return f"{NAMESPACE}/{group}/NCMD/{edge_node}", payload.SerializeToString()
 
 
 def _ms_to_ns(ms: int) -> int | None:
