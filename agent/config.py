@@ -115,7 +115,7 @@ class _AgentFile(StrictModel):
     agent: AgentSettings
     uplink: UplinkSettings
     metrics: MetricsSettings = MetricsSettings()
-    assets: list[AssetSettings] = Field(min_length=1)
+    assets: list[AssetSettings] = []  # sources may declare more (MQTT topic templates); at least one overall
     sources: list[dict[str, Any]] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -157,9 +157,32 @@ def _vibration_spec(v: VibrationSettings) -> VibrationSpec:
     )
 
 
+def _source_assets(connectors: list[Connector], explicit: list[AssetSettings]) -> list[AssetSettings]:
+    """Assets a source declares itself (an MQTT topic template: one per device id, of one type).
+
+    An asset also listed in [[assets]] keeps that entry (its name, depends_on, vibration), and
+    the types must agree."""
+    by_id = {a.id: a for a in explicit}
+    declared_by: dict[str, str] = {}
+    out: list[AssetSettings] = []
+    for i, connector in enumerate(connectors):
+        declare = getattr(connector, "declared_assets", None)
+        for spec in declare() if declare is not None else ():
+            if spec.id in by_id:
+                if by_id[spec.id].type != spec.type:
+                    raise ConfigError(f"sources[{i}] ({connector.name}): asset {spec.id!r} has type {spec.type!r} "
+                                      f"in the source but {by_id[spec.id].type!r} in [[assets]]")
+                continue
+            if spec.id in declared_by:
+                raise ConfigError(f"sources[{i}] ({connector.name}): asset {spec.id!r} is also declared by source "
+                                  f"{declared_by[spec.id]!r}")
+            declared_by[spec.id] = connector.name
+            out.append(AssetSettings(id=spec.id, type=spec.type, name=spec.name))
+    return out
+
+
 def build_agent_config(data: dict[str, Any], path: Path | None = None) -> AgentConfig:
     parsed = parse_model(_AgentFile, data)
-    asset_ids = {a.id for a in parsed.assets}
     for i, a in enumerate(parsed.assets):
         for j, dep in enumerate(a.depends_on):
             if dep == a.id:
@@ -173,6 +196,10 @@ def build_agent_config(data: dict[str, Any], path: Path | None = None) -> AgentC
             raise ConfigError(f"{key}.name: duplicate source name {connector.name!r}")
         names.add(connector.name)
         connectors.append(connector)
+    parsed_assets = [*parsed.assets, *_source_assets(connectors, parsed.assets)]
+    if not parsed_assets:
+        raise ConfigError("assets: declare at least one asset ([[assets]], or a source's topic template)")
+    asset_ids = {a.id for a in parsed_assets}
     points_by_asset: dict[str, list[PointSpec]] = {a: [] for a in asset_ids}
     seen: dict[tuple[str, str], str] = {}
     for i, connector in enumerate(connectors):
@@ -190,7 +217,7 @@ def build_agent_config(data: dict[str, Any], path: Path | None = None) -> AgentC
             seen[(p.asset, p.name)] = connector.name
             points_by_asset[p.asset].append(p)
     assets: list[AssetSpec] = []
-    for i, a in enumerate(parsed.assets):
+    for i, a in enumerate(parsed_assets):
         vib = None
         if a.vibration is not None:
             names_here = {p.name for p in points_by_asset[a.id]}

@@ -185,7 +185,8 @@ class AgentDaemon:
             "connectors": {
                 x.name: {"polls": x.stats.polls, "errors": x.stats.errors,
                          "decode_errors": x.stats.decode_errors, "last_error": x.stats.last_error,
-                         "devices_online": dict(x.stats.devices_online)}
+                         "devices_online": dict(x.stats.devices_online),
+                         "unknown_devices": dict(x.stats.unknown_devices)}
                 for x in self.config.connectors
             },
             "assets": self.twin.snapshot(),

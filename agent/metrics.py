@@ -9,6 +9,7 @@ queue, uplink and vibration monitor already keep, when Prometheus scrapes. The H
     twin_agent_connector_{polls,errors,decode_errors,reconnects}_total{connector}
     twin_agent_connector_devices{connector}, twin_agent_connector_devices_online{connector}
     twin_agent_device_online{connector,device}                0 | 1
+    twin_agent_connector_unknown_devices{connector}, twin_agent_connector_unknown_device_messages_total{connector}
     twin_agent_points{quality="good|uncertain|bad"}, twin_agent_points_stale
     twin_agent_assets{state}
     twin_agent_queue_{batches,bytes,max_bytes}, twin_agent_queue_dropped_batches_total,
@@ -87,6 +88,10 @@ class AgentMetrics(Collector):
                                    labels=labels)
         device = GaugeMetricFamily("twin_agent_device_online", "1 while the device answers, else 0.",
                                    labels=["connector", "device"])
+        unknown = GaugeMetricFamily("twin_agent_connector_unknown_devices", "Devices (or points) that sent data "
+                                    "but are not configured.", labels=labels)
+        unknown_messages = CounterMetricFamily("twin_agent_connector_unknown_device_messages", "Messages from "
+                                               "devices (or of points) that are not configured.", labels=labels)
         for c in self.daemon.config.connectors:
             s = c.stats
             polls.add_metric([c.name], s.polls)
@@ -98,7 +103,10 @@ class AgentMetrics(Collector):
             online.add_metric([c.name], sum(states.values()))
             for name, up in sorted(states.items()):
                 device.add_metric([c.name, name], float(up))
-        yield from (polls, errors, decode, reconnects, devices, online, device)
+            strangers = dict(s.unknown_devices)
+            unknown.add_metric([c.name], len(strangers))
+            unknown_messages.add_metric([c.name], sum(strangers.values()))
+        yield from (polls, errors, decode, reconnects, devices, online, device, unknown, unknown_messages)
 
     def _twin(self) -> Iterator[Metric]:
         twin = self.daemon.twin

@@ -29,6 +29,9 @@ class ConnectorStats:
     reconnects: int = 0
     last_error: str = ""
     devices_online: dict[str, bool] = field(default_factory=dict)
+    # Devices that sent data but are not configured (device id -> messages): counted and reported,
+    # never dropped silently. Bounded by the connector that fills it.
+    unknown_devices: dict[str, int] = field(default_factory=dict)
 
 
 @runtime_checkable

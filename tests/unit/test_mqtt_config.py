@@ -47,7 +47,10 @@ def test_sample_config_builds_through_the_registry(monkeypatch: pytest.MonkeyPat
     assert points[("pump-2", "de_accel")].sample_rate_hz == 25600.0
     assert points[("pump-1", "speed")].sample_rate_hz == 0.0
     assert points[("chiller-1", "running")].kind == "state"
-    assert len(points) == len(sample_table()["points"])
+    template = sample_table()["templates"][0]
+    assert len(points) == len(sample_table()["points"]) + len(template["assets"]) * len(template["points"])
+    assert points[("ts-02", "humidity")].deadband == 0.5
+    assert connector.protocol == "5"  # auto: session_expiry_s asks for MQTT 5
 
 
 def test_sample_config_needs_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,7 +152,8 @@ def test_overlapping_filters_need_mqtt5() -> None:
               {"asset": "h", "name": "exact", "topic": "w/hall-1/temp"}]  # covered by w/+/temp: merged, fine
     message = config_error({"name": "b", "protocol": "3.1.1", "points": points})
     assert message == ("sources[0].points[1].topic: w/hall-2/# overlaps w/+/temp; with protocol = \"3.1.1\" the "
-                       "broker may deliver such messages twice. Use protocol = \"5\" or filters that do not overlap")
+                       "broker may deliver such messages twice. Use protocol = \"5\" (or \"auto\") or filters "
+                       "that do not overlap")
     assert build({"name": "b", "protocol": "5", "points": points}, "sources[0]").points()
 
 
@@ -175,3 +179,59 @@ def test_rate_limited_log_counts_what_it_suppressed(caplog: pytest.LogCaptureFix
         assert limited.warning("t/1", "bad payload")
     assert [r.getMessage() for r in caplog.records] == [
         "bad payload", "other topic", "bad payload (2 similar suppressed in the last 10s)"]
+
+
+def test_protocol_auto_takes_mqtt5_only_for_what_needs_it() -> None:
+    from agent.connectors.mqtt.config import effective_protocol
+
+    def protocol(table: dict[str, Any]) -> tuple[str, str]:
+        return effective_protocol(parse_source(table, "sources[0]"))
+
+    assert protocol(minimal()) == ("3.1.1", "default")
+    assert protocol(minimal(protocol="5")) == ("5", "configured")
+    assert protocol(minimal(clean_session=False, client_id="gw", session_expiry_s=600))[0] == "5"
+    overlapping = {"name": "b", "points": [{"asset": "h", "name": "a", "topic": "w/+/temp"},
+                                           {"asset": "h", "name": "b", "topic": "w/hall-2/#"}]}
+    assert protocol(overlapping) == ("5", "topic filters overlap (subscription identifiers keep readings single)")
+    c = build(overlapping, "sources[0]")
+    assert (c.protocol, c._sub_ids) == ("5", True)
+    assert build(minimal(protocol="5"), "sources[0]")._sub_ids is False  # no overlap: no identifier to parse
+
+
+def fleet(**overrides: Any) -> dict[str, Any]:
+    template = {"topic": "site/sensors/+asset/+point", "asset_type": "env_sensor", "assets": ["ts-01", "ts-02"],
+                "points": [{"name": "temperature", "unit": "degC"}, {"name": "humidity", "unit": "%"}]}
+    template.update(overrides)
+    return {"name": "sensors", "templates": [template]}
+
+
+def test_a_template_expands_into_one_point_per_device_and_declares_the_assets() -> None:
+    c = build(fleet(), "sources[0]")
+    assert [(p.asset, p.name, p.unit) for p in c.points()] == [
+        ("ts-01", "temperature", "degC"), ("ts-01", "humidity", "%"),
+        ("ts-02", "temperature", "degC"), ("ts-02", "humidity", "%")]
+    assert [(a.id, a.type) for a in c.declared_assets()] == [("ts-01", "env_sensor"), ("ts-02", "env_sensor")]
+    assert subscriptions(c.settings) == {"site/sensors/+/+": 1}  # one filter for the fleet
+
+
+@pytest.mark.parametrize(("overrides", "error"), [
+    ({"topic": "site/sensors/+device/+point"}, "sources[0].templates[0].topic: unknown named wildcard +device"),
+    ({"topic": "site/sensors/+/+point"}, "sources[0].templates[0].topic: needs a +asset level"),
+    ({"topic": "site/+asset/x/+asset"}, "sources[0].templates[0].topic: +asset appears twice"),
+    ({"topic": "site/#/+asset"}, "sources[0].templates[0].topic: '#' must be a whole level and the last one"),
+    ({"assets": ["ts-01", "ts-01"]}, "sources[0].templates[0].assets[1]: ts-01 is already assets[0]"),
+    ({"assets": ["bad id"]}, "sources[0].templates[0].assets[0]: 'bad id' is not a valid asset id"),
+    ({"asset_type": "Env Sensor"}, "sources[0].templates[0].asset_type"),
+    ({"topic": "site/sensors/+asset"}, "sources[0].templates[0].points[0].format: without +point in the topic"),
+    ({"points": [{"name": "t", "format": "json"}]}, "sources[0].templates[0].points[0].value_path: required"),
+    ({"points": [{"name": "t", "format": "sparkplug", "metric": "T"}]}, "sources[0].templates[0].points[0].format"),
+])
+def test_template_errors_name_the_key(overrides: dict[str, Any], error: str) -> None:
+    assert error in config_error(fleet(**overrides))
+
+
+def test_a_template_point_that_is_also_written_out_is_a_duplicate() -> None:
+    table = fleet()
+    table["points"] = [{"asset": "ts-02", "name": "humidity", "topic": "x/y"}]
+    assert "sources[0].templates[0].assets[1]: point ts-02/humidity is already points[0]" in config_error(table)
+    assert "sources[0].points: give at least one" in config_error({"name": "empty"})

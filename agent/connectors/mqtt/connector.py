@@ -62,7 +62,11 @@ from agent.connectors.mqtt.codec import (
 from agent.connectors.mqtt.config import (
     MqttPointSettings,
     MqttSourceSettings,
+    TemplateTopic,
+    all_points,
+    effective_protocol,
     filter_covers,
+    overlapping_filters,
     parse_source,
     point_filter,
     point_spec,
@@ -71,7 +75,7 @@ from agent.connectors.mqtt.config import (
     waveform_format,
 )
 from agent.connectors.mqtt.sparkplug import NAMESPACE, SparkplugDecoder, rebirth_request
-from agent.model import PointSpec, Quality, Reading, Value, now_ns
+from agent.model import AssetSpec, PointSpec, Quality, Reading, Value, now_ns
 from runtime.backoff import Backoff
 from runtime.errors import ConfigError, DecodeError
 from runtime.logs import RateLimitedLog
@@ -84,9 +88,21 @@ MAX_INBOX_BYTES = 32 * 1024 * 1024  # payload bytes waiting for the event loop
 DRAIN_DELAY_S = 0.005  # collect messages this long before waking the event loop (one wake-up per burst)
 DRAIN_BATCH = 2000  # messages decoded per event-loop turn, so other tasks still get to run
 MAX_TOPIC_CACHE = 10_000  # concrete topics whose matching points are remembered
+MAX_UNKNOWN_DEVICES = 1_000  # distinct undeclared devices counted by name; the rest under OTHER_DEVICES
+OTHER_DEVICES = "(others)"
 THREAD_JOIN_TIMEOUT_S = 5.0
 STABLE_SESSION_S = 10.0  # a connection that lasted this long resets the backoff; a flapping one does not
 DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """A topic template, compiled for telling undeclared devices and points from declared ones."""
+
+    index: int
+    topic: TemplateTopic
+    assets: frozenset[str]
+    points: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +172,13 @@ class MqttConnector:
         self.broker = f"{settings.host}:{settings.broker_port}"
         self._password = password
         self._tls_context = tls_context
-        self._routes = tuple(_compile(i, p) for i, p in enumerate(settings.points))
+        self._routes = tuple(_compile(i, p) for i, p in enumerate(all_points(settings)))
         self._subscriptions = subscriptions(settings)
-        self._v5 = settings.protocol == "5"
+        self.protocol, self._protocol_why = effective_protocol(settings)
+        self._v5 = self.protocol == "5"
+        # Subscription identifiers only where they are needed: every message then carries one
+        # more MQTT 5 property for paho to parse.
+        self._sub_ids = self._v5 and bool(overlapping_filters(settings))
         # MQTT 5 subscription identifier (1, 2, ...) -> the points that subscription serves: a message
         # matching two overlapping filters arrives once per subscription, and each copy feeds only its own.
         self._subscription_points = {
@@ -175,6 +195,16 @@ class MqttConnector:
             except KeyError:
                 self._matcher[f] = [route]
         self._topic_routes: dict[str, tuple[_Route, ...]] = {}
+        self._templates = tuple(
+            _Template(j, TemplateTopic(t.topic), frozenset(t.assets), frozenset(p.name for p in t.points))
+            for j, t in enumerate(settings.templates))
+        self._template_matcher = MQTTMatcher()
+        for t in self._templates:
+            try:
+                self._template_matcher[t.topic.filter].append(t)
+            except KeyError:
+                self._template_matcher[t.topic.filter] = [t]
+        self._unknown_log = RateLimitedLog(log, settings.log_interval_s)
         self._sparkplug = SparkplugDecoder() if any(r.settings.format == "sparkplug" for r in self._routes) else None
         self._sparkplug_source: dict[int, tuple[str, str, str]] = {}  # route -> (group, node, device)
         self._sparkplug_nodes = _configured_nodes(self._routes)
@@ -197,6 +227,11 @@ class MqttConnector:
 
     def points(self) -> Sequence[PointSpec]:
         return tuple(r.spec for r in self._routes)
+
+    def declared_assets(self) -> Sequence[AssetSpec]:
+        """The assets the topic templates declare (one per device id, of the template's type)."""
+        return tuple(AssetSpec(id=asset, type=t.asset_type, name=asset)
+                     for t in self.settings.templates for asset in t.assets)
 
     @property
     def ready(self) -> bool:
@@ -236,7 +271,7 @@ class MqttConnector:
 
     def _new_client(self) -> mqtt.Client:
         s = self.settings
-        v5 = s.protocol == "5"
+        v5 = self._v5
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=s.client_id,
             clean_session=None if v5 else s.clean_session,
@@ -255,7 +290,7 @@ class MqttConnector:
 
     def _connect_args(self) -> dict[str, Any]:
         s = self.settings
-        if s.protocol != "5":
+        if not self._v5:
             return {}
         props = Properties(PacketTypes.CONNECT)
         if not s.clean_session:
@@ -270,7 +305,8 @@ class MqttConnector:
         if self._sparkplug is not None and not session_present:
             # Births published while we were away went to nobody: aliases learnt before may be stale.
             self._sparkplug = SparkplugDecoder()
-        log.info("%s: connected to %s (session present: %s)", self.name, self.broker, session_present)
+        log.info("%s: connected to %s (MQTT %s: %s; session present: %s)", self.name, self.broker, self.protocol,
+                 self._protocol_why, session_present)
 
     def _subscribed(self, failed: list[str], complete: bool) -> None:
         if failed:
@@ -352,7 +388,7 @@ class MqttConnector:
         self._call_soon(self._connected_ok, bool(flags.session_present))
         self._pending_subacks.clear()
         self._sub_filters.clear()
-        if self._v5:  # one SUBSCRIBE per filter: an identifier belongs to a whole SUBSCRIBE packet
+        if self._sub_ids:  # one SUBSCRIBE per filter: an identifier belongs to a whole SUBSCRIBE packet
             for sub_id, (f, qos) in enumerate(self._subscriptions.items(), start=1):
                 props = Properties(PacketTypes.SUBSCRIBE)
                 props.SubscriptionIdentifier = sub_id
@@ -423,7 +459,7 @@ class MqttConnector:
             except UnicodeDecodeError:
                 self._malformed("(not UTF-8)", ["topic is not UTF-8"])
                 continue
-            sub_ids = getattr(msg.properties, "SubscriptionIdentifier", None) if self._v5 else None
+            sub_ids = getattr(msg.properties, "SubscriptionIdentifier", None) if self._sub_ids else None
             self.decode_message(topic, msg.payload, recv_ns, readings, sub_ids)
         if readings:
             self._emit_safely(readings)
@@ -439,6 +475,9 @@ class MqttConnector:
             if len(self._topic_routes) >= MAX_TOPIC_CACHE:
                 self._topic_routes.clear()
             self._topic_routes[topic] = routes
+        if not routes and self._templates:
+            self._undeclared(topic)
+            return
         if subscription_ids and len(self._subscription_points) > 1:
             wanted = frozenset().union(*(self._subscription_points.get(i, frozenset()) for i in subscription_ids))
             routes = tuple(r for r in routes if r.index in wanted)
@@ -508,6 +547,33 @@ class MqttConnector:
                     del self._sparkplug_source[index]
                     if not self._is_bad[index]:
                         out.append(self._bad_reading(self._routes[index], recv_ns, f"Sparkplug {t.message_type}"))
+
+    def _undeclared(self, topic: str) -> None:
+        """A message on a template's topic from a device (or of a point) the template does not list."""
+        levels = topic.split("/")
+        for group in self._template_matcher.iter_match(topic):
+            for t in group:
+                device = levels[t.topic.asset_level]
+                point = levels[t.topic.point_level] if t.topic.point_level is not None else ""
+                if device in t.assets:
+                    key = f"{device}/{point}"
+                    what = (f"point {point!r} of device {device} is not among templates[{t.index}].points "
+                            f"({', '.join(sorted(t.points))})")
+                else:
+                    key = device
+                    what = (f"device {device} is not declared: add it to templates[{t.index}].assets "
+                            f"(asset type {self.settings.templates[t.index].asset_type}) and reload")
+                self._count_unknown(key)
+                self._unknown_log.warning(f"unknown {key}", f"{self.name}: message on {topic} ignored: {what} "
+                                          f"({self.stats.unknown_devices.get(key, 0)} so far; see status "
+                                          "unknown_devices)")
+                return
+
+    def _count_unknown(self, key: str) -> None:
+        unknown = self.stats.unknown_devices
+        if key not in unknown and len(unknown) >= MAX_UNKNOWN_DEVICES:
+            key = OTHER_DEVICES
+        unknown[key] = unknown.get(key, 0) + 1
 
     def _good_reading(self, r: _Route, value: Value, ts_ns: int) -> Reading:
         self._is_bad[r.index] = False
