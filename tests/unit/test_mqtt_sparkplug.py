@@ -233,3 +233,18 @@ def test_connector_counts_malformed_sparkplug() -> None:
                                                           "float_value": 1.0}))
     assert _decode(c, "spBv1.0/plant/DDATA/gw01/pump1", payload({"alias": 9, "float_value": 1.0})) == []
     assert c.stats.decode_errors == 2
+
+
+def test_a_source_with_topic_templates_still_learns_sparkplug_births() -> None:
+    c = build({"name": "sp", "points": [
+        {"asset": "pump-1", "name": "speed", "topic": "spBv1.0/plant/DDATA/gw01/pump1", "format": "sparkplug",
+         "metric": "Speed"}],
+        "templates": [{"topic": "+/+asset/+point", "asset_type": "sensor", "assets": ["s1"],
+                       "points": [{"name": "t"}]}]}, "sources[0]")
+    _decode(c, "spBv1.0/plant/NBIRTH/gw01", payload({"name": "bdSeq", "datatype": 8, "long_value": 0}))
+    _decode(c, "spBv1.0/plant/DBIRTH/gw01/pump1", payload({"name": "Speed", "alias": 1, "datatype": 10,
+                                                          "double_value": 1.0}))
+    [r] = _decode(c, "spBv1.0/plant/DDATA/gw01/pump1", payload({"alias": 1, "double_value": 2.0}))
+    assert (r.point, r.value) == ("speed", 2.0)
+    assert c.stats.unknown_devices == {} and c.stats.decode_errors == 0
+    assert _decode(c, "x/s2/t", b"1") == [] and c.stats.unknown_devices == {"s2": 1}

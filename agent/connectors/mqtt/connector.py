@@ -475,8 +475,7 @@ class MqttConnector:
             if len(self._topic_routes) >= MAX_TOPIC_CACHE:
                 self._topic_routes.clear()
             self._topic_routes[topic] = routes
-        if not routes and self._templates:
-            self._undeclared(topic)
+        if not routes and self._templates and not topic.startswith(NAMESPACE + "/") and self._undeclared(topic):
             return
         if subscription_ids and len(self._subscription_points) > 1:
             wanted = frozenset().union(*(self._subscription_points.get(i, frozenset()) for i in subscription_ids))
@@ -548,8 +547,9 @@ class MqttConnector:
                     if not self._is_bad[index]:
                         out.append(self._bad_reading(self._routes[index], recv_ns, f"Sparkplug {t.message_type}"))
 
-    def _undeclared(self, topic: str) -> None:
-        """A message on a template's topic from a device (or of a point) the template does not list."""
+    def _undeclared(self, topic: str) -> bool:
+        """A message on a template's topic from a device (or of a point) the template does not list:
+        count and log it; False when no template's topic matches."""
         levels = topic.split("/")
         for group in self._template_matcher.iter_match(topic):
             for t in group:
@@ -567,7 +567,8 @@ class MqttConnector:
                 self._unknown_log.warning(f"unknown {key}", f"{self.name}: message on {topic} ignored: {what} "
                                           f"({self.stats.unknown_devices.get(key, 0)} so far; see status "
                                           "unknown_devices)")
-                return
+                return True
+        return False
 
     def _count_unknown(self, key: str) -> None:
         unknown = self.stats.unknown_devices
