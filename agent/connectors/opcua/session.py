@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncua
 from asyncua import Client, ua
 from asyncua.common.utils import Buffer
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
@@ -34,6 +35,8 @@ from agent.connectors.opcua.config import OpcUaSourceConfig
 from runtime.errors import ConnectError
 
 __all__ = ["certificate_application_uri", "describe_failure", "new_client", "service_fault_status"]
+
+log = logging.getLogger("twin.connector.opcua")
 
 SESSION_TIMEOUT_MS = 60_000  # a dead client's session is freed by the server after this
 
@@ -101,7 +104,11 @@ def _raise_channel_refusals(client: Client) -> None:
     wraps that protocol's message dispatch. Raising `UaStatusCodeError` there is asyncua's own path
     for a bad status: it fails the pending requests with it and closes the socket."""
     uaclient = client.uaclient
-    make_protocol: Callable[[], Any] = uaclient._make_protocol
+    make_protocol: Callable[[], Any] | None = getattr(uaclient, "_make_protocol", None)
+    if make_protocol is None:  # asyncua before 2.x builds its protocol inline: refusals stay unreadable there
+        log.debug("asyncua %s has no UaClient._make_protocol; a refused secure channel is not decoded",
+                  getattr(asyncua, "__version__", "?"))
+        return
 
     def make_checked_protocol() -> Any:
         protocol = make_protocol()
