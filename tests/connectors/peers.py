@@ -6,11 +6,24 @@ PID, restartable on the same port) and fails loudly when the binary is missing o
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import sys
+import tempfile
 from pathlib import Path
 
 from tests.servers import LOOPBACK, ServerProcess, _require, free_port, http_ok
 
-__all__ = ["node_exporter_server"]
+__all__ = ["SNMP_AUTH_KEY", "SNMP_COMMUNITY", "SNMP_PRIV_KEY", "SNMP_USER", "node_exporter_server", "snmpd_server"]
+
+SNMP_COMMUNITY = "twin-test"
+SNMP_USER = "twinops"
+SNMP_AUTH_KEY = "auth-key-0123"
+SNMP_PRIV_KEY = "priv-key-4567"
+PASS_PERSIST = Path(__file__).parent / "snmp" / "pass_persist_fixture.py"
+UNPRIVILEGED = "nobody"
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def node_exporter_server(workdir: Path, textfile_dir: Path) -> ServerProcess:
@@ -27,3 +40,80 @@ def node_exporter_server(workdir: Path, textfile_dir: Path) -> ServerProcess:
     ]
     proc = ServerProcess("node-exporter", argv, workdir, lambda: http_ok(f"http://{LOOPBACK}:{port}/metrics"), port)
     return proc.start()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+class SnmpdProcess(ServerProcess):
+    """snmpd in its own world-readable directory (it drops to `nobody`, who cannot enter pytest's tmp)."""
+
+    def start(self) -> SnmpdProcess:
+        if self.log_path.exists():  # readiness is the start line in a fresh log
+            self.log_path.replace(self.log_path.with_suffix(".log.previous"))
+        super().start()
+        return self
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def fixture(self, name: str) -> Path:
+        """The copy of a JSON fixture that the pass_persist program serves (rewrite it to change values)."""
+        return self.workdir / name
+
+
+def snmpd_server(fixtures: dict[str, Path]) -> SnmpdProcess:
+    """Debian's snmpd (net-snmp) on a loopback UDP port > 1024, v2c community and a v3 authPriv user (SHA/AES).
+
+    `fixtures` maps a subtree (e.g. "1.3.6.1.2.1.33") to a JSON file served there by
+    pass_persist_fixture.py; everything else (system, IF-MIB, ...) is snmpd's own. Run as root, snmpd
+    reads its config and then drops to the unprivileged user `nobody`.
+    """
+    port = free_udp_port()
+    root = os.geteuid() == 0
+    # The fixture program runs as snmpd's user: as `nobody` it needs an interpreter outside /root
+    # (Debian's python3; the program uses only the standard library).
+    interpreter = SYSTEM_PYTHON if root else sys.executable
+    if root and not os.access(SYSTEM_PYTHON, os.X_OK):
+        raise RuntimeError(f"{SYSTEM_PYTHON} is missing: make test installs python3 with apt-get")
+    workdir = Path(tempfile.mkdtemp(prefix="twin-snmpd-"))
+    workdir.chmod(0o755)
+    lines = [
+        f"agentaddress udp:{LOOPBACK}:{port}",
+        f"rocommunity {SNMP_COMMUNITY} {LOOPBACK}",
+        f'createUser {SNMP_USER} SHA "{SNMP_AUTH_KEY}" AES "{SNMP_PRIV_KEY}"',
+        f"rouser {SNMP_USER} priv",
+        "master no",
+    ]
+    for subtree, source in fixtures.items():
+        served = workdir / source.name
+        shutil.copy(source, served)
+        lines.append(f"pass_persist .{subtree} {interpreter} {PASS_PERSIST} {served}")
+    conf = workdir / "agent.conf"  # not snmpd.conf: snmpd writes its persistent state under that name
+    conf.write_text("\n".join(lines) + "\n")
+    argv = [_require("snmpd"), "-f", "-Lo", "-C", "-c", str(conf), "-p", str(workdir / "snmpd.pid")]
+    (workdir / "state").mkdir()
+    if root:
+        shutil.chown(workdir / "state", UNPRIVILEGED)
+        shutil.chown(workdir, UNPRIVILEGED)
+        for f in workdir.iterdir():
+            shutil.chown(f, UNPRIVILEGED)
+        argv += ["-u", UNPRIVILEGED, "-g", "nogroup"]
+    log_path = workdir / "snmpd.log"
+
+    def ready() -> bool:
+        try:
+            return "NET-SNMP version" in log_path.read_text(errors="replace")
+        except OSError:
+            return False
+
+    proc = SnmpdProcess("snmpd", argv, workdir, ready, port, env={"SNMP_PERSISTENT_DIR": str(workdir / "state"), "MIBS": ""})
+    try:
+        return proc.start()
+    except Exception:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
