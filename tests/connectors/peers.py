@@ -111,7 +111,8 @@ def snmpd_server(fixtures: dict[str, Path]) -> SnmpdProcess:
         except OSError:
             return False
 
-    proc = SnmpdProcess("snmpd", argv, workdir, ready, port, env={"SNMP_PERSISTENT_DIR": str(workdir / "state"), "MIBS": ""})
+    env = {"SNMP_PERSISTENT_DIR": str(workdir / "state"), "MIBS": ""}
+    proc = SnmpdProcess("snmpd", argv, workdir, ready, port, env=env)
     try:
         return proc.start()
     except Exception:
