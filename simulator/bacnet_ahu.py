@@ -18,7 +18,7 @@ Objects (instance numbers as a BMS integrator would find them with `twin-agent p
 protocol-services-supported and is rejected (unrecognized-service). `--max-apdu` and
 `--no-segmentation` make a small device whose reads must be split. `--faults FILE` is polled
 every 0.2 s: a JSON object mapping "type,instance" to {"reliability": "...", "out_of_service": bool,
-"fault": bool, "value": number} lets a test put a sensor into fault or out of service.
+"value": number} lets a test put a sensor into fault or out of service.
 
     python -m simulator.bacnet_ahu --address 127.0.0.1:47809 --instance 1001
 """
@@ -128,10 +128,13 @@ def _apply_faults(objects: dict[str, Any], path: Path, applied: dict[str, Any]) 
         if applied.get(objid) == f:
             continue
         applied[objid] = f
+        before = obj.statusFlags
         obj.outOfService = bool(f.get("out_of_service", False))
         obj.reliability = Reliability(f.get("reliability", "noFaultDetected"))
-        fault = bool(f.get("fault", False)) or f.get("reliability", "noFaultDetected") != "noFaultDetected"
-        obj.statusFlags = StatusFlags([0, int(fault), 0, int(obj.outOfService)])
+        # BACpypes3 derives status-flags from reliability and out-of-service, so no property change
+        # reaches its COV detection: tell it, as a device's own firmware would notice the change.
+        for notify in obj._property_monitors["statusFlags"]:
+            notify(before, obj.statusFlags)
         if "value" in f:
             obj.presentValue = f["value"]
 

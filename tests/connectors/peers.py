@@ -6,6 +6,7 @@ PID, restartable on the same port) and fails loudly when the binary is missing o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -15,13 +16,23 @@ from pathlib import Path
 
 from tests.servers import LOOPBACK, ServerProcess, _require, free_port, http_ok
 
-__all__ = ["SNMP_AUTH_KEY", "SNMP_COMMUNITY", "SNMP_PRIV_KEY", "SNMP_USER", "node_exporter_server", "snmpd_server"]
+__all__ = [
+    "SNMP_AUTH_KEY",
+    "SNMP_COMMUNITY",
+    "SNMP_PRIV_KEY",
+    "SNMP_USER",
+    "bacnet_ahu_server",
+    "free_udp_port",
+    "node_exporter_server",
+    "snmpd_server",
+]
 
 SNMP_COMMUNITY = "twin-test"
 SNMP_USER = "twinops"
 SNMP_AUTH_KEY = "auth-key-0123"
 SNMP_PRIV_KEY = "priv-key-4567"
 PASS_PERSIST = Path(__file__).parent / "snmp" / "pass_persist_fixture.py"
+ROOT = Path(__file__).resolve().parents[2]
 UNPRIVILEGED = "nobody"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -118,3 +129,34 @@ def snmpd_server(fixtures: dict[str, Path]) -> SnmpdProcess:
     except Exception:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
+
+
+def bacnet_ahu_server(workdir: Path, instance: int, *extra: str) -> ServerProcess:
+    """simulator.bacnet_ahu (a BACpypes3 device) in its own process on a free loopback UDP port.
+
+    `extra` are its options (`--no-cov`, `--max-apdu 206`, `--faults FILE`, ...). Stop and start it
+    again for a device restart: same port, same instance.
+    """
+    port = free_udp_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"bacnet-{instance}.log"
+    argv = [sys.executable, "-m", "simulator.bacnet_ahu", "--address", f"{LOOPBACK}:{port}", "--instance",
+            str(instance), *extra]
+    started = {"lines": 0}
+
+    def ready() -> bool:
+        try:
+            lines = log_path.read_text(errors="replace").count("bacnet ahu device")
+        except OSError:
+            return False
+        return lines > started["lines"]
+
+    class AhuProcess(ServerProcess):
+        def start(self) -> AhuProcess:
+            with contextlib.suppress(OSError):
+                started["lines"] = log_path.read_text(errors="replace").count("bacnet ahu device")
+            super().start()
+            return self
+
+    proc = AhuProcess(f"bacnet-{instance}", argv, workdir, ready, port, env={"PYTHONPATH": str(ROOT)})
+    return proc.start()
