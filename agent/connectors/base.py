@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from agent.model import PointSpec, Reading
 
-__all__ = ["Connector", "ConnectorFactory", "ConnectorInfo", "ConnectorStats", "Emit"]
+__all__ = ["Connector", "ConnectorFactory", "ConnectorInfo", "ConnectorStats", "Emit", "SpecListener"]
 
 Emit = Callable[[Sequence[Reading]], None]
 """Called by a connector with new readings; synchronous and cheap (it updates the in-memory twin)."""
@@ -43,6 +43,12 @@ class Connector(Protocol):
     async def run(self, emit: Emit) -> None:
         """Read forever, calling `emit` with readings; return only on cancellation."""
         ...
+
+
+SpecListener = Callable[[PointSpec], None]
+"""Optional: a connector that learns a point's metadata from the device (BACnet engineering units for
+a point configured without a unit) has a `spec_listener: SpecListener | None` attribute; the daemon
+sets it and the connector calls it with the updated PointSpec."""
 
 
 class ConnectorFactory(Protocol):

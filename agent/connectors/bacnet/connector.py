@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,7 +42,7 @@ from agent.connectors.bacnet.link import (
     RequestRefused,
     Subscription,
 )
-from agent.connectors.base import ConnectorStats, Emit
+from agent.connectors.base import ConnectorStats, Emit, SpecListener
 from agent.connectors.health import PeerHealth
 from agent.model import PointSpec, Quality, Reading, now_ns
 from runtime.cancellation import cancel_and_wait, raise_if_cancelling
@@ -99,7 +99,7 @@ class BacnetConnector:
         self.config = config
         self.name = config.name
         self.stats = ConnectorStats()
-        self.spec_listener: Callable[[PointSpec], None] | None = None
+        self.spec_listener: SpecListener | None = None
         self._rng = rng or random.Random()
         self._rate_log = RateLimitedLog(log, LOG_EVERY_S)
         self._points = [
