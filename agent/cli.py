@@ -157,8 +157,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         if chosen == ["probe", name]:
             try:
                 _attach(p, import_declared(info, info.probe, f"twin-agent probe {name}"))
-            except ConfigError as exc:
-                p.set_defaults(func=lambda _args, exc=exc: _refuse(exc))
+            except ConfigError as exc:  # its extra is not installed: say so, whatever the arguments
+                p.set_defaults(func=lambda _args, exc=exc: _refuse(exc), any_arguments=True)
     return parser
 
 
@@ -175,7 +175,10 @@ def _attach(parser: argparse.ArgumentParser, module: str | ModuleType) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

@@ -104,7 +104,7 @@ def _object(objid: str, spec: dict[str, Any]) -> Any:
 
 
 def build_application(address: str, instance: int, cov: bool = True, max_apdu: int = 1476,
-                      segmentation: bool = True) -> tuple[Application, dict[str, Any]]:
+                      segmentation: bool = True, extra_analog: int = 0) -> tuple[Application, dict[str, Any]]:
     device = DeviceObject(
         objectIdentifier=("device", instance), objectName=f"ahu-controller-{instance}", vendorIdentifier=VENDOR_ID,
         maxApduLengthAccepted=max_apdu,
@@ -112,7 +112,11 @@ def build_application(address: str, instance: int, cov: bool = True, max_apdu: i
     )
     port = NetworkPortObject(address, objectIdentifier=("network-port", 1), objectName="NetworkPort-1",
                              networkNumber=0, networkNumberQuality="unknown")
-    objects = {objid: _object(objid, spec) for objid, spec in AHU_OBJECTS.items()}
+    specs = dict(AHU_OBJECTS)
+    for n in range(extra_analog):  # more sensors, for benchmarks
+        specs[f"analog-input,{100 + n}"] = {"name": f"zone-temp-{n}", "value": 21.0 + n % 10 / 10,
+                                            "units": "degreesCelsius"}
+    objects = {objid: _object(objid, spec) for objid, spec in specs.items()}
     cls = Application if cov else NoCovApplication
     app = cls.from_object_list([device, port, *objects.values()])
     return app, objects
@@ -141,7 +145,7 @@ def _apply_faults(objects: dict[str, Any], path: Path, applied: dict[str, Any]) 
 
 async def serve(args: argparse.Namespace) -> None:
     app, objects = build_application(args.address, args.instance, cov=not args.no_cov, max_apdu=args.max_apdu,
-                                     segmentation=not args.no_segmentation)
+                                     segmentation=not args.no_segmentation, extra_analog=args.extra_analog)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -176,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-apdu", type=int, default=1476, choices=[50, 128, 206, 480, 1024, 1476])
     parser.add_argument("--no-segmentation", action="store_true")
     parser.add_argument("--step-s", type=float, default=1.0, help="period of the supply temperature's steps")
+    parser.add_argument("--extra-analog", type=int, default=0, help="add analog-input,100.. (zone temperatures)")
     parser.add_argument("--faults", default="", help="JSON file of injected faults, polled while running")
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(serve(parser.parse_args(argv)))

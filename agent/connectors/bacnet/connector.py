@@ -128,14 +128,15 @@ class BacnetConnector:
 
     # -- extras ----------------------------------------------------------------------------------
 
-    async def read_once(self) -> list[Reading]:
-        """Connect every device and poll every point once (no COV): for diagnostics and benchmarks."""
+    async def read_once(self, cycles: int = 1) -> list[Reading]:
+        """Connect every device and poll every point `cycles` times (no COV): for diagnostics and benchmarks."""
         link = self._open(poll_only=True)
         out: list[Reading] = []
         try:
             for device in self._devices.values():
                 await self._connect(link, device, out.extend)
-                await self._poll(link, device, out.extend)
+                for _ in range(cycles):
+                    await self._poll(link, device, out.extend)
         finally:
             await self._close()
         return out

@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -63,18 +64,12 @@ SeriesKey = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Sample:
-    name: str
-    labels: Mapping[str, str]
-    value: float
-    timestamp_s: float | None
-
-
-@dataclass(frozen=True, slots=True)
 class Family:
+    """One metric family; its samples are prometheus_client's (name, labels, value, timestamp in s, ...)."""
+
     name: str
     type: str
-    samples: tuple[Sample, ...]
+    samples: Sequence[Any]
 
 
 @dataclass(slots=True)
@@ -97,9 +92,7 @@ def parse_exposition(text: str, content_type: str = "text/plain") -> dict[str, F
     families: dict[str, Family] = {}
     try:
         for f in parser(text):
-            samples = tuple(Sample(s.name, s.labels, float(s.value), s.timestamp if s.timestamp is None
-                                   else float(s.timestamp)) for s in f.samples)
-            families[f.name] = Family(f.name, f.type, samples)
+            families[f.name] = Family(f.name, f.type, f.samples)
     except (ValueError, TypeError, IndexError, KeyError) as exc:
         raise DecodeError(f"not valid exposition format: {exc}") from None
     return families
@@ -134,24 +127,24 @@ def series_of(family: Family) -> dict[SeriesKey, SeriesState]:
         st = out.get(key)
         if st is None:
             st = out[key] = SeriesState(labels=dict(key))
-        if s.timestamp_s is not None:
-            st.timestamp_s = s.timestamp_s
+        if s.timestamp is not None:
+            st.timestamp_s = float(s.timestamp)
         suffix = s.name[len(name):] if s.name.startswith(name) else s.name
         if suffix == "_bucket":
-            st.buckets.append((_le(s.labels.get("le", "+Inf")), s.value))
+            st.buckets.append((_le(s.labels.get("le", "+Inf")), float(s.value)))
         elif suffix in ("_sum", "_gsum"):
-            st.sum = s.value
+            st.sum = float(s.value)
         elif suffix in ("_count", "_gcount"):
-            st.count = s.value
+            st.count = float(s.value)
         elif suffix == "_created":
             continue
         elif family.type == "summary" and "quantile" in s.labels:
-            st.quantiles[float(s.labels["quantile"])] = s.value
+            st.quantiles[float(s.labels["quantile"])] = float(s.value)
         elif family.type == "stateset":
             if s.value:
                 st.states.append(s.labels.get(name, ""))
         else:  # counter _total, gauge, unknown, info
-            st.value = s.value
+            st.value = float(s.value)
     for st in out.values():
         st.buckets.sort()
     return out

@@ -105,12 +105,17 @@ class PrometheusConnector:
 
     # -- extras ----------------------------------------------------------------------------------
 
-    async def scrape_once(self) -> list[Reading]:
-        """Scrape every target once (in parallel): for diagnostics, tests and benchmarks."""
+    async def scrape_once(self, cycles: int = 1) -> list[Reading]:
+        """Scrape every target `cycles` times (targets in parallel): for diagnostics, tests and benchmarks."""
         out: list[Reading] = []
+
+        async def cycle(scraper: Scraper, target: PrometheusTarget) -> None:
+            for _ in range(cycles):
+                await self._scrape(scraper, target, out.extend)
+
         async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tasks:
             for target in self.config.targets:
-                tasks.create_task(self._scrape(self._scraper(session, target), target, out.extend))
+                tasks.create_task(cycle(self._scraper(session, target), target))
         return out
 
     def decode_scrape(self, target: str, scrape: Scrape) -> list[Reading]:

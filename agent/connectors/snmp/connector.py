@@ -138,13 +138,18 @@ class SnmpConnector:
 
     # -- extras ----------------------------------------------------------------------------------
 
-    async def read_once(self) -> list[Reading]:
-        """Poll every device once, in parallel: for diagnostics, tests and benchmarks."""
+    async def read_once(self, cycles: int = 1) -> list[Reading]:
+        """Poll every device `cycles` times (devices in parallel): for diagnostics, tests and benchmarks."""
         out: list[Reading] = []
+
+        async def cycle(device: _Device) -> None:
+            for _ in range(cycles):
+                await self._poll(device, out.extend)
+
         try:
             async with asyncio.TaskGroup() as tasks:
                 for device in self._plans:
-                    tasks.create_task(self._poll(device, out.extend))
+                    tasks.create_task(cycle(device))
         finally:
             for device in self._plans:
                 self._close(device)
