@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics
+DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics snmpd prometheus-node-exporter python3
 
 .PHONY: demo test proto lint bench venv debian-packages demo-packages clean
 
@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Integration tests start real servers; Debian ships all three.
+# Integration tests start real servers; Debian ships them all. snmpd's pass_persist fixture runs as
+# `nobody` under Debian's /usr/bin/python3 (the venv's interpreter may live where nobody cannot read).
 debian-packages:
 	@if ! command -v mosquitto >/dev/null && ! test -x /usr/sbin/mosquitto \
-	   || ! command -v influxd >/dev/null || ! command -v victoria-metrics >/dev/null; then \
+	   || ! command -v influxd >/dev/null || ! command -v victoria-metrics >/dev/null \
+	   || ! test -x /usr/sbin/snmpd \
+	   || ! command -v prometheus-node-exporter >/dev/null || ! test -x /usr/bin/python3; then \
 	  echo "installing $(DEBIAN_PACKAGES) with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
