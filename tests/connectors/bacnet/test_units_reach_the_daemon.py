@@ -25,7 +25,7 @@ def test_learned_units_reach_summaries_status_and_hello(tmp_path: Path) -> None:
         "uplink": {"collector": f"{LOOPBACK}:1", "token": "0123456789abcdef"},
         "assets": [{"id": "ahu-1", "type": "ahu"}],
         "sources": [{"type": "bacnet", "name": "bms", "local_address": f"{LOOPBACK}:{free_udp_port()}",
-                     "poll_interval_s": 0.8, "apdu_timeout_s": 0.25, "apdu_retries": 1,
+                     "poll_interval_s": 1.2, "apdu_timeout_s": 0.5, "apdu_retries": 1,
                      "devices": [{"instance": 1001, "address": f"{LOOPBACK}:{device.port}"}],
                      "points": [{"asset": "ahu-1", "name": "filter_dp", "device": 1001, "object": "AI:3"},
                                 {"asset": "ahu-1", "name": "return_temp", "device": 1001, "object": "AI:2",

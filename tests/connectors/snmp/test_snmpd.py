@@ -66,7 +66,7 @@ def v3(port: int, **extra: Any) -> dict[str, Any]:
 
 
 def connector(devices: list[dict[str, Any]], **extra: Any) -> SnmpConnector:
-    table = {"type": "snmp", "name": "power", "interval_s": 0.6, "timeout_s": 0.25, "retries": 1,
+    table = {"type": "snmp", "name": "power", "interval_s": 1.2, "timeout_s": 0.5, "retries": 1,
              "backoff_max_s": 1.0, "local_address": LOOPBACK, "devices": devices, **extra}
     built = build_connector(table, "sources[0]")
     assert isinstance(built, SnmpConnector)
@@ -188,7 +188,7 @@ def test_agent_restart_down_then_up_for_v2c_and_v3(snmpd: SnmpdProcess, v3_keys:
             await readings.wait(lambda: all(readings.of("load", Quality.BAD, since=mark, asset=a)
                                             for a in ("ups-a", "ups-b")), "BAD while snmpd is down")
             bad = readings.of("load", Quality.BAD, since=mark)[0]
-            assert bad.value is None and bad.reason == "timeout after 0.25 s x 2 attempts"
+            assert bad.value is None and bad.reason == "timeout after 0.5 s x 2 attempts"
             assert c.stats.devices_online == {"ups-v2c": False, "ups-v3": False}
             snmpd.start()
             mark = readings.mark()
