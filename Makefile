@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics
+DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics snmpd prometheus-node-exporter python3
 # Third-party protocol stacks the tests talk to (node-opcua), installed from the lock file.
 NODE_PEERS := tests/peers/node-opcua
 
@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Integration tests start real servers; Debian ships all three.
+# Integration tests start real servers; Debian ships them all. snmpd's pass_persist fixture runs as
+# `nobody` under Debian's /usr/bin/python3 (the venv's interpreter may live where nobody cannot read).
 debian-packages:
-	@if ! command -v mosquitto >/dev/null && ! test -x /usr/sbin/mosquitto \
-	   || ! command -v influxd >/dev/null || ! command -v victoria-metrics >/dev/null; then \
-	  echo "installing $(DEBIAN_PACKAGES) with apt-get"; \
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing" $$missing "with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 # npm for the test peers; Debian's packages only where no Node.js is installed at all.

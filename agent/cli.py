@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
@@ -23,9 +24,6 @@ __all__ = ["main"]
 TOOL_COMMANDS = {
     "diagnose": ("agent.diagnose", "analyse vibration waveform files and print indicators and diagnosis"),
     "opcua-cert": ("agent.connectors.opcua.certificate", "create the agent's OPC-UA client certificate and key"),
-}
-PROBE_PROTOCOLS = {
-    "modbus": ("agent.connectors.modbus.probe", "read raw registers and print every decoding"),
 }
 
 
@@ -146,24 +144,42 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         if chosen[:1] == [name]:
             _attach(p, module)
 
+    # Each connector declares its probe (agent/connectors/<name>/__init__.py); the protocol library
+    # is imported only for the probe that is run.
+    from agent.connectors import connector_info, connector_names, import_declared
+
     probe = sub.add_parser("probe", help="talk to a device directly (support tool)")
     probe_sub = probe.add_subparsers(dest="protocol", required=True)
-    for name, (module, help_text) in PROBE_PROTOCOLS.items():
-        p = probe_sub.add_parser(name, help=help_text)
+    for name in connector_names():
+        info = connector_info(name)
+        if not info.probe:
+            continue
+        p = probe_sub.add_parser(name, help=info.probe_help)
         if chosen == ["probe", name]:
-            _attach(p, module)
+            try:
+                _attach(p, import_declared(info, info.probe, f"twin-agent probe {name}"))
+            except ConfigError as exc:  # its extra is not installed: say so, whatever the arguments
+                p.set_defaults(func=lambda _args, exc=exc: _refuse(exc), any_arguments=True)
     return parser
 
 
-def _attach(parser: argparse.ArgumentParser, module: str) -> None:
-    mod = importlib.import_module(module)
+def _refuse(exc: ConfigError) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _attach(parser: argparse.ArgumentParser, module: str | ModuleType) -> None:
+    mod = importlib.import_module(module) if isinstance(module, str) else module
     mod.add_arguments(parser)
     parser.set_defaults(func=mod.run)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

@@ -21,7 +21,7 @@ from agent import __version__
 from agent.analytics.summarize import Summarizer
 from agent.batch import build_batch, build_hello
 from agent.config import AgentConfig
-from agent.model import Quality, Reading
+from agent.model import PointSpec, Quality, Reading
 from agent.twin import LocalTwin
 from agent.uplink.client import ChannelSettings, UplinkClient
 from agent.uplink.queue import StoreAndForwardQueue
@@ -83,6 +83,9 @@ class AgentDaemon:
         self.summarizer = Summarizer()
         self.vibration = VibrationMonitor(config.assets)
         self.point_specs = {(p.asset, p.name): p for a in config.assets for p in a.points}
+        for connector in config.connectors:  # connectors that learn metadata from the device (BACnet units)
+            if hasattr(connector, "spec_listener"):
+                connector.spec_listener = self.update_point_spec
         u = config.uplink
         self.uplink = UplinkClient(
             ChannelSettings(u.collector, config.token, u.tls, u.ca_file, u.cert_file, u.key_file, u.server_name),
@@ -107,9 +110,14 @@ class AgentDaemon:
             elif r.value is not None:
                 self.vibration.observe_scalar(r)
 
+    def update_point_spec(self, spec: PointSpec) -> None:
+        """A connector learned a point's metadata from its device: summaries, status and Hello use it."""
+        self.point_specs[(spec.asset, spec.name)] = spec
+        self.twin.update_spec(spec)
+
     def _hello(self) -> twin_pb2.Hello:
         a = self.config.agent
-        return build_hello(a.id, a.site, __version__, self.queue.epoch, self.config.assets)
+        return build_hello(a.id, a.site, __version__, self.queue.epoch, self.twin.asset_specs())
 
     def _health(self, now_ns: int) -> twin_pb2.AgentHealth:
         q = self.queue.stats()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiosqlite
@@ -157,6 +157,18 @@ class LocalTwin:
             touched.add(r.asset)
         for asset in touched:
             self._derive_state(asset, now_mono)
+
+    def update_spec(self, spec: PointSpec) -> None:
+        """Replace a point's spec (a connector learned its unit from the device)."""
+        view = self.assets.get(spec.asset)
+        if view is None or spec.name not in view.points:
+            return
+        view.points[spec.name].spec = spec
+        view.spec = replace(view.spec, points=tuple(spec if p.name == spec.name else p for p in view.spec.points))
+
+    def asset_specs(self) -> list[AssetSpec]:
+        """The assets as currently known (config, plus what connectors learned since)."""
+        return [v.spec for v in self.assets.values()]
 
     def refresh_states(self) -> None:
         """Re-derive every asset's state; call periodically so silence turns into offline."""

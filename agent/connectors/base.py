@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from agent.model import PointSpec, Reading
 
-__all__ = ["Connector", "ConnectorFactory", "ConnectorStats", "Emit"]
+__all__ = ["Connector", "ConnectorFactory", "ConnectorInfo", "ConnectorStats", "Emit", "SpecListener"]
 
 Emit = Callable[[Sequence[Reading]], None]
 """Called by a connector with new readings; synchronous and cheap (it updates the in-memory twin)."""
@@ -48,7 +48,31 @@ class Connector(Protocol):
         ...
 
 
+SpecListener = Callable[[PointSpec], None]
+"""Optional: a connector that learns a point's metadata from the device (BACnet engineering units for
+a point configured without a unit) has a `spec_listener: SpecListener | None` attribute; the daemon
+sets it and the connector calls it with the updated PointSpec."""
+
+
 class ConnectorFactory(Protocol):
     """Builds a connector from its `[[sources]]` table; raises ConfigError naming the key."""
 
     def __call__(self, table: dict[str, Any], key: str) -> Connector: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorInfo:
+    """What a connector package declares in its `__init__.py` as `CONNECTOR`, for the registry and CLI.
+
+    Everything is a dotted name, not an object, so reading the declaration imports no protocol
+    library: the registry imports `factory` (and the CLI `probe`) only when a source or a probe of
+    that type is used. `extra` and `requires` let a missing library become an error that says
+    which `pip install` fixes it.
+    """
+
+    name: str  # the `[[sources]] type`, equal to the folder name
+    factory: str  # "module:function" building the connector from its `[[sources]]` table
+    probe: str = ""  # module with add_arguments(parser) and run(args) for `twin-agent probe <name>`
+    probe_help: str = ""  # one line for `twin-agent probe --help`
+    extra: str = ""  # the pip extra that installs the libraries below
+    requires: tuple[str, ...] = ()  # top-level modules the connector imports from that extra

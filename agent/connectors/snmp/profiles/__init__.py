@@ -1,0 +1,1 @@
+"""Data only: the SNMP profiles (one TOML file per MIB) that `profile = "<name>"` expands."""
