@@ -6,10 +6,6 @@ no protocol library; the factory module is imported only when a source of that t
 An edge box without BACnet points therefore never imports bacpypes3, and a box without the
 `[bacnet]` extra gets an error naming the extra instead of a traceback. Adding a protocol means
 adding a folder; nothing here or in any other connector changes.
-
-modbus, opcua and mqtt import their library in `__init__.py` (importing the package is importing
-the connector), so their declarations are kept below until their packages declare `CONNECTOR`
-themselves; a package's own declaration wins.
 """
 
 from __future__ import annotations
@@ -27,15 +23,6 @@ __all__ = ["ConnectorInfo", "build_connector", "connector_info", "connector_name
 PACKAGE = __name__
 NOT_CONNECTORS = frozenset({"base"})
 
-EAGER_PACKAGES: dict[str, ConnectorInfo] = {
-    "modbus": ConnectorInfo(
-        name="modbus", factory="agent.connectors.modbus.connector:build",
-        probe="agent.connectors.modbus.probe", probe_help="read raw registers and print every decoding",
-        requires=("pymodbus",)),
-    "opcua": ConnectorInfo(name="opcua", factory="agent.connectors.opcua.connector:build", requires=("asyncua",)),
-    "mqtt": ConnectorInfo(name="mqtt", factory="agent.connectors.mqtt.connector:build", requires=("paho",)),
-}
-
 
 def connector_names() -> list[str]:
     """The connector types available: the sub-packages of this package (found without importing them)."""
@@ -44,8 +31,6 @@ def connector_names() -> list[str]:
 
 def connector_info(name: str) -> ConnectorInfo:
     """The declaration of connector `name` (imports only its light `__init__.py`)."""
-    if name in EAGER_PACKAGES:
-        return EAGER_PACKAGES[name]
     package = importlib.import_module(f"{PACKAGE}.{name}")
     info = getattr(package, "CONNECTOR", None)
     if not isinstance(info, ConnectorInfo) or info.name != name:
