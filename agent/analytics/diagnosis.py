@@ -157,6 +157,7 @@ class LocationEvidence:
     given_shaft_hz: float  # shaft rate the analysis was given
     sensors: tuple[str, ...] = ()
     speed_estimated: bool = False  # the shaft rate was estimated from the spectrum, not given
+    parts: tuple[LocationEvidence, ...] = ()  # merged evidence: each sensor's own
 
     def margin_db(self, fault: str) -> float:
         """How far `fault` leads the other location families (negative: it trails).
@@ -224,8 +225,8 @@ def location_evidence(findings: BearingFindings, defects: BearingDefects, *, cag
 def merge_evidence(evidences: Sequence[LocationEvidence]) -> LocationEvidence:
     """Several sensors on one bearing as one: per family the highest location score, present in any.
 
-    A second sensor is a second opinion: a line clearer there counts, and when the sensors point
-    to different locations the margin between them shrinks and the answer becomes undetermined.
+    A second sensor is a second opinion: a line clearer there counts, and when the sensors each
+    locate a different family on their own, the answer is undetermined (`bearing_answer`).
     """
     if not evidences:
         raise ValueError("no evidence to merge")
@@ -236,9 +237,10 @@ def merge_evidence(evidences: Sequence[LocationEvidence]) -> LocationEvidence:
         shown = max(scores, key=lambda s: (s.present, s.strength_db))
         families[fault] = dataclasses.replace(shown, location_db=max(s.location_db for s in scores))
     sensors = tuple(s for ev in evidences for s in ev.sensors)
+    parts = tuple(part for ev in evidences for part in (ev.parts or (ev,)))
     return LocationEvidence(families, first.contenders, any(ev.impulsive for ev in evidences),
                             any(ev.cage_line for ev in evidences), first.shaft_hz, first.given_shaft_hz, sensors,
-                            any(ev.speed_estimated for ev in evidences))
+                            any(ev.speed_estimated for ev in evidences), parts)
 
 
 def _describe(score: FamilyScore, fault: str, several_sensors: bool) -> str:
@@ -261,15 +263,21 @@ def bearing_answer(evidence: LocationEvidence, calibration: LocationCalibration 
     """
     fam = evidence.families
     several = len(evidence.sensors) > 1
+    own: dict[str, str] = {}  # sensor -> the location it names on its own (merged evidence only)
+    for part in evidence.parts:
+        alone = bearing_answer(part, calibration)
+        if alone is not None and alone.fault != UNDETERMINED:
+            own[", ".join(part.sensors) or "?"] = alone.fault
+    disagree = len(set(own.values())) > 1
     contest = [f for f in evidence.contenders if fam[f].present]
     if contest:
         ranked = sorted(evidence.contenders, key=lambda f: -fam[f].location_db)
         leader = ranked[0]
         runner = ranked[1] if len(ranked) > 1 else None
         margin = evidence.margin_db(leader)
-        located = fam[leader].present and margin >= calibration.z * calibration.margin_sigma_db
+        located = fam[leader].present and margin >= calibration.z * calibration.margin_sigma_db and not disagree
         strongest = max((fam[f] for f in LOCATION_FAMILIES if fam[f].present), key=lambda s: s.strength_db)
-        others = [f for f in ranked[1:] if fam[f].present or f == runner]
+        others = [f for f in ranked[1:] if fam[f].present]
         alternative_weight = 1.0
         readings = [leader, *others]
     else:
@@ -279,7 +287,7 @@ def bearing_answer(evidence: LocationEvidence, calibration: LocationCalibration 
         cage_first = cage.present and evidence.cage_line and not evidence.impulsive
         leader = "cage" if cage_first else "ball"
         margin = evidence.margin_db("ball")
-        located = margin >= calibration.z * calibration.margin_sigma_db
+        located = margin >= calibration.z * calibration.margin_sigma_db and not disagree
         strongest = max((s for s in (ball, cage) if s.present), key=lambda s: s.strength_db)
         others = ["ball" if cage_first else "cage"] if cage.present else []
         alternative_weight = CAGE_ALTERNATIVE
@@ -305,12 +313,16 @@ def bearing_answer(evidence: LocationEvidence, calibration: LocationCalibration 
             lead_text += (f"; its own lines lead {_NAMES[runner]} by {margin:.0f} dB "
                           f"(block-to-block scatter {calibration.margin_sigma_db:.1f} dB)")
         entries.append(DiagnosisEntry(leader, confidence, lead_text + speed_note))
-        for fault in others:
-            share = alternative_weight if alternative_weight < 1 else (1.0 - _phi(margin / calibration.margin_sigma_db))
+        for fault in others:  # other present families: the cage reading of the same lines, or a weaker family
+            if alternative_weight < 1:
+                share, prefix = alternative_weight, "possible "
+            else:
+                share = 1.0 - _phi(margin / calibration.margin_sigma_db)
+                prefix = "also present, less likely the location: "
             entries.append(DiagnosisEntry(fault, round(min(confidence * share, SECONDARY_CAP), 3),
-                                          "possible " + _describe(shown_score(fault), fault, several) + speed_note))
+                                          prefix + _describe(shown_score(fault), fault, several) + speed_note))
         return BearingAnswer(leader, confidence, severity, margin, tuple(entries))
-    candidates = [f for f in dict.fromkeys([*readings, *([runner] if runner else [])])]
+    candidates = list(dict.fromkeys([*readings, *own.values(), *([runner] if runner else [])]))
     share = {leader: _phi(margin / calibration.margin_sigma_db)}
     for fault in candidates[1:]:
         share[fault] = (1.0 - share[leader]) / (len(candidates) - 1)
@@ -318,9 +330,14 @@ def bearing_answer(evidence: LocationEvidence, calibration: LocationCalibration 
     confidence = round(detected, 3)
     listed = " or ".join(f"{_NAMES[f]} ({share[f]:.0%}: {_describe(shown_score(f), f, several).split(': ', 1)[1]})"
                          for f in candidates)
-    why = (f"{_NAMES[leader]} leads by {margin:.1f} dB, within the block-to-block scatter "
-           f"({calibration.z * calibration.margin_sigma_db:.1f} dB)") if fam[leader].present or leader not in \
-        evidence.contenders else f"{_NAMES[leader]} lines stand highest but are not present as a family"
+    if disagree:
+        why = "the sensors disagree: " + ", ".join(f"{sensor} alone names the {_NAMES[fault]}"
+                                                   for sensor, fault in own.items())
+    elif fam[leader].present or leader not in evidence.contenders:
+        why = (f"{_NAMES[leader]} leads by {margin:.1f} dB, within the block-to-block scatter "
+               f"({calibration.z * calibration.margin_sigma_db:.1f} dB)")
+    else:
+        why = f"{_NAMES[leader]} lines stand highest but not as a present family (fundamental and a partner line)"
     entries.append(DiagnosisEntry(UNDETERMINED, confidence,
                                   f"bearing fault, location undetermined: {listed}; {why}{speed_note}"))
     for fault in candidates:
