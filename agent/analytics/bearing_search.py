@@ -27,8 +27,8 @@ from agent.analytics.envelope import (
     FamilyEvidence,
     LineSpec,
     band_envelope_spectrum,
-    measure_family,
-    shaft_harmonic_mask,
+    search_families,
+    shaft_harmonic_masks,
     shaft_lines,
     whitened_envelope_spectrum,
 )
@@ -184,12 +184,9 @@ def findings_from_spectra(band: Band, spectra: tuple[EnvelopeSpectrum, ...], sec
         if _significant_lines(clearest) >= 2:
             shaft_hz = clearest.base_hz
     families = defect_families(defects, shaft_hz)
-    masks = [shaft_harmonic_mask(es, shaft_hz, background_hz=0.5 * shaft_hz) for es in spectra]
-    per_spectrum: list[dict[str, FamilyEvidence]] = [{} for _ in spectra]
-    for fault, (base, specs) in families.items():
-        for i, (es, mask) in enumerate(zip(spectra, masks, strict=True)):
-            per_spectrum[i][fault] = measure_family(es, fault, base, specs, tolerance=tolerance,
-                                                    background_hz=0.5 * shaft_hz, exclude=mask)
+    masks = shaft_harmonic_masks(spectra, shaft_hz, background_hz=0.5 * shaft_hz)
+    per_spectrum = search_families(spectra, families, tolerance=tolerance, background_hz=0.5 * shaft_hz,
+                                   excludes=masks)
     measured = {fault: max((found[fault] for found in per_spectrum), key=lambda ev: (ev.present, ev.strength_db))
                 for fault in families}
     return BearingFindings(band, spectra, measured, shaft_hz, tuple(per_spectrum))
