@@ -4,8 +4,15 @@ The same `agent.analytics.vibration.analyze_block` the agent runs on live blocks
 whole file, so that a person can check a machine (or the analytics) without a running agent:
 
     twin-agent diagnose rec.npz --bearing 6205-2RS --rpm 1797
+    twin-agent diagnose rec.npz --bearing 6205-2RS --channel de --second-channel fe
     twin-agent diagnose a.csv b.wav --fs 25600 --bpfo 3.58 --bpfi 5.42 --bsf 2.36 --ftf 0.40 --json
     python -m agent.diagnose rec.npz --bearing 6205-2RS --plot rec.png
+
+When the bearing evidence does not separate the defect's location, the diagnosis is `bearing`
+(bearing fault, location undetermined) and the candidate locations are listed with their lines.
+`--second-channel` names a second sensor on the same machine (another key, column or channel of
+the same file): its envelope evidence joins the first's as a second opinion (the agent does the
+same for an asset with two sensors).
 
 Inputs (acceleration, in g unless --units says m/s^2):
 * .npz: one array per channel (default: the first 1-D numeric array); the sample rate from
@@ -36,8 +43,9 @@ from pathlib import Path
 import numpy as np
 
 from agent.analytics.bearings import CATALOGUE, BearingDefects, bearing_defects
+from agent.analytics.diagnosis import UNDETERMINED, merge_evidence
 from agent.analytics.iso10816 import FOUNDATIONS, MACHINE_GROUPS
-from agent.analytics.vibration import VibrationIndicators, analyze_block
+from agent.analytics.vibration import VibrationIndicators, analyze_block_evidence, with_bearing_evidence
 from runtime.errors import DecodeError
 
 __all__ = ["Waveform", "add_arguments", "main", "read_waveform", "run"]
@@ -69,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", type=float, default=0.0, metavar="X",
                             help=f"{what} defect frequency in multiples of shaft speed (give all four)")
     parser.add_argument("--channel", metavar="KEY", help="npz key, csv column name or index, wav channel index")
+    parser.add_argument("--second-channel", metavar="KEY",
+                        help="a second sensor on the same machine in the same file (npz key, csv column, wav "
+                        "channel): its bearing evidence is a second opinion")
     parser.add_argument("--units", default="g", choices=("g", "m/s^2"), help="acceleration units (default g)")
     parser.add_argument("--scale", type=float, default=1.0, metavar="X",
                         help="wav only: acceleration units per full scale (default 1.0)")
@@ -241,18 +252,28 @@ def _read_wav(path: Path, channel: str | None, scale: float) -> Waveform:
     return Waveform(samples.reshape(-1, channels)[:, index] * scale, float(rate), None, str(index))
 
 
-def _result(path: Path, wave: Waveform, fs: float, ind: VibrationIndicators) -> dict[str, object]:
+def _candidates(ind: VibrationIndicators) -> list[dict[str, object]]:
+    """The candidate locations of an undetermined bearing diagnosis (empty otherwise)."""
+    if ind.fault != UNDETERMINED:
+        return []
+    return [{"fault": d.fault, "confidence": d.confidence, "evidence": d.evidence.removeprefix("candidate ")}
+            for d in ind.diagnosis if d.evidence.startswith("candidate ")]
+
+
+def _result(path: Path, channel: str, n: int, fs: float, ind: VibrationIndicators) -> dict[str, object]:
     indicators = ind.as_dict()
     diagnosis = indicators.pop("diagnosis")
     return {
         "file": str(path),
-        "channel": wave.channel,
+        "channel": channel,
         "fs": fs,
-        "n_samples": len(wave.samples),
+        "n_samples": n,
         "rpm": ind.rpm,
         "rpm_source": ind.rpm_source,
         "fault": ind.fault,
         "confidence": ind.confidence,
+        "location_undetermined": ind.fault == UNDETERMINED,
+        "candidates": _candidates(ind),
         "health": ind.health,
         "iso_zone": ind.iso_zone,
         "indicators": indicators,
@@ -260,12 +281,12 @@ def _result(path: Path, wave: Waveform, fs: float, ind: VibrationIndicators) -> 
     }
 
 
-def _text(path: Path, wave: Waveform, fs: float, ind: VibrationIndicators, rpm_from: str,
+def _text(path: Path, channel: str, n: int, fs: float, ind: VibrationIndicators, rpm_from: str,
           args: argparse.Namespace, bearing: BearingDefects | None) -> str:
-    n = len(wave.samples)
+    fault = "bearing (bearing fault, location undetermined)" if ind.fault == UNDETERMINED else ind.fault
     out = [
-        f"{path} [{wave.channel}]  {fs:g} Hz, {n} samples ({n / fs:.1f} s), {ind.rpm:.0f} r/min ({rpm_from})",
-        f"  fault {ind.fault} (confidence {ind.confidence:.2f})   health {ind.health:.0f}/100   "
+        f"{path} [{channel}]  {fs:g} Hz, {n} samples ({n / fs:.1f} s), {ind.rpm:.0f} r/min ({rpm_from})",
+        f"  fault {fault} (confidence {ind.confidence:.2f})   health {ind.health:.0f}/100   "
         f"ISO 10816-3 zone {ind.iso_zone}: {ind.velocity_rms_mm_s:.2f} mm/s r.m.s. "
         f"(group {args.machine_group}, {args.foundation})",
         f"  acceleration r.m.s. {ind.accel_rms:.3f} g, peak {ind.accel_peak:.3f} g, crest factor "
@@ -278,6 +299,10 @@ def _text(path: Path, wave: Waveform, fs: float, ind: VibrationIndicators, rpm_f
                    f"BPFO {ind.bpfo:.0f} dB, BPFI {ind.bpfi:.0f} dB, 2xBSF {ind.bsf:.0f} dB, FTF {ind.ftf:.0f} dB")
     for entry in ind.diagnosis:
         out.append(f"  - {entry.fault} {entry.confidence:.2f}: {entry.evidence}")
+    candidates = _candidates(ind)
+    if candidates:
+        out.append("  candidate locations: " + ", ".join(f"{c['fault']}" for c in candidates)
+                   + " (the evidence does not separate them: inspect the whole bearing)")
     return "\n".join(out)
 
 
@@ -307,8 +332,19 @@ def run(args: argparse.Namespace) -> int:
             if fs is None:
                 raise DecodeError("the file gives no sample rate: pass --fs")
             rpm, rpm_from = (args.rpm, "--rpm") if args.rpm else (wave.rpm, "file") if wave.rpm else (None, "")
-            ind = analyze_block(wave.samples, fs, rpm=rpm, rpm_source="given", bearing=bearing,
-                                machine_group=args.machine_group, foundation=args.foundation, units=args.units)
+            options = {"bearing": bearing, "machine_group": args.machine_group, "foundation": args.foundation,
+                       "units": args.units}
+            first = analyze_block_evidence(wave.samples, fs, rpm=rpm, rpm_source="given", sensor=wave.channel,
+                                           **options)
+            ind, channel = first.indicators, wave.channel
+            if args.second_channel:
+                other = read_waveform(path, args.second_channel, scale=args.scale)
+                other_fs = args.fs or other.fs or fs
+                second = analyze_block_evidence(other.samples, other_fs, rpm=ind.rpm, rpm_source=ind.rpm_source,
+                                                sensor=other.channel, **options)
+                channel = f"{wave.channel}+{other.channel}"
+                if first.evidence is not None and second.evidence is not None:
+                    ind = with_bearing_evidence(ind, merge_evidence([first.evidence, second.evidence]))
             if args.plot:
                 from agent.analytics.plot import plot_diagnosis
 
@@ -319,10 +355,11 @@ def run(args: argparse.Namespace) -> int:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             print(f"{PROG}: {path}: {reason}", file=sys.stderr)
             continue
+        n = len(wave.samples)
         if args.json:
-            print(json.dumps(_result(path, wave, fs, ind), allow_nan=False), flush=True)
+            print(json.dumps(_result(path, channel, n, fs, ind), allow_nan=False), flush=True)
         else:
-            print(_text(path, wave, fs, ind, rpm_from or "estimated", args, bearing), flush=True)
+            print(_text(path, channel, n, fs, ind, rpm_from or "estimated", args, bearing), flush=True)
     return 1 if failed else 0
 
 

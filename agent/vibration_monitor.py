@@ -11,6 +11,12 @@ Each sensor with a bearing also keeps the envelope spectra of its last `average_
 averaged spectra show but the block alone does not (a weak ball defect in 0.64 s blocks) is added
 to that block's indicators, its evidence saying over how many blocks it was averaged. A block of
 another length or sample rate, or a shaft speed 1 % off the window's, starts a new window.
+
+An asset with two or more sensors (one bearing spec per asset: they watch the same bearing) gets a
+second opinion: a block's bearing evidence is merged with the latest evidence of the asset's other
+sensors taken at the same time (within one block length; agent.analytics.diagnosis.merge_evidence).
+A line clearer on the other sensor counts, and sensors that point to different locations make the
+diagnosis "bearing" (location undetermined) with both candidates.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from protos.twin.v1 import twin_pb2
 from runtime.logs import RateLimitedLog
 
 if TYPE_CHECKING:  # the analytics are imported only by agents that have vibration sensors
-    from agent.analytics.averaging import EnvelopeAverager
+    from agent.analytics.averaging import AveragedDiagnosis, EnvelopeAverager
     from agent.analytics.bearings import BearingDefects
-    from agent.analytics.vibration import VibrationIndicators
+    from agent.analytics.diagnosis import LocationEvidence
+    from agent.analytics.vibration import BlockAnalysis, VibrationIndicators
 
 __all__ = ["VibrationMonitor", "indicators_message"]
 
@@ -54,6 +61,15 @@ class _Sensor:
     bearing: BearingDefects | None
     averager: EnvelopeAverager | None  # None without a bearing or with average_blocks = 1
     lock: threading.Lock  # one block of a sensor at a time through its averager (two worker threads)
+
+
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    """A sensor's latest bearing evidence, for the asset's other sensors' second opinion."""
+
+    ts_ns: int
+    seconds: float
+    evidence: LocationEvidence
 
 
 def indicators_message(asset: str, sensor: str, ts_ns: int, ind: VibrationIndicators) -> twin_pb2.VibrationIndicators:
@@ -103,9 +119,11 @@ class VibrationMonitor:
         self._latest: dict[tuple[str, str], twin_pb2.VibrationIndicators] = {}
         self._health: dict[str, float] = {}
         self._last_block: dict[tuple[str, str], tuple[np.ndarray, float, float]] = {}
+        self._evidence: dict[str, dict[str, _Evidence]] = {}  # asset -> sensor -> latest evidence
         self.dropped_blocks = 0
         self.analysed_blocks = 0
         self.averaged_findings = 0  # blocks whose bearing fault came from the averaged spectra only
+        self.merged_blocks = 0  # blocks diagnosed together with another sensor of the same asset
         self.errors = 0
         self.rejected_speeds = 0
         self._log = RateLimitedLog(log, LOG_INTERVAL_S)
@@ -154,42 +172,60 @@ class VibrationMonitor:
         spec = sensor.spec
         rpm, source = self._speed(sensor)
         from agent.analytics.averaging import with_averaged
-        from agent.analytics.vibration import analyze_block
+        from agent.analytics.vibration import analyze_block_evidence
 
         fs = sensor.point.sample_rate_hz
         x = np.asarray(r.value, dtype=np.float64)
         units = sensor.point.unit or "g"
 
-        def analyse() -> tuple[VibrationIndicators, bool]:
-            ind = analyze_block(x, fs, rpm=rpm, rpm_source=source,
-                                bearing=sensor.bearing, machine_group=spec.machine_group,
-                                foundation=spec.foundation, units=units)
+        def analyse() -> tuple[BlockAnalysis, AveragedDiagnosis | None]:
+            result = analyze_block_evidence(x, fs, rpm=rpm, rpm_source=source, bearing=sensor.bearing,
+                                            machine_group=spec.machine_group, foundation=spec.foundation,
+                                            units=units, sensor=r.point)
             if sensor.averager is None:
-                return ind, False
+                return result, None
             with sensor.lock:
                 try:
-                    avg = sensor.averager.add(x, fs, ind.rpm, units=units)
+                    return result, sensor.averager.add(x, fs, result.indicators.rpm, units=units)
                 except ValueError as exc:  # the block's own indicators are still good: keep them
                     self._log.warning(f"{r.asset}/{r.point}/average",
                                       f"vibration {r.asset}/{r.point}: block not averaged: {exc}")
                     sensor.averager.reset()
-                    return ind, False
-            merged = with_averaged(ind, avg)
-            return merged, merged is not ind
+                    return result, None
 
         try:
-            ind, from_average = await asyncio.get_running_loop().run_in_executor(self._executor, analyse)
+            result, avg = await asyncio.get_running_loop().run_in_executor(self._executor, analyse)
         except Exception as exc:
             self.errors += 1
             self._log.warning(f"{r.asset}/{r.point}", f"vibration {r.asset}/{r.point}: analysis failed: {exc}")
             return
-        self.averaged_findings += from_average
+        ind = self._second_opinion(r, result, len(x) / fs)
+        if avg is not None:
+            merged = with_averaged(ind, avg)
+            self.averaged_findings += merged is not ind
+            ind = merged
         self._last_block[(r.asset, r.point)] = (x, fs, ind.rpm)
         msg = indicators_message(r.asset, r.point, r.ts_ns, ind)
         self.analysed_blocks += 1
         self._done.append(msg)
         self._latest[(r.asset, r.point)] = msg
         self._health[r.asset] = ind.health
+
+    def _second_opinion(self, r: Reading, result: BlockAnalysis, seconds: float) -> VibrationIndicators:
+        """The block's indicators, its bearing evidence merged with the asset's other sensors' of the same time."""
+        if result.evidence is None:
+            return result.indicators
+        from agent.analytics.diagnosis import merge_evidence
+        from agent.analytics.vibration import with_bearing_evidence
+
+        latest = self._evidence.setdefault(r.asset, {})
+        latest[r.point] = _Evidence(r.ts_ns, seconds, result.evidence)
+        others = [e.evidence for point, e in latest.items()
+                  if point != r.point and abs(e.ts_ns - r.ts_ns) <= max(e.seconds, seconds) * 1e9]
+        if not others:
+            return result.indicators
+        self.merged_blocks += 1
+        return with_bearing_evidence(result.indicators, merge_evidence([result.evidence, *others]))
 
     async def drain(self) -> list[twin_pb2.VibrationIndicators]:
         """Indicators finished since the last call (blocks still in analysis go in the next batch)."""

@@ -14,8 +14,8 @@ exponential in one block and Gamma(N) in the mean of N independent blocks, so th
 reaches as rarely as 12 dB in one block (2e-5 per bin) is 9.1 dB for 2 blocks, 6.9 dB for 4 and
 5.2 dB for 8. Line heights in the averaged spectra are reported as single-block-equivalent dB
 (agent.analytics.envelope.single_block_equivalent_db), and the per-block rules then apply
-unchanged: a family is present at 12 dB, confidence 0.5 at 12 dB to 1.0 at 22 dB, the same cage
-vs ball reading and ranking (agent.analytics.vibration).
+unchanged: a family is present at 12 dB, the same severity, location rule and calibrated confidence, the same cage
+vs ball reading (agent.analytics.diagnosis).
 
 * Each block's envelope power spectrum is divided by its median before averaging, so that every
   block weighs the same: one loud block (a knock, a load step) cannot dominate the mean and the
@@ -46,22 +46,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.analytics.bearing_search import (
+    DEFAULT_SLIP_TOLERANCE,
+    BearingFindings,
+    envelope_limits,
+    findings_from_spectra,
+)
 from agent.analytics.bearings import BearingDefects
+from agent.analytics.diagnosis import (
+    BEARING_ANSWERS,
+    CALIBRATION,
+    DiagnosisEntry,
+    LocationCalibration,
+    LocationEvidence,
+    bearing_answer,
+    location_evidence,
+)
 from agent.analytics.envelope import EnvelopeSpectrum, band_envelope_spectrum, whitened_envelope_spectrum
 from agent.analytics.kurtogram import Band, candidate_bands, candidate_kurtosis, select_band
 from agent.analytics.vibration import (
-    DEFAULT_SLIP_TOLERANCE,
+    BEARING_HEALTH_WEIGHT,
     REPORT_THRESHOLD,
-    BearingFindings,
-    DiagnosisEntry,
     VibrationIndicators,
-    _bearing_diagnosis,
     _line_rms,
     _plan,
     _to_g,
     checked_block,
-    envelope_limits,
-    findings_from_spectra,
 )
 
 __all__ = [
@@ -71,11 +81,10 @@ __all__ = [
     "block_envelope",
     "choose_band",
     "diagnose_averaged",
+    "redecided",
     "with_averaged",
 ]
 
-BEARING_FAULTS = ("outer_race", "inner_race", "ball", "cage")
-BEARING_HEALTH_WEIGHT = 65.0  # a bearing fault caps health at 100 - 65 x confidence (as per block)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +130,8 @@ class AveragedDiagnosis:
     bsf: float
     ftf: float
     findings: BearingFindings
+    evidence: LocationEvidence
+    severity: float = 0.0
 
 
 def _checked_block(x: np.ndarray, fs: float, units: str) -> np.ndarray:
@@ -200,7 +211,8 @@ def _label(what: str, blocks: int) -> str:
 
 
 def diagnose_averaged(blocks: Sequence[BlockEnvelope], bearing: BearingDefects, *,
-                      slip_tolerance: float = DEFAULT_SLIP_TOLERANCE) -> AveragedDiagnosis:
+                      slip_tolerance: float = DEFAULT_SLIP_TOLERANCE,
+                      calibration: LocationCalibration = CALIBRATION) -> AveragedDiagnosis:
     """Bearing findings on the mean envelope spectra of `blocks` (consecutive blocks of one sensor).
 
     The band spectrum averages the blocks demodulated in the band most of them share (after a band
@@ -241,37 +253,55 @@ def diagnose_averaged(blocks: Sequence[BlockEnvelope], bearing: BearingDefects, 
     ftf_hz = bearing.ftf * found.shaft_hz
     _, cage_line = _line_rms(accel, plan.velocity_weight[: len(accel)], df, ftf_hz,
                              max(slip_tolerance * ftf_hz, df))
-    entries = sorted(_bearing_diagnosis(found, cage_line=cage_line, given_shaft_hz=shaft_hz),
-                     key=lambda e: -e.confidence)
-    top = entries[0] if entries and entries[0].confidence >= REPORT_THRESHOLD else None
+    evidence = location_evidence(found, bearing, cage_line=cage_line, given_shaft_hz=shaft_hz,
+                                 tolerance=slip_tolerance)
+    answer = bearing_answer(evidence, calibration)
     fam = found.families
     return AveragedDiagnosis(
         blocks=len(blocks), band_blocks=len(in_band),
-        fault=top.fault if top else "normal", confidence=top.confidence if top else 0.0,
-        diagnosis=tuple(entries),
+        fault=answer.fault if answer else "normal", confidence=answer.confidence if answer else 0.0,
+        diagnosis=answer.entries if answer else (),
         bpfo=fam["outer_race"].fundamental_db, bpfi=fam["inner_race"].fundamental_db,
         bsf=fam["ball"].fundamental_db, ftf=fam["cage"].fundamental_db, findings=found,
+        evidence=evidence, severity=answer.severity if answer else 0.0,
     )
 
 
-def with_averaged(ind: VibrationIndicators, avg: AveragedDiagnosis) -> VibrationIndicators:
+def redecided(avg: AveragedDiagnosis, calibration: LocationCalibration) -> AveragedDiagnosis:
+    """The same averaged evidence decided with another calibration (each cross-validation fold's)."""
+    answer = bearing_answer(avg.evidence, calibration)
+    return dataclasses.replace(avg, fault=answer.fault if answer else "normal",
+                               confidence=answer.confidence if answer else 0.0,
+                               diagnosis=answer.entries if answer else (),
+                               severity=answer.severity if answer else 0.0)
+
+
+def with_averaged(ind: VibrationIndicators, avg: AveragedDiagnosis,
+                  calibration: LocationCalibration = CALIBRATION) -> VibrationIndicators:
     """`ind` with the averaged bearing finding added, if the block alone shows no bearing fault.
 
     Only a bearing fault the block misses is added (a block's own finding rests on direct
-    evidence and is kept as it is); its entries join the block's diagnosis, `fault` and
-    `confidence` follow the strongest entry and health is capped as for a per-block bearing fault.
-    The line heights (bpfo...) stay the block's own.
+    evidence and is kept as it is); its entries join the block's diagnosis, the averaged answer
+    becomes `fault` unless a mechanical fault is more confident, and health is capped by the
+    averaged severity as for a per-block bearing fault. The line heights (bpfo...) stay the
+    block's own. With a shaft speed estimated from the spectrum (`ind.rpm_source`) the averaged
+    answer is decided again as such (`calibration`: the one the averager used).
     """
-    if avg.fault not in BEARING_FAULTS:
+    if ind.rpm_source == "estimated" and not avg.evidence.speed_estimated:
+        avg = redecided(dataclasses.replace(avg, evidence=dataclasses.replace(avg.evidence, speed_estimated=True)),
+                        calibration)
+    if avg.fault not in BEARING_ANSWERS or not avg.diagnosis:
         return ind
-    if any(e.fault in BEARING_FAULTS and e.confidence >= REPORT_THRESHOLD for e in ind.diagnosis):
+    if ind.fault in BEARING_ANSWERS or any(e.fault in BEARING_ANSWERS and e.confidence >= REPORT_THRESHOLD
+                                           for e in ind.diagnosis):
         return ind
     note = f" [shaft speed estimated: {ind.rpm:.0f} r/min]" if ind.rpm_source == "estimated" else ""
     added = [DiagnosisEntry(e.fault, e.confidence, e.evidence + note) for e in avg.diagnosis]
-    kept = [e for e in ind.diagnosis if e.fault != "normal" and e.fault not in BEARING_FAULTS]
+    kept = [e for e in ind.diagnosis if e.fault != "normal" and e.fault not in BEARING_ANSWERS]
     entries = sorted([*kept, *added], key=lambda e: -e.confidence)
-    health = round(min(ind.health, 100.0 - BEARING_HEALTH_WEIGHT * avg.confidence), 1)
-    return dataclasses.replace(ind, fault=entries[0].fault, confidence=entries[0].confidence,
+    top = next((e for e in entries if e is added[0] or e.confidence >= REPORT_THRESHOLD), added[0])
+    health = round(min(ind.health, 100.0 - BEARING_HEALTH_WEIGHT * avg.severity), 1)
+    return dataclasses.replace(ind, fault=top.fault, confidence=top.confidence,
                                diagnosis=tuple(entries), health=health)
 
 
@@ -284,10 +314,12 @@ class EnvelopeAverager:
     """
 
     def __init__(self, bearing: BearingDefects, *, blocks: int = 8,
-                 slip_tolerance: float = DEFAULT_SLIP_TOLERANCE) -> None:
+                 slip_tolerance: float = DEFAULT_SLIP_TOLERANCE,
+                 calibration: LocationCalibration = CALIBRATION) -> None:
         if blocks < 1:
             raise ValueError(f"blocks must be 1 or more, got {blocks!r}")
         self.bearing = bearing
+        self.calibration = calibration
         self.blocks = blocks
         self.slip_tolerance = slip_tolerance
         self._window: deque[BlockEnvelope] = deque(maxlen=blocks)
@@ -338,7 +370,8 @@ class EnvelopeAverager:
         if self._band is None:
             self._band = block.band
         try:
-            result = diagnose_averaged(self._window, self.bearing, slip_tolerance=self.slip_tolerance)
+            result = diagnose_averaged(self._window, self.bearing, slip_tolerance=self.slip_tolerance,
+                                       calibration=self.calibration)
         except ValueError:
             self._window.pop()
             if dropped is not None:

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,8 +45,11 @@ __all__ = [
     "LineEvidence",
     "LineSpec",
     "band_envelope_spectrum",
+    "measure_families",
     "measure_family",
+    "search_families",
     "shaft_harmonic_mask",
+    "shaft_harmonic_masks",
     "shaft_lines",
     "single_block_equivalent_db",
     "whitened_envelope_spectrum",
@@ -105,12 +108,17 @@ class FamilyEvidence:
     """How clearly one defect family shows in one envelope spectrum.
 
     `lines[0]` is the fundamental; the others are harmonics and sidebands that support it.
+    `support_db` (the best supporting line's height, 0 without any) is worked out once.
     """
 
     fault: str
     base_hz: float
     lines: tuple[LineEvidence, ...]
     source: str
+    support_db: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "support_db", max((line.snr_db for line in self.lines[1:]), default=0.0))
 
     @property
     def fundamental_db(self) -> float:
@@ -119,11 +127,6 @@ class FamilyEvidence:
     @property
     def support(self) -> LineEvidence | None:
         return max(self.lines[1:], key=lambda line: line.snr_db, default=None)
-
-    @property
-    def support_db(self) -> float:
-        best = self.support
-        return best.snr_db if best is not None else 0.0
 
     @property
     def strength_db(self) -> float:
@@ -136,6 +139,18 @@ class FamilyEvidence:
         return self.fundamental_db >= SIGNIFICANT_DB and self.support_db >= SIGNIFICANT_DB
 
 
+@functools.lru_cache(maxsize=64)
+def _tukey(width: int) -> np.ndarray:
+    """Band taper: flat, with raised-cosine quarters at each edge (cached: the same widths recur)."""
+    taper = np.ones(width)
+    edge = max(width // 4, 1)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(edge) + 0.5) / edge)
+    taper[:edge] = ramp
+    taper[width - edge:] = ramp[::-1]
+    taper.setflags(write=False)
+    return taper
+
+
 @functools.lru_cache(maxsize=32)
 def _hann(n: int) -> np.ndarray:
     """Periodic Hann window (cached: the same block sizes recur)."""
@@ -144,10 +159,15 @@ def _hann(n: int) -> np.ndarray:
     return window
 
 
-def _ses(z: np.ndarray, df: float, low_hz: float, high_hz: float, kurtosis: float, label: str,
-         max_hz: float) -> EnvelopeSpectrum:
+def _squared_envelope(z: np.ndarray) -> np.ndarray:
     power = z.real * z.real
     power += z.imag * z.imag
+    return power
+
+
+def _ses(power: np.ndarray, df: float, low_hz: float, high_hz: float, kurtosis: float, label: str,
+         max_hz: float) -> EnvelopeSpectrum:
+    """Spectrum of a squared envelope (`power`, changed in place), up to `max_hz`."""
     power -= power.mean()
     window = _hann(len(power))
     power *= window
@@ -202,15 +222,12 @@ def band_envelope_spectrum(spectrum: np.ndarray, n: int, df: float, start: int, 
     """
     width = stop - start
     length = fast_length(2 * width)
-    taper = np.ones(width)
-    edge = max(width // 4, 1)
-    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(edge) + 0.5) / edge)
-    taper[:edge] = ramp
-    taper[width - edge:] = ramp[::-1]
     padded = np.zeros(length, dtype=complex)
-    padded[:width] = spectrum[start:stop] * taper
-    z = np.fft.ifft(padded) * (2.0 * length / n)  # analytic band signal, in input units
-    return _ses(z, df, start * df, stop * df, kurtosis, f"band {start * df:.0f}-{stop * df:.0f} Hz", max_hz)
+    np.multiply(spectrum[start:stop], _tukey(width), out=padded[:width])
+    z = np.fft.ifft(padded)
+    z *= 2.0 * length / n  # analytic band signal, in input units
+    return _ses(_squared_envelope(z), df, start * df, stop * df, kurtosis,
+                f"band {start * df:.0f}-{stop * df:.0f} Hz", max_hz)
 
 
 def whitened_envelope_spectrum(spectrum: np.ndarray, df: float, *, low_hz: float = 0.0,
@@ -221,33 +238,149 @@ def whitened_envelope_spectrum(spectrum: np.ndarray, df: float, *, low_hz: float
     length = fast_length(2 * len(bins))
     padded = np.zeros(length, dtype=complex)
     np.divide(bins, np.maximum(np.abs(bins), _EPS), out=padded[: len(bins)])
-    z = np.fft.ifft(padded)
-    power = z.real * z.real
-    power += z.imag * z.imag
+    power = _squared_envelope(np.fft.ifft(padded))
     mean = power.mean()
-    kurt = float(np.dot(power, power) / len(power) / mean**2 - 2.0) if mean > 0 else 0.0
-    return _ses(z, df, start * df, len(spectrum) * df, kurt, "whitened full band", max_hz)
+    # einsum, not np.dot: a BLAS dot spins helper threads that cost more CPU than the sum itself
+    kurt = float(np.einsum("i,i->", power, power) / len(power) / mean**2 - 2.0) if mean > 0 else 0.0
+    return _ses(power, df, start * df, len(spectrum) * df, kurt, "whitened full band", max_hz)
 
 
-def _local_median(amp: np.ndarray, df: float, freqs: np.ndarray, background_hz: float) -> np.ndarray:
-    """Median of `amp` within +/- min(background_hz, f/2) (>= MIN_BACKGROUND_BINS bins) of each f.
+def _local_medians(amps: np.ndarray, df: float, freqs: np.ndarray, background_hz: float) -> np.ndarray:
+    """(spectra, lines): median of each spectrum (a row of `amps`) within +/- min(background_hz, f/2)
+    (>= MIN_BACKGROUND_BINS bins) of each line frequency f.
 
     Windows are clipped to the spectrum; lines at or below 0 Hz or without room for a window get
-    +inf (no line can stand out there). One batched median per distinct window width.
+    +inf (no line can stand out there). Every window of every spectrum at once: the windows are
+    gathered into one array padded with +inf to the widest, sorted, and each row's median (the
+    upper one for an even width) picked at its own width's middle.
     """
-    out = np.full(len(freqs), np.inf)
+    out = np.full((amps.shape[0], len(freqs)), np.inf)
+    length = amps.shape[1]
     half = np.maximum(np.minimum(background_hz, 0.5 * np.abs(freqs)), MIN_BACKGROUND_BINS * df)
     half_bins = np.rint(half / df).astype(np.intp)
     centre = np.rint(freqs / df).astype(np.intp)
     lo = np.maximum(centre - half_bins, 1)
-    hi = np.minimum(centre + half_bins + 1, len(amp))
-    ok = (freqs > 0) & (hi - lo >= 2 * MIN_BACKGROUND_BINS)
+    hi = np.minimum(centre + half_bins + 1, length)
     width = hi - lo
-    for w in np.unique(width[ok]):
-        rows = np.nonzero(ok & (width == w))[0]
-        windows = amp[lo[rows, None] + np.arange(w)[None, :]]
-        out[rows] = np.partition(windows, w // 2, axis=1)[:, w // 2]  # the median (upper, for even w)
+    rows = np.nonzero((freqs > 0) & (width >= 2 * MIN_BACKGROUND_BINS))[0]
+    if len(rows) == 0:
+        return out
+    widths = width[rows]
+    offsets = np.arange(int(widths.max()))
+    inside = offsets[None, :] < widths[:, None]
+    windows = np.where(inside, amps[:, np.minimum(lo[rows, None] + offsets[None, :], length - 1)], np.inf)
+    windows.sort(axis=-1)
+    out[:, rows] = windows[:, np.arange(len(rows)), widths // 2]
     return out
+
+
+def _heights(amps: np.ndarray, df: float, blocks: int, freqs: np.ndarray, background: np.ndarray,
+             excludes: np.ndarray | None, usable: np.ndarray | bool = True) -> np.ndarray:
+    """(spectra, candidates, lines): height in dB of each spectrum at `freqs` (candidates x lines)
+    over its `background` (spectra x lines).
+
+    The amplitude is the maximum of the nearest three bins (it absorbs the Hann window's
+    scalloping). 0 where a line cannot count: nearer 0 Hz than MIN_LINE_BINS, past the spectrum,
+    without a background, in an excluded bin (`excludes`: spectra x bins), or not `usable`.
+    Single-block-equivalent dB for averaged spectra (`blocks` > 1).
+    """
+    length = amps.shape[1]
+    top = length - 2
+    idx = np.rint(freqs / df).astype(np.intp)
+    valid = ((idx >= MIN_LINE_BINS) & (idx <= top) & usable)[None] & np.isfinite(background)[:, None, :]
+    idx = np.clip(idx, 1, max(top, 1))
+    if excludes is not None:
+        valid &= ~excludes[:, idx]
+    peak = np.maximum(np.maximum(amps[:, idx - 1], amps[:, idx]), amps[:, np.minimum(idx + 1, length - 1)])
+    with np.errstate(divide="ignore"):
+        snr = 20 * np.log10(np.maximum(peak, _EPS) / np.maximum(background, _EPS)[:, None, :])
+    if blocks > 1:
+        snr = single_block_equivalent_db(snr, blocks)
+    return np.where(valid, snr, 0.0)
+
+
+def _alike(spectra: Sequence[EnvelopeSpectrum]) -> dict[tuple[int, float, int], list[int]]:
+    """Indices of the spectra that can be stacked: same length, bin spacing and number of blocks."""
+    groups: dict[tuple[int, float, int], list[int]] = {}
+    for i, es in enumerate(spectra):
+        groups.setdefault((len(es.amplitude), es.df, es.blocks), []).append(i)
+    return groups
+
+
+def search_families(
+    spectra: Sequence[EnvelopeSpectrum],
+    families: Mapping[str, tuple[float, Sequence[LineSpec]]],
+    *,
+    tolerance: float,
+    background_hz: float,
+    excludes: Sequence[np.ndarray | None] | None = None,
+) -> list[dict[str, FamilyEvidence]]:
+    """`measure_family` for several families (name -> (base_hz, lines)) in several spectra at once.
+
+    Spectra of the same length, bin spacing and block count are stacked, and one array holds
+    every family's candidate fundamentals (padded to the longest grid) times every line, so the
+    whole search is a handful of numpy operations instead of a pass per family and spectrum;
+    each result is what `measure_family` gives for that family in that spectrum alone.
+    `excludes`: one bin mask (or None) per spectrum.
+    """
+    names = list(families)
+    specs = [tuple(families[name][1]) for name in names]
+    counts = np.array([len(lines) for lines in specs])
+    bases = np.array([families[name][0] for name in names], dtype=np.float64)
+    orders = np.array([line.order for lines in specs for line in lines], dtype=np.float64)
+    offsets = np.array([line.offset_hz for lines in specs for line in lines], dtype=np.float64)
+    steps_order = [max(max(abs(line.order) for line in lines), 1.0) for lines in specs]
+    family_of_line = np.repeat(np.arange(len(names)), counts)
+    nominal = orders * bases[family_of_line] + offsets
+    results: list[dict[str, FamilyEvidence]] = [{} for _ in spectra]
+    for (_, df, blocks), members in _alike(spectra).items():
+        grids = []
+        for base, top_order in zip(bases, steps_order, strict=True):
+            step = df / top_order / 2
+            span = base * tolerance
+            grids.append(base + np.arange(-span, span + step / 2, step) if span > 0 else np.array([base]))
+        n_candidates = np.array([len(grid) for grid in grids])
+        candidates = np.zeros((len(names), int(n_candidates.max())))
+        for i, grid in enumerate(grids):
+            candidates[i, :len(grid)] = grid
+        padded = np.arange(candidates.shape[1])[:, None] >= n_candidates[family_of_line][None, :]
+        freqs = candidates[family_of_line].T * orders[None, :] + offsets[None, :]
+        amps = np.stack([spectra[m].amplitude for m in members])
+        masks = [excludes[m] for m in members] if excludes is not None else []
+        stacked_masks = np.stack(masks) if masks and all(mask is not None for mask in masks) else None
+        if masks and stacked_masks is None and any(mask is not None for mask in masks):
+            stacked_masks = np.stack([mask if mask is not None else np.zeros(amps.shape[1], dtype=bool)
+                                      for mask in masks])
+        snr = _heights(amps, df, blocks, freqs, _local_medians(amps, df, nominal, background_hz), stacked_masks,
+                       ~padded)
+        positive = np.maximum(snr, 0)
+        start = 0
+        for i, (name, lines) in enumerate(zip(names, specs, strict=True)):
+            cols = slice(start, start + len(lines))
+            start += len(lines)
+            best = np.argmax(positive[:, :n_candidates[i], cols].sum(axis=2), axis=1)
+            for row, member in enumerate(members):
+                b = int(best[row])
+                heights = snr[row, b, cols]
+                at = freqs[b, cols]
+                evidence = tuple(LineEvidence(line.label, float(at[j]), round(float(max(heights[j], 0.0)), 2))
+                                 for j, line in enumerate(lines))
+                results[member][name] = FamilyEvidence(name, float(candidates[i, b]), evidence,
+                                                       spectra[member].label)
+    return results
+
+
+def measure_families(
+    es: EnvelopeSpectrum,
+    families: Mapping[str, tuple[float, Sequence[LineSpec]]],
+    *,
+    tolerance: float,
+    background_hz: float,
+    exclude: np.ndarray | None = None,
+) -> dict[str, FamilyEvidence]:
+    """`measure_family` for several families (name -> (base_hz, lines)) of one spectrum at once."""
+    return search_families([es], families, tolerance=tolerance, background_hz=background_hz,
+                           excludes=[exclude])[0]
 
 
 def measure_family(
@@ -272,38 +405,10 @@ def measure_family(
     resolve them) count as absent, so a family whose fundamental is that low cannot be present.
     `exclude` (one bool per spectrum bin) marks bins that are not evidence, such as shaft
     harmonics (`shaft_harmonic_mask`). Heights in an averaged spectrum (`es.blocks` > 1) are
-    single-block-equivalent dB.
+    single-block-equivalent dB. Several families of one spectrum: `measure_families`.
     """
-    amp = es.amplitude
-    df = es.df
-    top = len(amp) - 2
-    nominal = np.array([line.order * base_hz + line.offset_hz for line in lines])
-    background = _local_median(amp, df, nominal, background_hz)
-    max_order = max(abs(line.order) for line in lines)
-    step = df / max(max_order, 1.0) / 2
-    span = base_hz * tolerance
-    candidates = base_hz + np.arange(-span, span + step / 2, step) if span > 0 else np.array([base_hz])
-    orders = np.array([line.order for line in lines])
-    offsets = np.array([line.offset_hz for line in lines])
-    freqs = candidates[:, None] * orders[None, :] + offsets[None, :]
-    idx = np.rint(freqs / df).astype(np.intp)
-    valid = (idx >= MIN_LINE_BINS) & (idx <= top) & np.isfinite(background)[None, :]
-    idx = np.clip(idx, 1, max(top, 1))
-    if exclude is not None:
-        valid &= ~exclude[idx]
-    peak = np.maximum(np.maximum(amp[idx - 1], amp[idx]), amp[np.minimum(idx + 1, len(amp) - 1)])
-    with np.errstate(divide="ignore"):
-        snr = 20 * np.log10(np.maximum(peak, _EPS) / np.maximum(background, _EPS)[None, :])
-    if es.blocks > 1:
-        snr = single_block_equivalent_db(snr, es.blocks)
-    snr = np.where(valid, snr, 0.0)
-    best = int(np.argmax(np.maximum(snr, 0).sum(axis=1)))
-    f = float(candidates[best])
-    evidence = tuple(
-        LineEvidence(line.label, float(freqs[best, j]), round(float(max(snr[best, j], 0.0)), 2))
-        for j, line in enumerate(lines)
-    )
-    return FamilyEvidence(fault, f, evidence, es.label)
+    return measure_families(es, {fault: (base_hz, lines)}, tolerance=tolerance, background_hz=background_hz,
+                            exclude=exclude)[fault]
 
 
 def shaft_lines(es: EnvelopeSpectrum, shaft_hz: float, *, tolerance: float,
@@ -319,8 +424,9 @@ def shaft_lines(es: EnvelopeSpectrum, shaft_hz: float, *, tolerance: float,
     return measure_family(es, "shaft", shaft_hz, lines, tolerance=tolerance, background_hz=background_hz)
 
 
-def shaft_harmonic_mask(es: EnvelopeSpectrum, shaft_hz: float, *, background_hz: float) -> np.ndarray:
-    """Bins of `es` within SHAFT_GUARD_BINS of a shaft harmonic that is present in it.
+def shaft_harmonic_masks(spectra: Sequence[EnvelopeSpectrum], shaft_hz: float, *,
+                         background_hz: float) -> list[np.ndarray]:
+    """Bins of each spectrum within SHAFT_GUARD_BINS of a shaft harmonic that is present in it.
 
     Looseness, rubs and misalignment modulate the envelope at 1x, 2x, 3x... shaft speed; those
     lines say nothing about the bearing, yet one can fall inside a defect line's slip window
@@ -329,14 +435,25 @@ def shaft_harmonic_mask(es: EnvelopeSpectrum, shaft_hz: float, *, background_hz:
     without shaft lines loses nothing. Half orders (looseness, rubs) are not masked: in a short
     block they are so dense that masking them would hide the defect lines too.
     """
-    mask = np.zeros(len(es.amplitude), dtype=bool)
-    count = int((len(es.amplitude) - 2) * es.df / shaft_hz) if shaft_hz > 0 else 0
-    if count < 1:
-        return mask
-    every = [LineSpec(k, 0.0, f"{k}x") for k in range(1, count + 1)]
-    found = measure_family(es, "shaft", shaft_hz, every, tolerance=0.0, background_hz=background_hz)
-    for line in found.lines:
-        if line.snr_db >= SHAFT_PRESENT_DB:
-            centre = round(line.hz / es.df)
-            mask[max(centre - SHAFT_GUARD_BINS, 0):centre + SHAFT_GUARD_BINS + 1] = True
-    return mask
+    masks = [np.zeros(len(es.amplitude), dtype=bool) for es in spectra]
+    for (length, df, blocks), members in _alike(spectra).items():
+        count = int((length - 2) * df / shaft_hz) if shaft_hz > 0 else 0
+        if count < 1:
+            continue
+        freqs = np.arange(1, count + 1, dtype=np.float64) * shaft_hz
+        amps = np.stack([spectra[m].amplitude for m in members])
+        heights = _heights(amps, df, blocks, freqs[None, :], _local_medians(amps, df, freqs, background_hz), None)
+        for row, member in enumerate(members):
+            # a harmonic counts when its height as reported (rounded to 0.01 dB) reaches SHAFT_PRESENT_DB
+            present = [j for j in np.nonzero(heights[row, 0] >= SHAFT_PRESENT_DB - 0.01)[0]
+                       if round(float(max(heights[row, 0, j], 0.0)), 2) >= SHAFT_PRESENT_DB]
+            if present:
+                centres = np.rint(freqs[present] / df).astype(np.intp)
+                bins = (centres[:, None] + np.arange(-SHAFT_GUARD_BINS, SHAFT_GUARD_BINS + 1)[None, :]).ravel()
+                masks[member][bins[(bins >= 0) & (bins < length)]] = True
+    return masks
+
+
+def shaft_harmonic_mask(es: EnvelopeSpectrum, shaft_hz: float, *, background_hz: float) -> np.ndarray:
+    """`shaft_harmonic_masks` for one spectrum."""
+    return shaft_harmonic_masks([es], shaft_hz, background_hz=background_hz)[0]

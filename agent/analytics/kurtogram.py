@@ -57,11 +57,17 @@ class Band:
 
 @dataclass(frozen=True, slots=True)
 class KurtogramLevel:
-    """All bands of one width: `starts` are first bins, each band spans `width` bins."""
+    """All bands of one width: `starts` are first bins, each band spans `width` bins.
+
+    The first `on_grid` bands start at multiples of `hop` (half the width), which lets them be
+    read as a strided view of the spectrum; a last band ending at the Nyquist bin may be off it.
+    """
 
     width: int
     starts: np.ndarray
     taper: np.ndarray
+    hop: int = 1
+    on_grid: int = 0
 
 
 @functools.lru_cache(maxsize=256)
@@ -105,21 +111,40 @@ def kurtogram_levels(n_bins: int) -> tuple[KurtogramLevel, ...]:
         if starts[-1] != n_bins - width:
             starts.append(n_bins - width)  # last band ends at the Nyquist bin
         taper = (0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(width) + 0.5) / width)).astype(np.float32)
-        levels.append(KurtogramLevel(width, np.asarray(starts, dtype=np.intp), taper))
+        first = np.asarray(starts, dtype=np.intp)
+        on_grid = int(np.sum(first == np.arange(len(first)) * hop))
+        levels.append(KurtogramLevel(width, first, taper, hop, on_grid))
     return tuple(levels)
 
 
+def _single(spectrum: np.ndarray) -> np.ndarray:
+    """The spectrum in single precision, once per kurtogram (every level reads it)."""
+    return spectrum.astype(np.complex64, copy=False)
+
+
 def _level_kurtosis(spectrum: np.ndarray, level: KurtogramLevel) -> np.ndarray:
-    """SK of every band of one level; single precision (numpy >= 2 FFTs keep it), ample for ranking."""
-    idx = level.starts[:, None] + np.arange(level.width)[None, :]
-    c = np.fft.ifft(spectrum.astype(np.complex64, copy=False)[idx] * level.taper, axis=1)
+    """SK of every band of one level; single precision (numpy >= 2 FFTs keep it), ample for ranking.
+
+    `spectrum` should already be complex64 (`_single`), or every level casts it again.
+    """
+    spectrum = spectrum.astype(np.complex64, copy=False)
+    bands = np.empty((len(level.starts), level.width), dtype=np.complex64)
+    step = spectrum.strides[0]
+    grid = np.lib.stride_tricks.as_strided(spectrum, shape=(level.on_grid, level.width),
+                                           strides=(level.hop * step, step), writeable=False)
+    np.multiply(grid, level.taper, out=bands[: level.on_grid])
+    for row, start in enumerate(level.starts[level.on_grid:], start=level.on_grid):
+        np.multiply(spectrum[start:start + level.width], level.taper, out=bands[row])
+    c = np.fft.ifft(bands, axis=1)
     power = c.real * c.real
     power += c.imag * c.imag
     mean = power.mean(axis=1, dtype=np.float64)
     fourth = np.einsum("ij,ij->i", power, power, dtype=np.float64) / power.shape[1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sk = fourth / mean**2 - 2.0
-    return np.where(mean > 0, sk, -np.inf)
+    sk = np.full(len(mean), -np.inf)  # a band without power cannot be chosen
+    live = mean > 0
+    np.divide(fourth, mean**2, out=sk, where=live)
+    np.subtract(sk, 2.0, out=sk, where=live)
+    return sk
 
 
 def kurtogram(spectrum: np.ndarray, df: float) -> list[tuple[float, float, np.ndarray]]:
@@ -128,9 +153,10 @@ def kurtogram(spectrum: np.ndarray, df: float) -> list[tuple[float, float, np.nd
     For display: each entry is (band width in Hz, hop in Hz between band starts, SK array).
     """
     out = []
+    single = _single(spectrum)
     for level in kurtogram_levels(len(spectrum)):
         hop = float(level.starts[1] - level.starts[0]) * df if len(level.starts) > 1 else 0.0
-        out.append((level.width * df, hop, _level_kurtosis(spectrum, level)))
+        out.append((level.width * df, hop, _level_kurtosis(single, level)))
     return out
 
 
@@ -145,13 +171,16 @@ def select_band(
     whole spectrum is used.
     """
     best: Band | None = None
+    single = _single(spectrum)
     for level in kurtogram_levels(len(spectrum)):
         if level.width * df < min_width_hz:
             continue
         allowed = level.starts * df >= min_low_hz
         if not allowed.any():
             continue
-        sk = np.where(allowed, _level_kurtosis(spectrum, level), -np.inf)
+        sk = _level_kurtosis(single, level)
+        if not allowed.all():
+            sk = np.where(allowed, sk, -np.inf)
         i = int(np.argmax(sk))
         if best is None or sk[i] > best.kurtosis:
             start = int(level.starts[i])
@@ -159,8 +188,8 @@ def select_band(
     if best is None:
         levels = kurtogram_levels(len(spectrum))
         top = levels[0] if levels else KurtogramLevel(len(spectrum), np.zeros(1, np.intp),
-                                                       np.ones(len(spectrum)))
-        sk = float(_level_kurtosis(spectrum, top)[0])
+                                                       np.ones(len(spectrum), dtype=np.float32))
+        sk = float(_level_kurtosis(single, top)[0])
         best = Band(0, len(spectrum), 0.0, (len(spectrum)) * df, sk)
     return best
 
@@ -177,6 +206,7 @@ def candidate_kurtosis(spectrum: np.ndarray, df: float, min_width_hz: float) -> 
 
     The first maximum of this array is the band `select_band` picks for the same width floor.
     """
-    parts = [_level_kurtosis(spectrum, level) for level in kurtogram_levels(len(spectrum))
+    single = _single(spectrum)
+    parts = [_level_kurtosis(single, level) for level in kurtogram_levels(len(spectrum))
              if level.width * df >= min_width_hz]
     return np.concatenate(parts) if parts else np.zeros(0)

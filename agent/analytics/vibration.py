@@ -11,7 +11,9 @@ inverse FFTs of parts of it; nothing transforms the block again):
 * velocity amplitudes at 1x, 2x, 3x shaft speed, and the shaft speed itself when the caller has
   none (`estimate_shaft_hz`);
 * bearing evidence from squared-envelope spectra of the spectral-kurtosis band and of the
-  pre-whitened block (agent.analytics.kurtogram, agent.analytics.envelope);
+  pre-whitened block (agent.analytics.bearing_search), and the bearing diagnosis made from it
+  (agent.analytics.diagnosis: present or not, located or "bearing" when the locations do not
+  separate, with a cross-validated confidence);
 * a diagnosis: (fault, confidence, evidence) entries and a 0-100 health score.
 
 Only numpy is used (numpy.fft; the analytic signal is the positive half of the spectrum), so the
@@ -20,72 +22,76 @@ cached, which keeps the cost at a few FFTs of the block.
 
 Diagnosis rules are physical, not learned: a bearing defect is reported when its defect line and a
 harmonic or expected sideband stand at least 12 dB above the local median of the envelope
-spectrum (agent.analytics.envelope.SIGNIFICANT_DB); unbalance, misalignment and looseness are
+spectrum (agent.analytics.envelope.SIGNIFICANT_DB), its location only when the lines that one
+location alone explains lead clearly; unbalance, misalignment and looseness are
 reported from the shape of the 1x/2x/3x... velocity spectrum, weighted by how far the overall
 velocity is into ISO zone B (a machine in zone A has nothing to act on).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from agent.analytics.bearing_search import (
+    DEFAULT_SLIP_TOLERANCE,
+    MIN_REVOLUTIONS_TO_REFINE,
+    SPEED_TOLERANCE,
+    BearingFindings,
+    bearing_findings,
+    envelope_limits,
+    findings_from_spectra,
+)
 from agent.analytics.bearings import BearingDefects
-from agent.analytics.envelope import (
-    SIGNIFICANT_DB,
-    EnvelopeSpectrum,
-    FamilyEvidence,
-    LineSpec,
-    band_envelope_spectrum,
-    measure_family,
-    shaft_harmonic_mask,
-    shaft_lines,
-    whitened_envelope_spectrum,
+from agent.analytics.diagnosis import (
+    BEARING_ANSWERS,
+    CALIBRATION,
+    DiagnosisEntry,
+    LocationCalibration,
+    LocationEvidence,
+    bearing_answer,
+    location_evidence,
 )
 from agent.analytics.iso10816 import iso_zone, velocity_band_hz, zone_boundaries
-from agent.analytics.kurtogram import Band, select_band
 
 __all__ = [
+    "DEFAULT_SLIP_TOLERANCE",
     "FAULTS",
+    "MIN_REVOLUTIONS_TO_REFINE",
     "RPM_SOURCES",
+    "SPEED_TOLERANCE",
     "STANDARD_GRAVITY",
     "BearingFindings",
+    "BlockAnalysis",
     "DiagnosisEntry",
     "VibrationIndicators",
     "analyze_block",
+    "analyze_block_evidence",
     "bearing_findings",
+    "envelope_limits",
     "estimate_shaft_hz",
+    "findings_from_spectra",
+    "with_bearing_evidence",
 ]
 
 STANDARD_GRAVITY = 9.80665  # m/s^2 per g
-FAULTS = ("normal", "outer_race", "inner_race", "ball", "cage", "unbalance", "misalignment", "looseness")
+# "bearing": a bearing defect whose location the evidence does not separate (agent.analytics.diagnosis)
+FAULTS = ("normal", "outer_race", "inner_race", "ball", "cage", "bearing", "unbalance", "misalignment", "looseness")
 RPM_SOURCES = ("speed_point", "config", "estimated", "given")
 UNITS_G = ("g",)
 UNITS_SI = ("m/s2", "m/s^2", "m/s**2", "m/s²")
 
 MIN_SAMPLES = 256
-DEFAULT_SLIP_TOLERANCE = 0.02  # rolling elements slip 1-2 % against the shaft
-SPEED_TOLERANCE = 0.03  # how far a given speed may be from the shaft lines it is re-measured from
-MIN_REVOLUTIONS_TO_REFINE = 64  # block length, in shaft turns, needed to re-measure the speed
 SHAFT_SEARCH_HZ = (5.0, 100.0)  # 300-6000 r/min when the speed must be estimated
 REPORT_THRESHOLD = 0.5  # a diagnosis entry at or above this confidence becomes `fault`
-# Band spectral kurtosis above which the envelope carries impacts. Amplitude modulation alone keeps
-# a Gaussian carrier at or below 2 (100 % sinusoidal modulation: 1.9; a 50 % on/off gate: 2).
-IMPULSIVE_SK = 3.0
-SECONDARY_CAP = 0.45  # a second bearing family beside a stronger one is only a possibility
-CAGE_ALTERNATIVE = 0.6  # weight of the less likely reading of cage-rate lines (ball vs cage)
+BEARING_HEALTH_WEIGHT = 65.0  # a bearing defect caps health at 100 - 65 x its severity
+MECHANICAL_HEALTH_WEIGHT = 40.0  # unbalance, misalignment, looseness: 100 - 40 x confidence
 MECHANICAL_LINE_RATIO = 10.0  # 10 dB over the local background: a shaft-order line, not noise
 BACKGROUND_BINS = 12  # spectrum bins each side of a line used for its background
-
-
-@dataclass(frozen=True, slots=True)
-class DiagnosisEntry:
-    fault: str
-    confidence: float
-    evidence: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,16 +147,6 @@ class VibrationIndicators:
 
 
 @dataclass(frozen=True, slots=True)
-class BearingFindings:
-    """Everything the bearing analysis measured; `analyze_block` keeps the summary, plots use all."""
-
-    band: Band
-    spectra: tuple[EnvelopeSpectrum, ...]
-    families: dict[str, FamilyEvidence] = field(default_factory=dict)
-    shaft_hz: float = 0.0  # shaft rate the families were searched around (re-measured when possible)
-
-
-@dataclass(frozen=True, slots=True)
 class _Plan:
     """Per (block length, sample rate) tables, computed once and cached."""
 
@@ -174,22 +170,71 @@ def _plan(n: int, fs: float) -> _Plan:
 
 
 def _hann_spectrum(spectrum: np.ndarray, n: int) -> np.ndarray:
-    """Spectrum of the periodic-Hann-windowed block from the unwindowed one (3-tap convolution)."""
+    """Spectrum of the periodic-Hann-windowed block from the unwindowed one (3-tap convolution).
+
+    0.5 X[k] - 0.25 (X[k-1] + X[k+1]), the neighbours beyond the one-sided spectrum's ends taken
+    from its conjugate symmetry; one pass for the neighbour sums, no shifted copies.
+    """
     last = len(spectrum) - 1
     above = np.conj(spectrum[n - last - 1]) if n - last - 1 >= 0 else 0
-    left = np.concatenate(([np.conj(spectrum[1]) if last >= 1 else 0], spectrum[:-1]))
-    right = np.concatenate((spectrum[1:], [above]))
-    return 0.5 * spectrum - 0.25 * (left + right)
+    neighbours = np.empty_like(spectrum)
+    np.add(spectrum[:-2], spectrum[2:], out=neighbours[1:-1])
+    neighbours[0] = (np.conj(spectrum[1]) if last >= 1 else 0) + spectrum[1]
+    neighbours[-1] = spectrum[-2] + above
+    neighbours *= 0.25
+    out = 0.5 * spectrum
+    out -= neighbours
+    return out
 
 
-def _line_rms(power: np.ndarray, weight: np.ndarray, df: float, hz: float, search_hz: float) -> tuple[float, bool]:
-    """Velocity r.m.s. of the strongest line within +/- search_hz, and whether it is a real line.
+def _lines_rms(power: np.ndarray, weight: np.ndarray, df: float, hz: np.ndarray, search_hz: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Velocity r.m.s. of the strongest line within +/- search_hz of each hz, and whether it is a real line.
 
     The r.m.s. sums the PSD over the Hann main lobe (5 bins), which is exact wherever the line
     falls between bins. It is a line (not just the loudest bit of broadband noise) when that sum
     is at least MECHANICAL_LINE_RATIO times what 5 bins of the local background hold (the median
-    of the neighbouring bins, / ln 2 for the mean of an exponentially distributed periodogram).
+    of the BACKGROUND_BINS bins each side beyond the lobe, / ln 2 for the mean of an exponentially
+    distributed periodogram). All lines at once: windows and backgrounds are gathered into padded
+    arrays (-inf for the search, +inf for the median) instead of one pass per line.
     """
+    hz = np.asarray(hz, dtype=np.float64)
+    rms = np.zeros(len(hz))
+    is_line = np.zeros(len(hz), dtype=bool)
+    centre = np.rint(hz / df).astype(np.intp)
+    reach = np.maximum(np.ceil(np.asarray(search_hz) / df).astype(np.intp), 1)
+    lo = np.maximum(centre - reach, 2)
+    hi = np.minimum(centre + reach + 1, len(power) - 2)
+    rows = np.nonzero((hz > 0) & (hi > lo))[0]
+    if len(rows) == 0:
+        return rms, is_line
+    lo, hi = lo[rows], hi[rows]
+    top = int(hi.max())
+    weighted = power[:top + 16] * weight[:top + 16]  # every bin a window, lobe or background can reach
+    span = np.arange(int((hi - lo).max()))
+    inside = span[None, :] < (hi - lo)[:, None]
+    search = np.where(inside, weighted[np.minimum(lo[:, None] + span[None, :], top - 1)], -np.inf)
+    peak = lo + np.argmax(search, axis=1)
+    lobe = weighted[peak[:, None] + np.arange(-2, 3)[None, :]].sum(axis=1)
+    left = np.arange(-3 - BACKGROUND_BINS, -3)
+    right = np.arange(4, 4 + BACKGROUND_BINS)
+    around = peak[:, None] + np.concatenate((left, right))[None, :]
+    usable = (around >= np.maximum(peak - 3 - BACKGROUND_BINS, 1)[:, None]) & (around < len(power))
+    values = np.where(usable, weighted[np.clip(around, 0, len(weighted) - 1)], np.inf)
+    values.sort(axis=1)
+    count = usable.sum(axis=1)
+    at = np.arange(len(rows))
+    upper = values[at, np.maximum(count // 2, 0)]
+    lower = values[at, np.maximum((count - 1) // 2, 0)]
+    median = np.where(count % 2 == 1, upper, (lower + upper) / 2)
+    background = np.where(count > 0, 5 * median / math.log(2), 0.0)
+    rms[rows] = np.sqrt(lobe)
+    is_line[rows] = lobe >= MECHANICAL_LINE_RATIO * background
+    return rms, is_line
+
+
+def _line_rms(power: np.ndarray, weight: np.ndarray, df: float, hz: float, search_hz: float) -> tuple[float, bool]:
+    """`_lines_rms` for one line, written out for one (a few scalar steps beat the padded arrays)."""
     if hz <= 0:
         return 0.0, False
     centre = round(hz / df)
@@ -235,154 +280,8 @@ def estimate_shaft_hz(power: np.ndarray, df: float, *, search_hz: tuple[float, f
     return float(candidates[int(np.argmax(score))])
 
 
-def _families(defects: BearingDefects, fr: float) -> dict[str, tuple[float, tuple[LineSpec, ...]]]:
-    ftf_hz = defects.ftf * fr
-    return {
-        "outer_race": (defects.bpfo * fr, (
-            LineSpec(1, 0, "BPFO"), LineSpec(2, 0, "2xBPFO"), LineSpec(3, 0, "3xBPFO"))),
-        "inner_race": (defects.bpfi * fr, (
-            LineSpec(1, 0, "BPFI"), LineSpec(2, 0, "2xBPFI"), LineSpec(3, 0, "3xBPFI"),
-            LineSpec(1, -fr, "BPFI-1x"), LineSpec(1, fr, "BPFI+1x"),
-            LineSpec(2, -fr, "2xBPFI-1x"), LineSpec(2, fr, "2xBPFI+1x"))),
-        "ball": (2 * defects.bsf * fr, (
-            LineSpec(1, 0, "2xBSF"), LineSpec(2, 0, "4xBSF"), LineSpec(0.5, 0, "BSF"),
-            LineSpec(1, -ftf_hz, "2xBSF-FTF"), LineSpec(1, ftf_hz, "2xBSF+FTF"))),
-        "cage": (ftf_hz, (
-            LineSpec(1, 0, "FTF"), LineSpec(2, 0, "2xFTF"), LineSpec(3, 0, "3xFTF"),
-            LineSpec(-1, fr, "1x-FTF"), LineSpec(1, fr, "1x+FTF"))),
-    }
-
-
-def envelope_limits(defects: BearingDefects, fr: float, tolerance: float) -> tuple[float, float]:
-    """(narrowest demodulation band, highest envelope frequency kept) in Hz for a shaft rate `fr`.
-
-    The band must hold the highest line searched (third BPFI harmonic plus a shaft sideband, or
-    4 x BSF, with slip and speed tolerance) twice over: an envelope cannot carry modulation faster
-    than about half the band width without losing it to the band edges.
-    """
-    widest = max(defects.bpfi * 3 * (1 + tolerance) + 1, 2 * defects.bsf * 2 * (1 + tolerance) + 1)
-    top_line = widest * fr * (1 + SPEED_TOLERANCE)
-    return 2.0 * top_line, top_line * 1.2 + 0.5 * fr
-
-
-def bearing_findings(spectrum: np.ndarray, n: int, fs: float, fr: float, defects: BearingDefects, *,
-                     tolerance: float = DEFAULT_SLIP_TOLERANCE) -> BearingFindings:
-    """Envelope evidence for each bearing defect family, from the block's one-sided FFT.
-
-    The band with the highest spectral kurtosis at least `envelope_limits` wide is demodulated,
-    and the pre-whitened block gives a second envelope spectrum; `findings_from_spectra` searches
-    both.
-    """
-    min_width_hz, max_hz = envelope_limits(defects, fr, tolerance)
-    df = fs / n
-    band = select_band(spectrum, df, min_width_hz=min_width_hz)
-    spectra = (
-        band_envelope_spectrum(spectrum, n, df, band.start, band.stop, band.kurtosis, max_hz=max_hz),
-        whitened_envelope_spectrum(spectrum, df, max_hz=max_hz),
-    )
-    return findings_from_spectra(band, spectra, n / fs, fr, defects, tolerance=tolerance)
-
-
-def findings_from_spectra(band: Band, spectra: tuple[EnvelopeSpectrum, ...], seconds: float, fr: float,
-                          defects: BearingDefects, *, tolerance: float = DEFAULT_SLIP_TOLERANCE) -> BearingFindings:
-    """Search every defect family in envelope spectra covering `seconds` of signal (one block or an average).
-
-    A configured speed is often 1-2 % off the real one (a motor's slip changes with load), and the
-    defect lines slip another 1-2 % against the shaft, which together can push a line out of its
-    search window. So when the shaft clearly modulates the envelope (at least two of 1x-4x stand
-    SIGNIFICANT_DB out) the shaft rate is re-measured from those lines within +/- SPEED_TOLERANCE
-    and the defect families are searched around it. That needs a block of at least
-    MIN_REVOLUTIONS_TO_REFINE shaft turns: then the search window at 4x spans 15 bins or more and
-    the estimate is good to about 0.2 %; in shorter blocks a 1x line is itself several percent
-    wide and the given speed is kept. Shaft harmonics present in an envelope spectrum are
-    excluded from the evidence (`shaft_harmonic_mask`).
-    """
-    shaft_hz = fr
-    if fr * seconds >= MIN_REVOLUTIONS_TO_REFINE:
-        shafts = [shaft_lines(es, fr, tolerance=SPEED_TOLERANCE, background_hz=0.5 * fr) for es in spectra]
-        clearest = max(shafts, key=lambda ev: (_significant_lines(ev), ev.strength_db))
-        if _significant_lines(clearest) >= 2:
-            shaft_hz = clearest.base_hz
-    families = _families(defects, shaft_hz)
-    masks = [shaft_harmonic_mask(es, shaft_hz, background_hz=0.5 * shaft_hz) for es in spectra]
-    measured: dict[str, FamilyEvidence] = {}
-    for fault, (base, specs) in families.items():
-        options = [measure_family(es, fault, base, specs, tolerance=tolerance, background_hz=0.5 * shaft_hz,
-                                  exclude=mask)
-                   for es, mask in zip(spectra, masks, strict=True)]
-        measured[fault] = max(options, key=lambda ev: (ev.present, ev.strength_db))
-    return BearingFindings(band, spectra, measured, shaft_hz)
-
-
-def _significant_lines(ev: FamilyEvidence) -> int:
-    return sum(line.snr_db >= SIGNIFICANT_DB for line in ev.lines)
-
-
 def _ramp(value: float, zero: float, one: float) -> float:
     return float(min(max((value - zero) / (one - zero), 0.0), 1.0))
-
-
-def _bearing_diagnosis(found: BearingFindings, *, cage_line: bool, given_shaft_hz: float) -> list[DiagnosisEntry]:
-    """Bearing entries from the envelope evidence.
-
-    A present family (fundamental and a supporting line >= SIGNIFICANT_DB) gets confidence 0.5 at
-    that strength, rising to 1.0 10 dB higher.
-
-    Cage-rate lines in the envelope (FTF, its harmonics, 1x +/- FTF) are the usual sign of a
-    damaged rolling element carried by the cage through the load zone, and ball defects are far
-    more common than cage defects, so they are read as a ball defect. They point to the cage
-    instead when FTF is also a line in the vibration spectrum itself (`cage_line`: a worn or
-    broken cage is a rotating geometry and mass fault) and the demodulated band carries no
-    impacts (spectral kurtosis <= IMPULSIVE_SK; a spalled ball strikes the races). They are
-    ignored when a race family is present: balls of slightly different size passing a race
-    defect modulate it at the cage rate too.
-
-    The strongest present family is the diagnosis. Any other present family is listed only as a
-    possibility (confidence at most SECONDARY_CAP): the defect frequencies are tied together
-    (BPFO = Z FTF, BPFI = Z (1 - FTF) in shaft orders), so the sidebands of one strong defect
-    fall near the lines of the others.
-    """
-    fam = found.families
-    candidates: dict[str, FamilyEvidence] = {
-        fault: fam[fault] for fault in ("outer_race", "inner_race", "ball") if fam[fault].present
-    }
-    cage_ev = fam["cage"]
-    cage_route = cage_ev.present and "outer_race" not in candidates and "inner_race" not in candidates
-    if cage_route and cage_ev.strength_db > candidates.get("ball", cage_ev).strength_db - 1e-9:
-        candidates["ball"] = cage_ev
-    if cage_route:
-        candidates["cage"] = cage_ev
-    if not candidates:
-        return []
-    impulsive = max(es.kurtosis for es in found.spectra) > IMPULSIVE_SK
-    cage_first = cage_line and not impulsive
-
-    def weight(fault: str, ev: FamilyEvidence) -> float:
-        if ev.fault != "cage":
-            return 1.0
-        return 1.0 if cage_first == (fault == "cage") else CAGE_ALTERNATIVE
-
-    speed_note = ""
-    if abs(found.shaft_hz / given_shaft_hz - 1) > 0.002:
-        speed_note = f"; shaft {found.shaft_hz * 60:.0f} r/min from envelope lines"
-    ranked = sorted(candidates.items(), key=lambda item: -item[1].strength_db * weight(*item))
-    entries = []
-    for rank, (fault, ev) in enumerate(ranked):
-        conf = (0.5 + 0.5 * _ramp(ev.strength_db, SIGNIFICANT_DB, SIGNIFICANT_DB + 10.0)) * weight(fault, ev)
-        if rank > 0:
-            conf = min(conf, SECONDARY_CAP)
-        entries.append(DiagnosisEntry(fault, round(conf, 3), _describe(ev, fault) + speed_note))
-    return entries
-
-
-def _describe(ev: FamilyEvidence, fault: str) -> str:
-    support = sorted((ln for ln in ev.lines[1:] if ln.snr_db >= SIGNIFICANT_DB), key=lambda ln: -ln.snr_db)
-    shown = [ev.lines[0], *support[:3]]
-    parts = ", ".join(f"{ln.label} {ln.hz:.1f} Hz +{ln.snr_db:.0f} dB" for ln in shown)
-    what = {"outer_race": "outer race defect", "inner_race": "inner race defect",
-            "ball": "rolling element defect", "cage": "cage defect"}[fault]
-    via = " (cage-rate modulation)" if ev.fault == "cage" and fault == "ball" else ""
-    return f"{what}{via}: {parts} above envelope background ({ev.source})"
 
 
 def _mechanical_diagnosis(v_rms: float, lines: dict[float, float], bounds: tuple[float, float, float]
@@ -420,13 +319,19 @@ def _mechanical_diagnosis(v_rms: float, lines: dict[float, float], bounds: tuple
     return entries
 
 
-def _health(v_rms: float, bounds: tuple[float, float, float], entries: list[DiagnosisEntry]) -> float:
-    """0-100: ISO zone A 90-100, B 70-90, C 40-70, D below 40; a fault caps it by its confidence."""
+def _health(v_rms: float, bounds: tuple[float, float, float], entries: list[DiagnosisEntry],
+            bearing_severity: float) -> float:
+    """0-100: ISO zone A 90-100, B 70-90, C 40-70, D below 40; a fault caps it.
+
+    A bearing defect caps it by its severity (how far its lines stand out), not by how sure its
+    location is; unbalance, misalignment and looseness by their confidence.
+    """
     ab, bc, cd = bounds
     score = float(np.interp(v_rms, [0.0, ab, bc, cd, 1.6 * cd], [100.0, 90.0, 70.0, 40.0, 0.0]))
     for entry in entries:
-        weight = 65.0 if entry.fault in ("outer_race", "inner_race", "ball", "cage") else 40.0
-        score = min(score, 100.0 - weight * entry.confidence)
+        if entry.fault not in BEARING_ANSWERS:
+            score = min(score, 100.0 - MECHANICAL_HEALTH_WEIGHT * entry.confidence)
+    score = min(score, 100.0 - BEARING_HEALTH_WEIGHT * bearing_severity)
     return round(max(score, 0.0), 1)
 
 
@@ -463,6 +368,61 @@ def checked_block(x: np.ndarray, fs: float) -> np.ndarray:
     return arr
 
 
+@dataclass(frozen=True, slots=True)
+class BlockAnalysis:
+    """A block's indicators and the bearing evidence behind them (None without a bearing).
+
+    The evidence is what a second sensor on the same bearing is merged with
+    (`with_bearing_evidence`), and what the cross-validation re-decides with each fold's calibration.
+    """
+
+    indicators: VibrationIndicators
+    evidence: LocationEvidence | None = None
+    findings: BearingFindings | None = None
+
+
+def _assemble(mechanical: list[DiagnosisEntry], bearing: list[DiagnosisEntry], note: str, normal_text: str
+              ) -> tuple[str, float, tuple[DiagnosisEntry, ...]]:
+    """(fault, confidence, entries), entries strongest first.
+
+    The fault is the most confident of: the bearing answer (`bearing[0]`, whatever its
+    confidence: a present defect family is reported) and any entry at REPORT_THRESHOLD or more;
+    "normal" when there is neither.
+    """
+    answer = bearing[0] if bearing else None
+    ranked = sorted(((e, e is answer) for e in (*mechanical, *bearing)), key=lambda item: -item[0].confidence)
+    entries = tuple(DiagnosisEntry(e.fault, e.confidence, e.evidence + note) for e, _ in ranked)
+    for entry, (_, is_answer) in zip(entries, ranked, strict=True):
+        if is_answer or entry.confidence >= REPORT_THRESHOLD:
+            return entry.fault, entry.confidence, entries
+    worst = entries[0].confidence if entries else 0.0
+    confidence = round(1.0 - worst, 3)
+    return "normal", confidence, (DiagnosisEntry("normal", confidence, normal_text), *entries)
+
+
+def _speed_note(rpm_source: str, rpm: float) -> str:
+    return f" [shaft speed estimated: {rpm:.0f} r/min]" if rpm_source == "estimated" else ""
+
+
+def with_bearing_evidence(ind: VibrationIndicators, evidence: LocationEvidence,
+                          calibration: LocationCalibration = CALIBRATION) -> VibrationIndicators:
+    """`ind` with its bearing diagnosis made again from `evidence` (usually merged with a second sensor).
+
+    Mechanical entries stay; the bearing entries are replaced; health is capped by the merged
+    evidence's severity, which is never below the block's own (merging takes the stronger lines).
+    """
+    answer = bearing_answer(evidence, calibration)
+    mechanical = [e for e in ind.diagnosis if e.fault not in BEARING_ANSWERS and e.fault != "normal"]
+    note = _speed_note(ind.rpm_source, ind.rpm)
+    mechanical = [DiagnosisEntry(e.fault, e.confidence, e.evidence.removesuffix(note)) for e in mechanical]
+    normal = next((e.evidence for e in ind.diagnosis if e.fault == "normal"), "no fault pattern above threshold")
+    fault, confidence, entries = _assemble(mechanical, list(answer.entries) if answer else [], note, normal)
+    health = ind.health
+    if answer is not None:
+        health = round(min(health, 100.0 - BEARING_HEALTH_WEIGHT * answer.severity), 1)
+    return dataclasses.replace(ind, fault=fault, confidence=confidence, diagnosis=entries, health=health)
+
+
 def analyze_block(
     x: np.ndarray,
     fs: float,
@@ -487,6 +447,33 @@ def analyze_block(
     Raises ValueError for input that cannot be analysed (not 1-D, too short, non-finite,
     constant, bad units or settings), with a message saying which.
     """
+    return analyze_block_evidence(x, fs, rpm=rpm, rpm_source=rpm_source, bearing=bearing,
+                                  machine_group=machine_group, foundation=foundation, units=units,
+                                  slip_tolerance=slip_tolerance).indicators
+
+
+def analyze_block_evidence(
+    x: np.ndarray,
+    fs: float,
+    *,
+    rpm: float | None = None,
+    rpm_source: str = "given",
+    bearing: BearingDefects | None = None,
+    machine_group: int = 2,
+    foundation: str = "rigid",
+    units: str = "g",
+    slip_tolerance: float = DEFAULT_SLIP_TOLERANCE,
+    calibration: LocationCalibration = CALIBRATION,
+    sensor: str = "",
+    refine_speed: bool = True,
+) -> BlockAnalysis:
+    """`analyze_block`, also returning the bearing evidence (for a second sensor or a re-decision).
+
+    calibration: the location calibration to decide with (the cross-validation passes each
+    fold's); sensor: a name for the evidence when it is merged with another sensor's;
+    refine_speed: re-measure the shaft rate from envelope lines in long blocks (see
+    `findings_from_spectra`).
+    """
     arr = checked_block(x, fs)
     if rpm is not None and not (math.isfinite(rpm) and rpm > 0):
         raise ValueError(f"rpm must be a positive number or None, got {rpm!r}")
@@ -505,7 +492,7 @@ def analyze_block(
     if rms == 0.0:
         raise ValueError("waveform block is constant: no vibration signal (sensor or cabling fault?)")
     peak = float(max(xg.max(), -xg.min()))
-    kurt = float(np.dot(squares, squares) / n / mean_square**2)
+    kurt = float(np.einsum("i,i->", squares, squares) / n / mean_square**2)  # no BLAS: its threads cost more
 
     plan = _plan(n, float(fs))
     spectrum = np.fft.rfft(xg)
@@ -520,37 +507,35 @@ def analyze_block(
     v_band = plan.band_mask(velocity_band_hz(rpm_value))
     v_rms = float(math.sqrt(np.sum(power[v_band] * plan.velocity_weight[v_band])))
     search = max(slip_tolerance * fr, 2 * plan.df)
-    orders = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
-    measured = {h: _line_rms(power, plan.velocity_weight, plan.df, h * fr, min(search * h, 0.25 * fr))
-                for h in orders}
-    lines = {h: rms for h, (rms, _) in measured.items()}
-    real_lines = {h: rms if is_line else 0.0 for h, (rms, is_line) in measured.items()}
+    orders = np.array((0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0))
+    line_rms, is_line = _lines_rms(power, plan.velocity_weight, plan.df, orders * fr,
+                                   np.minimum(search * orders, 0.25 * fr))
+    lines = {float(h): float(v) for h, v in zip(orders, line_rms, strict=True)}
+    real_lines = {float(h): float(v) if real else 0.0 for h, v, real in zip(orders, line_rms, is_line, strict=True)}
 
-    entries = _mechanical_diagnosis(v_rms, real_lines, bounds)
+    mechanical = _mechanical_diagnosis(v_rms, real_lines, bounds)
     snr = {"bpfo": 0.0, "bpfi": 0.0, "bsf": 0.0, "ftf": 0.0}
     band_hz, band_sk = (0.0, 0.0), 0.0
+    answer = None
+    evidence = found = None
     if bearing is not None:
-        found = bearing_findings(spectrum, n, float(fs), fr, bearing, tolerance=slip_tolerance)
+        found = bearing_findings(spectrum, n, float(fs), fr, bearing, tolerance=slip_tolerance,
+                                 refine_speed=refine_speed)
         ftf_hz = bearing.ftf * found.shaft_hz
         _, cage_line = _line_rms(power, plan.velocity_weight, plan.df, ftf_hz, max(slip_tolerance * ftf_hz, plan.df))
-        entries += _bearing_diagnosis(found, cage_line=cage_line, given_shaft_hz=fr)
+        evidence = location_evidence(found, bearing, cage_line=cage_line, given_shaft_hz=fr,
+                                     tolerance=slip_tolerance, sensor=sensor, speed_estimated=source == "estimated")
+        answer = bearing_answer(evidence, calibration)
         for key, fault in (("bpfo", "outer_race"), ("bpfi", "inner_race"), ("bsf", "ball"), ("ftf", "cage")):
             snr[key] = found.families[fault].fundamental_db
         band_hz, band_sk = (found.band.low_hz, found.band.high_hz), found.band.kurtosis
 
-    if source == "estimated":
-        entries = [DiagnosisEntry(e.fault, e.confidence, f"{e.evidence} [shaft speed estimated: {rpm_value:.0f} "
-                                  "r/min]") for e in entries]
-    entries.sort(key=lambda e: -e.confidence)
     zone = iso_zone(v_rms, machine_group, foundation)
-    health = _health(v_rms, bounds, entries)
-    if entries and entries[0].confidence >= REPORT_THRESHOLD:
-        fault, confidence = entries[0].fault, entries[0].confidence
-    else:
-        worst = entries[0].confidence if entries else 0.0
-        fault, confidence = "normal", round(1.0 - worst, 3)
-        entries.insert(0, DiagnosisEntry("normal", confidence, _normal_evidence(v_rms, zone, bounds, bearing)))
-    return VibrationIndicators(
+    bearing_entries = list(answer.entries) if answer else []
+    health = _health(v_rms, bounds, mechanical, answer.severity if answer else 0.0)
+    fault, confidence, entries = _assemble(mechanical, bearing_entries, _speed_note(source, rpm_value),
+                                           _normal_evidence(v_rms, zone, bounds, bearing))
+    indicators = VibrationIndicators(
         accel_rms=rms,
         accel_peak=peak,
         crest_factor=peak / rms,
@@ -575,3 +560,4 @@ def analyze_block(
         sample_rate_hz=float(fs),
         n_samples=n,
     )
+    return BlockAnalysis(indicators, evidence, found)

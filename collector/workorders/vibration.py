@@ -9,7 +9,9 @@ streak; the asset's work order stays open while any sensor keeps its condition.
   "damage may occur"), clear after `min_blocks` blocks back in `clear_zone` or better.
 - `bearing`: raise when one of `faults` is diagnosed with confidence >= `min_confidence` in
   `consecutive_blocks` consecutive blocks, escalate when the confidence reaches
-  `escalate_confidence`, clear after as many blocks below `clear_confidence`.
+  `escalate_confidence`, clear after as many blocks below `clear_confidence`. `faults` may hold
+  `bearing`: a bearing fault whose location the agent's evidence does not separate (the
+  diagnosis then lists candidate locations with their lines, and the work order says so).
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from pydantic import Field, model_validator
 
 from collector.workorders.rules import SEVERITIES, Finding, RuleBase, RuleState, Severity, step_blocks
 
-__all__ = ["BEARING_FAULTS", "ZONES", "BearingRule", "IsoZoneRule", "evaluate_bearing", "evaluate_iso_zone"]
+__all__ = ["BEARING_FAULTS", "UNDETERMINED", "ZONES", "BearingRule", "IsoZoneRule", "evaluate_bearing",
+           "evaluate_iso_zone"]
 
 ZONES = ("A", "B", "C", "D")
-BEARING_FAULTS = ("outer_race", "inner_race", "ball", "cage")
+BEARING_FAULTS = ("outer_race", "inner_race", "ball", "cage", "bearing")
+UNDETERMINED = "bearing"  # agent.analytics.diagnosis.UNDETERMINED: a bearing fault, location undetermined
 Zone = Literal["A", "B", "C", "D"]
+BearingFault = Literal["outer_race", "inner_race", "ball", "cage", "bearing"]
+_LOCATIONS = {"outer_race": "outer race", "inner_race": "inner race", "ball": "rolling element", "cage": "cage"}
 
 
 class IsoZoneRule(RuleBase):
@@ -61,8 +67,7 @@ class BearingRule(RuleBase):
 
     kind: Literal["bearing"]
     sensor: str = ""
-    faults: list[Literal["outer_race", "inner_race", "ball", "cage"]] = Field(
-        default_factory=lambda: list(BEARING_FAULTS), min_length=1)
+    faults: list[BearingFault] = Field(default_factory=lambda: list(BEARING_FAULTS), min_length=1)
     min_confidence: float = Field(default=0.7, gt=0, le=1)
     clear_confidence: float | None = Field(default=None, ge=0, le=1)
     consecutive_blocks: int = Field(default=3, ge=1)
@@ -113,14 +118,24 @@ def evaluate_iso_zone(rule: IsoZoneRule, state: RuleState, asset: str, sensor: s
                         "corrective", sensor)
 
 
-def _best(block: Mapping[str, Any], faults: list[str]) -> tuple[str, float, str]:
-    """The most confident diagnosis entry among `faults` (the top-level fault/confidence as a fallback)."""
+def _entries(block: Mapping[str, Any]) -> list[tuple[str, float, str]]:
     entries = [(str(d.get("fault")), float(d.get("confidence") or 0), str(d.get("evidence") or ""))
                for d in block.get("diagnosis") or ()]
     if not entries and block.get("fault"):
         entries = [(str(block["fault"]), float(block.get("confidence") or 0), "")]
-    relevant = [e for e in entries if e[0] in faults]
+    return entries
+
+
+def _best(block: Mapping[str, Any], faults: list[str]) -> tuple[str, float, str]:
+    """The most confident diagnosis entry among `faults` (the top-level fault/confidence as a fallback)."""
+    relevant = [e for e in _entries(block) if e[0] in faults]
     return max(relevant, key=lambda e: e[1]) if relevant else ("", 0.0, "")
+
+
+def _candidates(block: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The candidate locations an undetermined diagnosis lists (entries after it, evidence 'candidate ...')."""
+    return [{"fault": fault, "confidence": conf, "evidence": why.removeprefix("candidate ")}
+            for fault, conf, why in _entries(block) if fault in _LOCATIONS and why.startswith("candidate ")]
 
 
 def evaluate_bearing(rule: BearingRule, state: RuleState, asset: str, sensor: str, block: Mapping[str, Any],
@@ -134,8 +149,10 @@ def evaluate_bearing(rule: BearingRule, state: RuleState, asset: str, sensor: st
                               escalate_severity=rule.escalate_severity, value=confidence)
     if action is None:
         return new, None
-    label = fault.replace("_", " ") or "bearing"
-    article = "an" if label[0] in "aeiou" else "a"
+    undetermined = fault == UNDETERMINED
+    candidates = _candidates(block) if undetermined else []
+    label = "bearing fault, location undetermined" if undetermined else \
+        f"bearing {(fault.replace('_', ' ') or 'bearing')} defect"
     evidence = {"kind": "bearing", "sensor": sensor, "fault": fault, "confidence": confidence,
                 "diagnosis_evidence": why, "min_confidence": rule.min_confidence,
                 "blocks": rule.consecutive_blocks, "health": block.get("health"),
@@ -143,13 +160,24 @@ def evaluate_bearing(rule: BearingRule, state: RuleState, asset: str, sensor: st
                 "condition": f"{'/'.join(rule.faults)} at confidence >= {rule.min_confidence:g} "
                              f"in {rule.consecutive_blocks} consecutive blocks",
                 "series": f"vibration:{sensor}:confidence"}
-    title = rule.render_title(f"{asset}: bearing {label} defect ({sensor})", asset=asset, sensor=sensor,
-                              fault=fault)
-    desc = {"raise": rule.description or (
-                f"Envelope analysis on {sensor} diagnoses {article} {label} defect with confidence {confidence:.2f} in "
-                f"{rule.consecutive_blocks} consecutive blocks ({why or 'no detail'}). Plan a bearing inspection "
-                "or replacement; check lubrication."),
-            "escalate": f"{label} defect confidence on {sensor} reached {confidence:.2f}: escalated.",
+    if undetermined:
+        evidence["candidates"] = candidates
+    title = rule.render_title(f"{asset}: {label} ({sensor})", asset=asset, sensor=sensor, fault=fault)
+    if undetermined:
+        listed = "; ".join(f"{_LOCATIONS[c['fault']]}: {c['evidence']}" for c in candidates) or \
+            (why or "no detail")
+        raised = (f"Envelope analysis on {sensor} finds a bearing fault (confidence {confidence:.2f} in "
+                  f"{rule.consecutive_blocks} consecutive blocks) but its evidence does not separate where it is: "
+                  f"bearing fault, location undetermined. Candidates: {listed}. Inspect the whole bearing "
+                  "(both races and the rolling elements); check lubrication.")
+    else:
+        article = "an" if label.removeprefix("bearing ")[0] in "aeiou" else "a"
+        raised = (f"Envelope analysis on {sensor} diagnoses {article} {label.removeprefix('bearing ')} with "
+                  f"confidence {confidence:.2f} in {rule.consecutive_blocks} consecutive blocks "
+                  f"({why or 'no detail'}). Plan a bearing inspection or replacement; check lubrication.")
+    what = "bearing fault (location undetermined)" if undetermined else label.removeprefix("bearing ")
+    desc = {"raise": rule.description or raised,
+            "escalate": f"{what} confidence on {sensor} reached {confidence:.2f}: escalated.",
             "clear": f"no bearing defect above {clear_below:g} confidence on {sensor} for "
                      f"{rule.consecutive_blocks} blocks."}[action]
     return new, Finding(action, rule.name, asset, new.severity or state.severity, title, desc, ts_ns, evidence,

@@ -198,3 +198,55 @@ def test_module_entry_point(npz_file: Path) -> None:
                            "--json"], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["fault"] == "outer_race"
+
+
+# --- unsure is an answer; a second sensor -------------------------------------------------------------------
+
+
+def inner_race_signal(n: int = 65536, seed: int = 3) -> np.ndarray:
+    """Impacts at BPFI of a 6205 (5.4152 x shaft rate), modulated by the load zone once per turn, in g."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(160) / FS
+    ring = np.exp(-400 * t) * np.sin(2 * np.pi * 3000 * t)
+    x = np.zeros(n)
+    fr = RPM / 60
+    period = FS / (5.4152 * fr)
+    for start in np.arange(0, n - len(ring), period):
+        i = int(start + rng.normal(0, 0.01 * period))
+        if 0 <= i < n - len(ring):
+            x[i:i + len(ring)] += 0.5 * ring * 0.5 * (1 + math.cos(2 * math.pi * fr * i / FS))
+    return x
+
+
+@pytest.fixture
+def two_races(tmp_path: Path) -> Path:
+    path = tmp_path / "two_races.npz"
+    np.savez(path, both=outer_race_signal() + 1.5 * inner_race_signal(), de=outer_race_signal(),
+             fe=inner_race_signal() + 0.05 * np.random.default_rng(9).standard_normal(65536), fs=FS, rpm=RPM)
+    return path
+
+
+def test_undetermined_location_in_text_and_json(capsys: pytest.CaptureFixture[str], two_races: Path) -> None:
+    code, out, err = run(capsys, str(two_races), "--channel", "both", "--bearing", "6205-2RS")
+    assert code == 0 and err == ""
+    assert "fault bearing (bearing fault, location undetermined)" in out
+    assert "candidate locations: outer_race, inner_race" in out or "candidate locations: inner_race, outer_race" in out
+    code, out, _ = run(capsys, str(two_races), "--channel", "both", "--bearing", "6205-2RS", "--json")
+    record = json.loads(out)
+    assert record["fault"] == "bearing" and record["location_undetermined"] is True
+    assert {c["fault"] for c in record["candidates"]} == {"outer_race", "inner_race"}
+    assert all(c["evidence"].startswith(("outer race defect", "inner race defect")) for c in record["candidates"])
+    assert record["diagnosis"][0]["fault"] == "bearing"
+
+
+def test_second_channel_is_a_second_opinion(capsys: pytest.CaptureFixture[str], two_races: Path) -> None:
+    code, out, _ = run(capsys, str(two_races), "--channel", "de", "--bearing", "6205-2RS", "--json")
+    alone = json.loads(out)
+    assert code == 0 and alone["fault"] == "outer_race" and alone["candidates"] == []
+    code, out, _ = run(capsys, str(two_races), "--channel", "de", "--second-channel", "fe", "--bearing",
+                       "6205-2RS", "--json")
+    both = json.loads(out)
+    assert code == 0 and both["channel"] == "de+fe" and both["fault"] == "bearing"
+    assert "the sensors disagree" in both["diagnosis"][0]["evidence"]
+    code, _, err = run(capsys, str(two_races), "--second-channel", "nde", "--bearing", "6205-2RS")
+    assert code == 1 and "no waveform channel 'nde'" in err
