@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from collector.prognosis.remaining_life import RemainingLife
 from collector.workorders.data_quality import (
     AgentOfflineRule,
     BadQualityRule,
@@ -26,6 +27,7 @@ from collector.workorders.data_quality import (
     evaluate_bad_quality,
     evaluate_stale,
 )
+from collector.workorders.prognosis import PrognosisRule, PrognosisState, evaluate_prognosis
 from collector.workorders.rate import RateOfChangeRule, evaluate_rate
 from collector.workorders.rules import Finding, RuleBase, RuleState, ThresholdRule, ThresholdState, evaluate_threshold
 from collector.workorders.trend import TrendRule, evaluate_trend
@@ -37,6 +39,7 @@ __all__ = [
     "RULE_KINDS",
     "AgentStatus",
     "PointStatus",
+    "RemainingLifeRecorder",
     "Rule",
     "RuleStore",
     "SummaryObs",
@@ -48,7 +51,7 @@ __all__ = [
 ]
 
 Rule = (ThresholdRule | RateOfChangeRule | IsoZoneRule | BearingRule | TrendRule | BadQualityRule | StaleRule
-        | AgentOfflineRule)
+        | AgentOfflineRule | PrognosisRule)
 
 RULE_KINDS: dict[str, type[RuleBase]] = {
     "threshold": ThresholdRule,
@@ -59,6 +62,7 @@ RULE_KINDS: dict[str, type[RuleBase]] = {
     "bad_quality": BadQualityRule,
     "stale": StaleRule,
     "agent_offline": AgentOfflineRule,
+    "prognosis": PrognosisRule,
 }
 
 
@@ -149,6 +153,15 @@ class RuleStore(Protocol):
         ...
 
 
+@runtime_checkable
+class RemainingLifeRecorder(Protocol):
+    """A RuleStore that also keeps each remaining-life assessment of the prognosis rules (the fleet's, for
+    the twin and InfluxDB; a backtest's, for its report)."""
+
+    async def record_remaining_life(self, asset: str, rule: str, subject: str, ts_ns: int,
+                                    assessment: RemainingLife) -> None: ...
+
+
 def _decode(cls: type, doc: dict[str, Any] | None) -> Any:
     if not doc:
         return cls()
@@ -158,7 +171,8 @@ def _decode(cls: type, doc: dict[str, Any] | None) -> Any:
 
 async def _step(store: RuleStore, rule: Rule, asset: str, subject: str, run: Any) -> Finding | None:
     """Load the subject's state, run the rule, save the state, and apply the per-(asset, rule) clear rule."""
-    state_type = ThresholdState if isinstance(rule, ThresholdRule) else RuleState
+    state_type = (ThresholdState if isinstance(rule, ThresholdRule) else PrognosisState
+                  if isinstance(rule, PrognosisRule) else RuleState)
     state = _decode(state_type, await store.load_state(asset, rule.name, subject))
     new, finding = await run(state)
     if new != state:
@@ -231,6 +245,8 @@ async def evaluate_vibration(rules: Sequence[Rule], store: RuleStore, obs: Vibra
             async def run_block(state: Any, rule: Any = rule, evaluate: Any = evaluate) -> Any:
                 return evaluate(rule, state, obs.asset, obs.sensor, obs.block, obs.ts_ns)
             finding = await _step(store, rule, obs.asset, obs.sensor, run_block)
+        elif isinstance(rule, PrognosisRule) and rule.sensor in ("", obs.sensor):
+            finding = await _step(store, rule, obs.asset, obs.sensor, _prognosis_runner(store, rule, obs))
         elif isinstance(rule, TrendRule) and rule.vibration and rule.sensor in ("", obs.sensor) \
                 and obs.block.get(rule.vibration) is not None:
             finding = await _step(store, rule, obs.asset, obs.sensor,
@@ -239,6 +255,22 @@ async def evaluate_vibration(rules: Sequence[Rule], store: RuleStore, obs: Vibra
         if finding is not None:
             findings.append(finding)
     return findings
+
+
+def _prognosis_runner(store: RuleStore, rule: PrognosisRule, obs: VibrationObs) -> Any:
+    async def run(state: PrognosisState) -> tuple[PrognosisState, Finding | None]:
+        if not rule.due(state, obs.ts_ns) or any(obs.block.get(n) is None for n in rule.indicators):
+            return state, None
+        since = rule.history_since(state, obs.ts_ns)
+        ts: dict[str, np.ndarray] = {}
+        values: dict[str, np.ndarray] = {}
+        for name, key in rule.series_keys(obs.sensor).items():
+            ts[name], values[name] = await store.series(obs.asset, key, since, obs.ts_ns)
+        new, finding, assessment = evaluate_prognosis(rule, state, obs.asset, obs.sensor, ts, values, obs.ts_ns)
+        if assessment is not None and isinstance(store, RemainingLifeRecorder):
+            await store.record_remaining_life(obs.asset, rule.name, obs.sensor, obs.ts_ns, assessment)
+        return new, finding
+    return run
 
 
 async def evaluate_tick(rules: Sequence[Rule], store: RuleStore, now_ns: int, points: Sequence[PointStatus],
