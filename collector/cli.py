@@ -1,4 +1,4 @@
-"""twin-collector: run | check-config | hash-token | work-orders list|show|ack|close | simulate."""
+"""twin-collector: run | check-config | hash-token | work-orders list|show|ack|close | simulate | backtest."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.config import hash_token, load_collector_config
+from collector.workorders.prognosis import format_remaining_life
 from runtime.errors import ConfigError
 
 __all__ = ["main"]
@@ -79,6 +80,8 @@ def _print_work_order(wo: dict[str, Any]) -> None:
     for sensor, v in ctx.get("vibration", {}).items():
         print(f"  vibration {sensor}: {v.get('velocity_rms_mm_s', 0):.2f} mm/s zone {v.get('iso_zone') or '-'}, "
               f"fault {v.get('fault') or '-'} ({v.get('confidence', 0):.2f}), health {v.get('health', 0):.0f}")
+    for sensor, rl in ctx.get("remaining_life", {}).items():
+        print(f"  remaining life {sensor}: {format_remaining_life(rl)}")
     trend = ctx.get("trend")
     if trend and trend.get("values"):
         vals = [v for _, v in trend["values"]]
@@ -195,6 +198,8 @@ async def _assets(args: argparse.Namespace) -> int:
             return 0
         for a in await fleet.assets():
             print(f"{a['id']:<20} {a['type']:<12} {a['agent'] or '(released)':<16} {a['state']:<9} {a['name']}")
+            for sensor, rl in a.get("remaining_life", {}).items():
+                print(f"{'':<20} remaining life {sensor}: {format_remaining_life(rl)}")
         return 0
     finally:
         await fleet.close()
@@ -251,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default="7d", help="how far back to replay: 7d, 12h, 90m (default 7d)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("backtest", help="replay recorded vibration snapshots through the analytics and the rules")
+    from collector.backtest_cli import add_arguments as backtest_arguments
+    from collector.backtest_cli import run as backtest_run
+
+    backtest_arguments(p)
+    p.set_defaults(func=backtest_run)
     return parser
 
 

@@ -43,7 +43,8 @@ from collector.workorders.rules import SEVERITIES, Finding
 from runtime.errors import ConfigError
 from runtime.tomlconfig import load_toml
 
-__all__ = ["SimulatedWorkOrder", "WhatIfReport", "compare", "load_rules_file", "parse_since", "replay", "run_whatif"]
+__all__ = ["SimulatedLifecycle", "SimulatedWorkOrder", "WhatIfReport", "compare", "load_rules_file", "parse_since",
+           "replay", "run_whatif"]
 
 TICK_S = 60.0  # how often (data time) silence rules are judged in a replay
 SAME_TIME_TOLERANCE_S = 1.0
@@ -80,6 +81,7 @@ class SimulatedWorkOrder:
     escalated_ns: int | None = None
     cleared_ns: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,8 +107,9 @@ class MemoryRuleStore:
         return history.series_sync(self.conn, asset, key, since_ns, until_ns)
 
 
-class _Lifecycle:
-    """Findings -> simulated work orders (one open per (asset, rule); closed when the condition clears)."""
+class SimulatedLifecycle:
+    """Findings -> simulated work orders (one open per (asset, rule); closed when the condition clears).
+    Shared by the what-if replay and the backtest."""
 
     def __init__(self) -> None:
         self.open: dict[tuple[str, str], SimulatedWorkOrder] = {}
@@ -116,7 +119,8 @@ class _Lifecycle:
         key = (f.asset, f.rule)
         wo = self.open.get(key)
         if f.action in ("raise", "escalate") and wo is None:
-            wo = SimulatedWorkOrder(f.asset, f.rule, f.category, f.severity, f.title, f.ts_ns, evidence=f.evidence)
+            wo = SimulatedWorkOrder(f.asset, f.rule, f.category, f.severity, f.title, f.ts_ns, evidence=f.evidence,
+                                    description=f.description)
             self.open[key] = wo
             self.all.append(wo)
         elif f.action == "escalate" and wo is not None:
@@ -140,7 +144,7 @@ async def _replay(conn: sqlite3.Connection, rules: Sequence[Rule], since_ns: int
     expected = {(a, p): float(e) for a, p, e in conn.execute(
         "SELECT asset, point, expected_interval_s FROM points WHERE expected_interval_s > 0").fetchall()}
     store = MemoryRuleStore(conn)
-    life = _Lifecycle()
+    life = SimulatedLifecycle()
     ticking = any(r.kind in ("stale", "agent_offline") for r in rules)
     last_seen: dict[tuple[str, str], int] = {}
     agent_seen: dict[str, int] = {}
