@@ -25,6 +25,7 @@ from collector.fleet import FleetTwin
 from collector.influx import build_sink
 from collector.ingest import IngestServicer
 from collector.itsm import Forwarder, Outbox
+from collector.prognosis.export import RemainingLifeExport
 from collector.workorders.annotations import WorkOrderAnnotations
 from protos.twin.v1 import twin_pb2_grpc
 from runtime.cancellation import cancel_and_wait
@@ -62,6 +63,7 @@ class CollectorDaemon:
         self.fleet = FleetTwin(config.db_path, config.rules, config.history, self.outbox)
         self.sink = build_sink(config.influx, config.state_dir / "summaries.sqlite")
         self.annotations = WorkOrderAnnotations(self.fleet, self.sink, config.collector.site)
+        self.remaining_life = RemainingLifeExport(self.fleet, self.sink, config.collector.site)
         self.servicer = IngestServicer(self.fleet, self.sink, config.token_hashes, config.collector.site,
                                        config.collector.sink_retry_max_s, self.annotations)
         self._annotation_errors = RateLimitedLog(log, 300.0)
@@ -135,7 +137,8 @@ class CollectorDaemon:
 
     async def _periodic_check(self) -> None:
         """Silence rules (stale points, offline agents) need a clock, not a batch; work orders changed
-        through the API or the CLI (or while the sink was down) reach the sink; prune history hourly."""
+        through the API or the CLI (or while the sink was down) and remaining-life assessments reach the
+        sink; prune history hourly."""
         next_prune = 0.0
         while True:
             try:
@@ -146,6 +149,10 @@ class CollectorDaemon:
                     await self.annotations.sync()
                 except SinkError as exc:
                     self._annotation_errors.warning("sink", f"work-order annotations not written yet: {exc}")
+                try:
+                    await self.remaining_life.sync()
+                except SinkError as exc:
+                    self._annotation_errors.warning("sink-rul", f"remaining-life assessments not written yet: {exc}")
                 if time.monotonic() >= next_prune:
                     deleted = await self.fleet.prune_history()
                     if deleted:

@@ -26,6 +26,8 @@ import aiosqlite
 import numpy as np
 
 from collector.itsm import SCHEMA as OUTBOX_SCHEMA
+from collector.prognosis import store as remaining_life
+from collector.prognosis.remaining_life import RemainingLife
 from collector.workorders import history
 from collector.workorders.evaluate import (
     AgentStatus,
@@ -142,6 +144,10 @@ class SqliteRuleStore:
     async def series(self, asset: str, key: str, since_ns: int, until_ns: int) -> tuple[np.ndarray, np.ndarray]:
         return await history.series(self.db, asset, key, since_ns, until_ns)
 
+    async def record_remaining_life(self, asset: str, rule: str, subject: str, ts_ns: int,
+                                    assessment: RemainingLife) -> None:
+        await remaining_life.record(self.db, asset, subject, rule, ts_ns, assessment)
+
 
 class FleetTwin:
     def __init__(self, path: Path, rules: Sequence[Rule] = (), history_settings: HistorySettings | None = None,
@@ -155,8 +161,8 @@ class FleetTwin:
         self.work_orders: WorkOrderStore | None = None
 
     async def open(self) -> None:
-        self._db = await open_database(self.path, _SCHEMA + WORK_ORDER_SCHEMA + history.SCHEMA + OUTBOX_SCHEMA,
-                                       autocommit=True)
+        self._db = await open_database(self.path, _SCHEMA + WORK_ORDER_SCHEMA + history.SCHEMA + OUTBOX_SCHEMA
+                                       + remaining_life.SCHEMA, autocommit=True)
         async with self.transaction() as db:
             await migrate(db)
             cols = {r[1] for r in await (await db.execute("PRAGMA table_info(agents)")).fetchall()}
@@ -408,7 +414,8 @@ class FleetTwin:
         before = now - int(self.history.retention_days * 86_400e9)
         async with self.transaction() as db:
             cur = await db.execute("DELETE FROM outbox WHERE delivered_ns IS NOT NULL AND delivered_ns < ?", (before,))
-            return await history.prune(db, before) + (cur.rowcount or 0)
+            return (await history.prune(db, before) + (cur.rowcount or 0)
+                    + await remaining_life.prune(db, before))
 
     async def twin(self, asset: str) -> dict[str, Any] | None:
         """One asset's twin for the API: state, latest values and indicators, dependencies, open work orders."""
@@ -445,7 +452,7 @@ class FleetTwin:
             "SELECT sensor, indicators FROM vibration WHERE asset = ?", (asset,))).fetchall()}
         return {"id": row[0], "agent": row[1], "site": row[2], "type": row[3], "name": row[4],
                 "depends_on": json.loads(row[5]), "state": row[6], "health": row[7], "state_ts_ns": row[8],
-                "points": points, "vibration": vib}
+                "points": points, "vibration": vib, "remaining_life": await remaining_life.latest(db, asset)}
 
     async def assets(self) -> list[dict[str, Any]]:
         names = [r[0] for r in await (await self.db.execute("SELECT asset FROM assets ORDER BY asset")).fetchall()]
@@ -495,6 +502,7 @@ class FleetTwin:
             "state": {k: doc.get(k) for k in ("state", "health", "type", "name", "agent")},
             "points": doc.get("points", {}),
             "vibration": doc.get("vibration", {}),
+            "remaining_life": doc.get("remaining_life", {}),
             "recent_changes": changes,
             "depends_on": [await self._neighbour(db, d) for d in doc.get("depends_on", [])],
             "dependents": [await self._neighbour(db, d) for d in dependents],

@@ -19,6 +19,9 @@ NaN/inf), as are empty tag values (line protocol has no empty tag value).
                   int queue_batches, queue_bytes, dropped, sent, acked, connector_errors, stale_points
                   float rss_mb, uptime_s
     work_order    tags site, asset, severity, rule; string id, title, status
+    remaining_life  tags site, asset, sensor, rule
+                  float estimate_s, low_s, high_s, health_indicator, ratio_to_baseline; int degraded;
+                  string basis (healthy | trend | reached)
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from runtime.errors import SinkError
 __all__ = [
     "AGENT_HEALTH_FLOAT_FIELDS",
     "AGENT_HEALTH_INT_FIELDS",
+    "REMAINING_LIFE_FLOAT_FIELDS",
     "VIBRATION_FLOAT_FIELDS",
     "VIBRATION_STRING_FIELDS",
     "FieldValue",
@@ -44,6 +48,7 @@ __all__ = [
     "PointsRejectedError",
     "SinkStats",
     "batch_to_points",
+    "remaining_life_point",
     "storable_fields",
     "to_line_protocol",
     "work_order_point",
@@ -62,6 +67,7 @@ AGENT_HEALTH_INT_FIELDS = (
     "queue_batches", "queue_bytes", "dropped", "sent", "acked", "connector_errors", "stale_points",
 )
 AGENT_HEALTH_FLOAT_FIELDS = ("rss_mb", "uptime_s")
+REMAINING_LIFE_FLOAT_FIELDS = ("estimate_s", "low_s", "high_s", "health_indicator", "ratio_to_baseline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,3 +232,17 @@ def work_order_point(*, site: str, asset: str, severity: str, rule: str, order_i
     fields: dict[str, FieldValue] = {"id": str(order_id), **_strings(title=title, status=status)}
     return Point("work_order", _tags(site=site, asset=asset, severity=severity, rule=rule),
                  fields, opened_ns)
+
+
+def remaining_life_point(*, site: str, asset: str, sensor: str, rule: str, ts_ns: int, basis: str,
+                         estimate_s: float | None, low_s: float | None, high_s: float | None, hi: float | None,
+                         degraded: bool) -> Point:
+    """A prognosis rule's assessment of one sensor (collector/prognosis): the remaining life and its
+    interval in seconds, the health indicator (ln of the ratio to the machine's baseline) and that ratio."""
+    if ts_ns <= 0:
+        raise ValueError(f"remaining_life {asset}/{sensor}: ts_ns must be positive, got {ts_ns}")
+    values = {"estimate_s": estimate_s, "low_s": low_s, "high_s": high_s, "health_indicator": hi,
+              "ratio_to_baseline": math.exp(hi) if hi is not None and math.isfinite(hi) else None}
+    fields: dict[str, FieldValue] = _floats(**{k: float(v) for k, v in values.items() if v is not None})
+    fields |= {"degraded": int(degraded), **_strings(basis=basis)}
+    return Point("remaining_life", _tags(site=site, asset=asset, sensor=sensor, rule=rule), fields, ts_ns)

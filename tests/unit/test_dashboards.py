@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 
 from agent.analytics.iso10816 import ZONE_BOUNDARIES_MM_S
-from collector.points import AGENT_HEALTH_FLOAT_FIELDS, AGENT_HEALTH_INT_FIELDS, VIBRATION_FLOAT_FIELDS
+from collector.points import (
+    AGENT_HEALTH_FLOAT_FIELDS,
+    AGENT_HEALTH_INT_FIELDS,
+    REMAINING_LIFE_FLOAT_FIELDS,
+    VIBRATION_FLOAT_FIELDS,
+)
 from tests.unit.test_dashboards_queries import (
     DASHBOARD_DIR,
     GRAFANA_MACROS,
@@ -32,6 +37,7 @@ MEASUREMENT_FIELDS = {  # collector/points.py: what the collector writes
     "asset_state": {"state", "health"},
     "agent_health": {*AGENT_HEALTH_INT_FIELDS, *AGENT_HEALTH_FLOAT_FIELDS},
     "work_order": {"id", "title", "status"},
+    "remaining_life": {*REMAINING_LIFE_FLOAT_FIELDS, "degraded", "basis"},
 }
 MEASUREMENT_TAGS = {
     "telemetry": {"site", "agent", "asset", "asset_type", "point", "unit"},
@@ -39,6 +45,7 @@ MEASUREMENT_TAGS = {
     "asset_state": {"site", "asset"},
     "agent_health": {"site", "agent"},
     "work_order": {"site", "asset", "severity", "rule"},
+    "remaining_life": {"site", "asset", "sensor", "rule"},
 }
 
 

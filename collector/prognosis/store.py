@@ -1,0 +1,82 @@
+"""Remaining-life assessments in the fleet SQLite: the latest per sensor for the twin, and the queue of
+assessments not yet written to the point sink (InfluxDB) for Grafana.
+
+Rows are appended by the prognosis rule inside the batch transaction (collector/fleet.py), so an
+assessment exists exactly when the batch that caused it is stored. collector/prognosis/export.py
+writes them to the sink past a persisted cursor and then deletes the written rows except the latest
+of each (asset, sensor, rule): the table stays as small as the number of sensors.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from typing import Any
+
+import aiosqlite
+
+from collector.prognosis.remaining_life import RemainingLife
+
+__all__ = ["SCHEMA", "latest", "latest_sync", "prune", "record"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS remaining_life (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, asset TEXT NOT NULL, sensor TEXT NOT NULL, rule TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL, basis TEXT NOT NULL, estimate_s REAL, low_s REAL, high_s REAL, hi REAL,
+    degraded INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS remaining_life_series ON remaining_life (asset, sensor, rule, id);
+CREATE TABLE IF NOT EXISTS remaining_life_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), row INTEGER NOT NULL);
+"""
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+async def record(db: aiosqlite.Connection, asset: str, sensor: str, rule: str, ts_ns: int,
+                 rl: RemainingLife) -> None:
+    await db.execute(
+        "INSERT INTO remaining_life (asset, sensor, rule, ts_ns, basis, estimate_s, low_s, high_s, hi, degraded) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (asset, sensor, rule, ts_ns, rl.basis, _finite(rl.estimate_s), _finite(rl.low_s), _finite(rl.high_s),
+         _finite(rl.hi), int(rl.degraded)))
+
+
+def row_doc(row: tuple[Any, ...]) -> dict[str, Any]:
+    """(rule, ts_ns, basis, estimate_s, low_s, high_s, hi, degraded) as the twin shows it."""
+    rule, ts_ns, basis, est, low, high, hi, degraded = row
+    return {"rule": rule, "ts_ns": ts_ns, "basis": basis, "estimate_s": est, "low_s": low, "high_s": high,
+            "health_indicator": hi, "ratio_to_baseline": round(math.exp(hi), 4) if hi is not None else None,
+            "degraded": bool(degraded)}
+
+
+_LATEST = ("SELECT asset, sensor, rule, ts_ns, basis, estimate_s, low_s, high_s, hi, degraded FROM remaining_life r "
+           "WHERE {where} id = (SELECT MAX(id) FROM remaining_life WHERE asset = r.asset AND sensor = r.sensor "
+           "AND rule = r.rule) ORDER BY asset, sensor, estimate_s")
+
+
+def _by_sensor(rows: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for asset, sensor, *rest in rows:
+        out.setdefault(asset, {}).setdefault(sensor, row_doc(tuple(rest)))
+    return out
+
+
+async def latest(db: aiosqlite.Connection, asset: str) -> dict[str, dict[str, Any]]:
+    """Per sensor, the latest assessment (of the rule with the shortest remaining life, if several)."""
+    cur = await db.execute(_LATEST.format(where="asset = ? AND"), (asset,))
+    return _by_sensor(list(await cur.fetchall())).get(asset, {})
+
+
+def latest_sync(conn: sqlite3.Connection) -> dict[str, dict[str, dict[str, Any]]]:
+    """`latest` of every asset, on a plain (read-only) connection: asset -> sensor -> assessment."""
+    try:
+        return _by_sensor(conn.execute(_LATEST.format(where="")).fetchall())
+    except sqlite3.OperationalError:  # a database from before the prognosis rule: no table yet
+        return {}
+
+
+async def prune(db: aiosqlite.Connection, before_ns: int) -> int:
+    """Delete assessments older than `before_ns` (a sensor that stopped reporting keeps none)."""
+    cur = await db.execute("DELETE FROM remaining_life WHERE ts_ns < ?", (before_ns,))
+    return cur.rowcount or 0
