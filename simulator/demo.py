@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from collector.prognosis import store as remaining_life
+from collector.workorders.prognosis import format_duration, format_remaining_life
+
 __all__ = ["main"]
 
 # configs/demo in the source tree; the package carries the same files (simulator/demo_configs links there).
@@ -115,6 +118,7 @@ def read_collector(workdir: Path) -> dict[str, Any]:
                     "context": json.loads(row[8]), "created_ns": row[9], "category": row[10]})
             for asset, state, health in conn.execute("SELECT asset, state, health FROM assets"):
                 out["assets"][asset] = {"state": state, "health": health}
+            out["remaining_life"] = remaining_life.latest_sync(conn)
     sink = workdir / "collector" / "summaries.sqlite"
     if sink.exists():
         with sqlite3.connect(f"file:{sink}?mode=ro", uri=True, timeout=5) as conn:
@@ -152,6 +156,11 @@ def describe_work_order(wo: dict[str, Any]) -> list[str]:
     ctx, ev = wo["context"], wo["evidence"]
     out = [f"  {wo['id']} [{wo['severity'].upper()}] {wo['title']} ({wo.get('category', '')}, {wo['status']})",
            f"      {wo['description']}"]
+    if ev.get("remaining_life_s") is not None:
+        low, high = ev.get("remaining_life_band_s") or [None, None]
+        out.append(f"      remaining life ~{format_duration(ev['remaining_life_s'])} (interval "
+                   f"{format_duration(low) if low is not None else '?'}-"
+                   f"{format_duration(high) if high is not None else '?'}), {ev.get('ratio_to_baseline')}x baseline")
     if "eta_days" in ev:
         band = ev.get("eta_band_days") or ["?", "?"]
         out.append(f"      forecast: limit reached in ~{ev['eta_days']:.2g} days (band {band[0]:.2g}-{band[1]:.2g})")
@@ -192,6 +201,9 @@ def render(elapsed: float, duration: float, agent: dict[str, Any], collector: di
         for sensor, v in agent.get("vibration", {}).items():
             lines.append(f"  vibration {sensor}: {v['velocity_rms_mm_s']:.2f} mm/s zone {v['iso_zone']}, "
                          f"{v['rpm']:.0f} rpm, {v['fault']} ({v['confidence']:.0%}), health {v['health']:.0f}")
+    for asset, sensors in collector.get("remaining_life", {}).items():
+        for sensor, rl in sensors.items():
+            lines.append(f"  remaining life {asset}/{sensor}: {format_remaining_life(rl)}")
     else:
         lines.append("agent: starting...")
     lines.append(f"\ncollector: {collector['points_stored']} points stored")
@@ -267,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             "queue_batches_left": int(agent.get("queue", {}).get("batches", 0)),
             "assets": collector["assets"],
             "vibration": agent.get("vibration", {}),
+            "remaining_life": collector.get("remaining_life", {}),
             "work_orders": collector["work_orders"],
         }
         print("\n" + render(time.monotonic() - started if "started" in locals() else 0, args.duration,

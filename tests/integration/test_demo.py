@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from simulator.demo import mosquitto_binary
+
 pytestmark = pytest.mark.integration
 
 
@@ -31,3 +33,8 @@ def test_demo_raises_filter_work_order(tmp_path: Path) -> None:
     assert "filter_dp" in wo["context"]["points"]
     assert [d["asset"] for d in wo["context"]["depends_on"]] == ["msb-meter"]
     assert "NEW WO-" in proc.stdout, "the live view announces the work order"
+    if mosquitto_binary() is not None:  # the pump's vibration sensors ran: its remaining life is shown
+        rl = doc["remaining_life"]["pump-1"]["de_accel"]
+        assert rl["rule"] == "remaining_life" and rl["estimate_s"] is not None
+        assert rl["low_s"] <= rl["estimate_s"] <= rl["high_s"]
+        assert "remaining life pump-1/de_accel: ~" in proc.stdout, "the live view shows it"
