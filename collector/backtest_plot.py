@@ -38,6 +38,7 @@ def plot_backtest(path: Path, result: BacktestResult) -> Path:
     fig, (ax_hi, ax_rul) = plt.subplots(2, 1, figsize=(11, 7.5), sharex=True,
                                         gridspec_kw={"height_ratios": [3, 2]})
     rules = sorted({a.rule for a in result.assessments})
+    right = result.end_t_s  # widened to show the last forecast reach the failure level
     for rule in rules:
         rows = [a for a in result.assessments if a.rule == rule]
         t = np.array([a.t_s for a in rows]) / scale
@@ -58,6 +59,9 @@ def plot_backtest(path: Path, result: BacktestResult) -> Path:
             if math.isfinite(rl.low_s) and math.isfinite(rl.high_s):
                 ax_hi.axvspan((t0 + rl.low_s) / scale, (t0 + rl.high_s) / scale, color="tab:purple", alpha=0.12,
                               label="remaining-life interval")
+            reach = rl.high_s if math.isfinite(rl.high_s) else rl.crossing_s
+            if math.isfinite(reach):
+                right = max(right, min(t0 + reach, result.end_t_s + 0.5 * result.duration_s))
         est = np.array([a.remaining_life.estimate_s for a in rows]) / scale
         low = np.array([a.remaining_life.low_s for a in rows]) / scale
         high = np.array([a.remaining_life.high_s for a in rows]) / scale
@@ -76,7 +80,7 @@ def plot_backtest(path: Path, result: BacktestResult) -> Path:
     ax_hi.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left")
     ax_rul.set_ylabel(f"remaining life ({unit})")
     ax_rul.set_xlabel(f"time since the first snapshot ({unit})")
-    ax_rul.set_xlim(result.start_t_s / scale, result.end_t_s / scale)
+    ax_rul.set_xlim(result.start_t_s / scale, right / scale)
     if not rules:
         ax_hi.text(0.5, 0.5, "no remaining-life assessment (no prognosis rule, or its baseline is not complete)",
                    transform=ax_hi.transAxes, ha="center")
