@@ -28,6 +28,7 @@ class RemainingLifeExport:
         self.sink = sink
         self.default_site = default_site
         self._lock = asyncio.Lock()  # one sync at a time: the cursor moves forward only
+        self.skipped = 0  # assessments that could not be points (no timestamp)
 
     async def sync(self) -> int:
         """Write the assessments made since the last sync; return how many points were written.
@@ -46,13 +47,18 @@ class RemainingLifeExport:
                         "WHERE r.id > ? ORDER BY r.id LIMIT ?", (cursor, MAX_ROWS_PER_WRITE))).fetchall()
                 if not rows:
                     return written
-                points: list[Point] = [
-                    remaining_life_point(site=site or self.default_site, asset=asset, sensor=sensor, rule=rule,
-                                         ts_ns=ts, basis=basis, estimate_s=est, low_s=low, high_s=high, hi=hi,
-                                         degraded=bool(degraded))
-                    for _, asset, sensor, rule, ts, basis, est, low, high, hi, degraded, site in rows]
+                points: list[Point] = []
+                for _, asset, sensor, rule, ts, basis, est, low, high, hi, degraded, site in rows:
+                    try:
+                        points.append(remaining_life_point(
+                            site=site or self.default_site, asset=asset, sensor=sensor, rule=rule, ts_ns=ts,
+                            basis=basis, estimate_s=est, low_s=low, high_s=high, hi=hi, degraded=bool(degraded)))
+                    except ValueError as exc:  # no storable time: skipped (and counted), never blocks the rest
+                        self.skipped += 1
+                        log.warning("remaining-life assessment not written: %s", exc)
                 try:
-                    await self.sink.write(points)
+                    if points:
+                        await self.sink.write(points)
                 except PointsRejectedError as exc:  # the rest is stored; these would be refused forever
                     log.warning("%d remaining-life points rejected by the sink: %s", len(exc.rejected), exc)
                 last = int(rows[-1][0])

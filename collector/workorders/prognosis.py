@@ -181,6 +181,9 @@ def evaluate_prognosis(rule: PrognosisRule, state: PrognosisState, asset: str, s
     Returns the new state, a finding (raise, escalate or clear) or None, and the assessment (None
     while the baseline is being taken).
     """
+    if state.baseline is not None and state.baseline.get("weights") != dict(rule.indicators):
+        # The rule's indicators changed: the baseline of the old ones means nothing for the new HI.
+        state = replace(state, baseline=None, baseline_end_ns=0, started_ns=0)
     started = state.started_ns or now_ns
     state = replace(state, started_ns=started, last_eval_ns=now_ns)
     axis, aligned = _align(ts_ns, values)

@@ -24,6 +24,7 @@ from collector.config import build_collector_config, hash_token
 from collector.daemon import CollectorDaemon
 from collector.workorders.evaluate import parse_rules
 from protos.twin.v1 import twin_pb2
+from runtime.errors import SinkError
 from tests.integration.daemons import TOKENS, exchange
 from tests.integration.influx_query import influxql
 from tests.servers import free_port, influxd_server, wait_for
@@ -152,5 +153,62 @@ def test_remaining_life_in_work_order_twin_and_influxdb(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         out = proc.stdout
         assert "remaining life de_accel: ~" in out
+    finally:
+        influx.stop()
+
+
+def test_assessments_made_while_influxdb_is_down_arrive_once(tmp_path: Path) -> None:
+    """The fleet stores each assessment with its batch; while InfluxDB is unreachable the export raises and
+    keeps them; once it is back, each arrives once, and the fleet keeps only each sensor's latest."""
+    influx = influxd_server(tmp_path / "influx")
+    influx_url = f"http://127.0.0.1:{influx.port}"
+    blocks = pump_blocks(time.time_ns() // 10**9 * 10**9 - BLOCKS * STEP_S * 10**9)[:60]
+    settings: dict[str, Any] = {
+        "collector": {"listen": f"127.0.0.1:{free_port()}", "state_dir": str(tmp_path / "state"),
+                      "check_interval_s": 0.2, "site": "plant-a"},
+        "agents": [{"id": "gw-a", "token_sha256": hash_token(TOKENS["gw-a"])}],
+        "rules": [RULE],
+        "influx": {"api": "v1", "url": "http://127.0.0.1:1", "database": DB, "timeout_s": 1.0},
+    }
+    made = len(blocks) - RULE["baseline_blocks"] + 1
+
+    def count() -> int:
+        try:
+            return len(influxql(influx_url, DB, 'SELECT "estimate_s" FROM "remaining_life"'))
+        except RuntimeError as exc:
+            if "database not found" in str(exc):  # the sink creates it with its first write
+                return 0
+            raise
+
+    async def main() -> None:
+        down = CollectorDaemon(build_collector_config(settings))
+        await down.fleet.open()  # nothing listens on port 1
+        await down.fleet.register_hello(hello())
+        for i, b in enumerate(blocks):
+            await down.fleet.commit_batch("gw-a", "e1", twin_pb2.Batch(seq=i + 1, created_ns=b.ts_ns, vibration=[b]))
+        with pytest.raises(SinkError):
+            await down.remaining_life.sync()
+        async with down.fleet.reading() as db:
+            waiting = (await (await db.execute("SELECT COUNT(*) FROM remaining_life")).fetchone())[0]
+        assert waiting == made
+        await down.fleet.close()
+
+        settings["influx"]["url"] = influx_url
+        daemon = CollectorDaemon(build_collector_config(settings))
+        await daemon.start()
+        try:
+            await asyncio.to_thread(wait_for, lambda: count() >= made, 30, "the pending assessments in InfluxDB")
+            await asyncio.sleep(1.0)  # a few more periodic checks: nothing is written twice
+            assert count() == made
+            async with daemon.fleet.reading() as db:
+                kept = (await (await db.execute("SELECT COUNT(*) FROM remaining_life")).fetchone())[0]
+            assert kept == 1, "only the sensor's latest assessment stays in the fleet database"
+            twin = await daemon.fleet.twin("pump-1")
+            assert twin is not None and twin["remaining_life"]["de_accel"]["ts_ns"] == blocks[-1].ts_ns
+        finally:
+            await daemon.stop()
+
+    try:
+        asyncio.run(main())
     finally:
         influx.stop()

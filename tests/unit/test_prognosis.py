@@ -14,7 +14,13 @@ from collector.backtest import replay
 from collector.prognosis.health_indicator import Baseline, fit_baseline, health_indicator, trailing_median
 from collector.prognosis.remaining_life import ForecastSettings, assess, residual_life, trend_fit
 from collector.workorders.evaluate import parse_rules
-from collector.workorders.prognosis import PrognosisRule, format_duration, format_remaining_life
+from collector.workorders.prognosis import (
+    PrognosisRule,
+    PrognosisState,
+    evaluate_prognosis,
+    format_duration,
+    format_remaining_life,
+)
 from runtime.errors import ConfigError
 
 DT = 10.0  # seconds between blocks, as the FEMTO snapshots
@@ -227,3 +233,16 @@ def test_durations_read_well() -> None:
     text = format_remaining_life({"estimate_s": 600.0, "low_s": 60.0, "high_s": 3600.0, "basis": "trend",
                                   "ratio_to_baseline": 2.5})
     assert text == "~10 min (60 s-60 min), forecast from the trend, vibration 2.50x baseline"
+
+
+def test_changed_indicators_take_a_new_baseline() -> None:
+    """A baseline of other indicators means nothing for the new HI: the rule starts a new one."""
+    old = PrognosisState(started_ns=1, baseline=Baseline({"accel_rms": 1.0}, {"accel_rms": -1.2}, 0.05, 30).as_dict(),
+                         baseline_end_ns=300)
+    rule = prognosis_rule(indicators={"accel_rms": 1.0, "kurtosis": 1.0})
+    now = 10**12
+    one = {"accel_rms": np.array([now]), "kurtosis": np.array([now])}
+    state, finding, assessment = evaluate_prognosis(rule, old, "m1", "accel", one,
+                                                    {"accel_rms": np.array([0.3]), "kurtosis": np.array([3.0])}, now)
+    assert state.baseline is None and state.started_ns == now
+    assert finding is None and assessment is None
