@@ -9,7 +9,8 @@ configured speed, bearing and ISO class, and the envelope averaging of the last 
 blocks), becomes the indicator document the collector stores, and goes through the collector's
 work-order rules (collector/workorders/evaluate.py, the code ingest runs) at the snapshot's own time
 `t_s`. Rule state, history and work orders live in memory: nothing of a running collector is read
-or written.
+or written. A recording is one sensor, so the agent's merge of a second sensor's bearing evidence
+does not arise; everything else of the agent's path does.
 
 Recording format (`.npz`, read without pickle):
 
