@@ -1,6 +1,9 @@
 """The collector's HTTP JSON API (aiohttp), described by collector/openapi.json (served at /openapi.json).
 
-    GET  /health                          liveness, agents, work-order counts, ITSM outbox
+    GET  /health                          liveness, agents, work-order counts, ITSM outbox, dependencies;
+                                          503 with the reasons while the sink or state database fails
+    GET  /ready                           readiness: 200 when the sink is writable and the state database
+                                          open, else 503 with the reasons
     GET  /assets                          every asset: state, health, open work orders
     GET  /assets/{asset}                  one asset's twin: state, latest values and vibration indicators,
                                           dependencies both ways with their states, open work orders
@@ -8,7 +11,8 @@
                                           rule, category, limit
     GET  /work-orders/{ref}               one work order with its context and events
     POST /work-orders/{ref}/acknowledge   {"by": "...", "note": "..."}          (bearer token)
-    POST /work-orders/{ref}/close         {"by": "...", "note": "..."}          (bearer token)
+    POST /work-orders/{ref}/close         {"by": "...", "note": "..."}          (bearer token); the answer
+                                          carries a "warning" when the condition still holds
     POST /what-if                         {"rules": [...] | "rules_toml": "...", "since": "7d"}  (bearer token)
 
 Binds 127.0.0.1 by default. Reads need no token (they expose what Grafana shows); changes need
@@ -34,9 +38,10 @@ from pydantic import field_validator, model_validator
 
 from collector.fleet import FleetTwin
 from collector.whatif import parse_since, run_whatif
+from collector.workorders.collector_health import collector_health_rule
 from collector.workorders.evaluate import Rule, parse_rules
 from collector.workorders.rules import CATEGORIES, SEVERITIES
-from collector.workorders.store import STATUSES, parse_ref
+from collector.workorders.store import STATUSES, close_warning, parse_ref
 from runtime.errors import ConfigError
 from runtime.secrets import read_secret
 from runtime.tomlconfig import StrictModel
@@ -92,13 +97,18 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
+Readiness = Callable[[], Awaitable[list[str]]]  # why the collector is not ready; empty when it is
+
+
 class _Handlers:
     def __init__(self, fleet: FleetTwin, token: str, rules: Sequence[Rule],
-                 health_extra: Callable[[], Awaitable[dict[str, Any]]] | None) -> None:
+                 health_extra: Callable[[], Awaitable[dict[str, Any]]] | None,
+                 readiness: Readiness | None = None) -> None:
         self.fleet = fleet
         self.token = token
         self.rules = tuple(rules)
         self.health_extra = health_extra
+        self.readiness = readiness
         self.openapi = openapi_document()
 
     def _authorized(self, request: web.Request) -> web.Response | None:
@@ -128,11 +138,20 @@ class _Handlers:
             counts = await self.fleet.work_orders.counts()
         agents = [{k: a[k] for k in ("id", "site", "version", "connected", "last_seen_ns")}
                   for a in await self._agents()]
-        doc: dict[str, Any] = {"status": "ok", "time_ns": time.time_ns(), "agents": agents, "work_orders": counts,
-                               "rules": len(self.rules)}
+        reasons = await self.readiness() if self.readiness is not None else []
+        doc: dict[str, Any] = {"status": "failing" if reasons else "ok", "time_ns": time.time_ns(), "agents": agents,
+                               "work_orders": counts, "rules": len(self.rules)}
+        if reasons:
+            doc["reasons"] = reasons
         if self.health_extra is not None:
             doc |= await self.health_extra()
-        return _json(doc)
+        return _json(doc, 503 if reasons else 200)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        reasons = await self.readiness() if self.readiness is not None else []
+        if reasons:
+            return _json({"status": "not ready", "reasons": reasons}, 503)
+        return _json({"status": "ready"})
 
     async def _agents(self) -> list[dict[str, Any]]:
         async with self.fleet.reading():
@@ -142,10 +161,12 @@ class _Handlers:
         async with self.fleet.reading() as db:
             rows = await (await db.execute(
                 "SELECT a.asset, a.type, a.name, a.site, a.agent_id, a.state, a.health, a.depends_on, "
-                "(SELECT COUNT(*) FROM work_orders w WHERE w.asset = a.asset AND w.status != 'closed') "
-                "FROM assets a ORDER BY a.asset")).fetchall()
+                "(SELECT COUNT(*) FROM work_orders w WHERE w.asset = a.asset AND w.status != 'closed'), "
+                "a.link, a.link_reason, a.condition, a.condition_reason FROM assets a ORDER BY a.asset")).fetchall()
         return _json([{"id": r[0], "type": r[1], "name": r[2], "site": r[3], "agent": r[4], "state": r[5],
-                       "health": r[6], "depends_on": json.loads(r[7]), "open_work_orders": r[8]} for r in rows])
+                       "health": r[6], "depends_on": json.loads(r[7]), "open_work_orders": r[8],
+                       "link": r[9], "link_reason": r[10], "condition": r[11], "condition_reason": r[12]}
+                      for r in rows])
 
     async def asset(self, request: web.Request) -> web.Response:
         doc = await self.fleet.twin(request.match_info["asset"])
@@ -212,7 +233,13 @@ class _Handlers:
         except ValueError as exc:
             return _error(409, str(exc))
         log.info("%s %s by %s via the API", wo.ref, wo.status, who)
-        return _json({k: v for k, v in wo.to_dict().items() if k != "context"})
+        doc = {k: v for k, v in wo.to_dict().items() if k != "context"}
+        if action == "close":
+            rule = next((r for r in self.rules if r.name == wo.rule), None) or collector_health_rule(self.rules)
+            warning = close_warning(wo, rule.reraise_after_s if rule.name == wo.rule else 0.0)
+            if warning:
+                doc["warning"] = warning
+        return _json(doc)
 
     async def acknowledge(self, request: web.Request) -> web.Response:
         return await self._transition(request, "acknowledge")
@@ -250,11 +277,13 @@ class _Handlers:
 
 
 def build_app(fleet: FleetTwin, *, token: str = "", rules: Sequence[Rule] = (),
-              health_extra: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> web.Application:
-    h = _Handlers(fleet, token, rules, health_extra)
+              health_extra: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+              readiness: Readiness | None = None) -> web.Application:
+    h = _Handlers(fleet, token, rules, health_extra, readiness)
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_get("/openapi.json", h.openapi_json)
     app.router.add_get("/health", h.health)
+    app.router.add_get("/ready", h.ready)
     app.router.add_get("/assets", h.assets)
     app.router.add_get("/assets/{asset}", h.asset)
     app.router.add_get("/work-orders", h.work_orders)

@@ -42,7 +42,7 @@ from collector.prognosis.remaining_life import RemainingLife
 from collector.whatif import SimulatedLifecycle, load_rules_file
 from collector.workorders import history
 from collector.workorders.data_quality import StaleRule
-from collector.workorders.evaluate import PointStatus, Rule, VibrationObs, evaluate_tick, evaluate_vibration
+from collector.workorders.evaluate import PointReport, Rule, VibrationObs, evaluate_data_quality, evaluate_vibration
 from collector.workorders.prognosis import PrognosisRule
 from collector.workorders.trend import VIBRATION_FIELDS, TrendRule
 from collector.workorders.vibration import BearingRule, IsoZoneRule
@@ -326,8 +326,8 @@ async def replay(observations: Iterable[tuple[float, dict[str, Any] | None]], ru
     for t_s, doc in observations:
         ts_ns = snapshot_ns(t_s)
         if ticking and last_ns is not None:  # silence since the previous block is judged as it ends
-            points = [PointStatus(asset, asset_type, sensor, last_ns, expected_interval_s)]
-            for f in await evaluate_tick(rules, store, ts_ns, points, []):
+            points = [PointReport(asset, asset_type, sensor, expected_interval_s, last_ns, False, "")]
+            for f in await evaluate_data_quality(rules, store, ts_ns, points):
                 life.apply(f)
         if doc is None:
             continue
@@ -336,8 +336,8 @@ async def replay(observations: Iterable[tuple[float, dict[str, Any] | None]], ru
         for f in await evaluate_vibration(rules, store, VibrationObs(asset, sensor, ts_ns, doc), asset_type):
             life.apply(f)
         if ticking:  # the block itself ends any silence of its sensor
-            points = [PointStatus(asset, asset_type, sensor, ts_ns, expected_interval_s)]
-            for f in await evaluate_tick(rules, store, ts_ns, points, []):
+            points = [PointReport(asset, asset_type, sensor, expected_interval_s, ts_ns, False, "")]
+            for f in await evaluate_data_quality(rules, store, ts_ns, points):
                 life.apply(f)
     orders = [BacktestWorkOrder(snapshot_s(w.raised_ns), w.rule, KINDS.get(w.category, w.category), w.severity,
                                 w.title, w.description, snapshot_s(w.escalated_ns) if w.escalated_ns else None,

@@ -60,9 +60,17 @@ def _print_work_order(wo: dict[str, Any]) -> None:
           f"raised {_fmt_ts(wo['created_ns'])}"
           + (", condition cleared " + _fmt_ts(wo['condition_cleared_ns']) if wo['condition_cleared_ns'] else ""))
     print(f"  {wo['description']}")
+    cause = wo.get("probable_cause")
+    if cause:
+        print(f"  probable cause: {cause['ref']} on {cause['asset']} ({cause['relation']}): {cause['title']}")
     ev = wo["evidence"]
     print("  evidence: " + ", ".join(f"{k}={v}" for k, v in ev.items()
-                                     if not k.endswith("_ns") and k not in ("forecast", "series")))
+                                     if not k.endswith("_ns") and k not in ("forecast", "series", "also", "points")))
+    for p in ev.get("points", []):
+        print(f"    point {p['point']}: {p['reason'] or 'BAD'} (last report {_fmt_ts(p['last_report_ns'])})")
+    for subject, other in ev.get("also", {}).items():
+        print(f"  also {subject}: " + ", ".join(f"{k}={v}" for k, v in other.items()
+                                                if not k.endswith("_ns") and k not in ("forecast", "series")))
     for step in ev.get("forecast", []):
         print(f"    forecast +{step['days']:g} d: {step['value']} (band {step['low']} .. {step['high']})")
     ctx = wo["context"]
@@ -178,6 +186,14 @@ async def _work_orders(args: argparse.Namespace) -> int:
             print(str(exc), file=sys.stderr)
             return 1
         print(f"{wo.ref} is now {wo.status}")
+        if args.action == "close":
+            from collector.workorders.collector_health import collector_health_rule
+            from collector.workorders.store import close_warning
+
+            rule = next((r for r in config.rules if r.name == wo.rule), None) or collector_health_rule(config.rules)
+            warning = close_warning(wo, rule.reraise_after_s if rule.name == wo.rule else 0.0)
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
         return 0
     finally:
         await fleet.close()
@@ -196,10 +212,18 @@ async def _assets(args: argparse.Namespace) -> int:
                 return 1
             print(f"{args.asset} released: the next agent that declares it owns it")
             return 0
-        for a in await fleet.assets():
-            print(f"{a['id']:<20} {a['type']:<12} {a['agent'] or '(released)':<16} {a['state']:<9} {a['name']}")
+        assets = await fleet.assets()
+        if args.json:
+            keys = ("id", "type", "name", "agent", "state", "health", "link", "link_reason", "condition",
+                    "condition_reason", "remaining_life")
+            print(json.dumps([{k: a[k] for k in keys} for a in assets], indent=2))
+            return 0
+        print(f"{'ASSET':<16} {'TYPE':<12} {'AGENT':<12} {'LINK':<9} {'CONDITION':<9} WHY")
+        for a in assets:
+            print(f"{a['id']:<16} {a['type']:<12} {a['agent'] or '(released)':<12} {a['link']:<9} "
+                  f"{a['condition']:<9} link: {a['link_reason'] or '-'}; condition: {a['condition_reason'] or '-'}")
             for sensor, rl in a.get("remaining_life", {}).items():
-                print(f"{'':<20} remaining life {sensor}: {format_remaining_life(rl)}")
+                print(f"{'':<16} remaining life {sensor}: {format_remaining_life(rl)}")
         return 0
     finally:
         await fleet.close()
@@ -225,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     assets = sub.add_parser("assets", help="list assets and their agents; release an asset that moved")
     assets.add_argument("--config", "-c", required=True, type=Path)
     assets_sub = assets.add_subparsers(dest="action", required=True)
-    assets_sub.add_parser("list")
+    p = assets_sub.add_parser("list", help="each asset's link (can the twin see it) and condition (good, watch, act)")
+    p.add_argument("--json", action="store_true")
     p = assets_sub.add_parser("release", help="let the next agent that declares the asset own it")
     p.add_argument("asset")
     assets.set_defaults(func=lambda a: asyncio.run(_assets(a)))
@@ -237,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["open", "acknowledged", "closed", "active"])
     p.add_argument("--asset")
     p.add_argument("--severity", choices=["info", "minor", "major", "critical"])
-    p.add_argument("--category", choices=["corrective", "preventive", "data_quality"])
+    p.add_argument("--category", choices=["corrective", "preventive", "data_quality", "collector"])
     p.add_argument("--rule")
     p.add_argument("--json", action="store_true")
     p = wo_sub.add_parser("show")

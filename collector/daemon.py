@@ -1,6 +1,11 @@
 """The collector daemon: gRPC ingest + sink + fleet twin, the periodic check, the ITSM forwarder and the
 HTTP API, with a clean shutdown.
 
+The periodic check also keeps the collector honest about itself: outages of its sink or state database
+(collector/health.py) become its own incident (collector/workorders/collector_health.py) instead of
+field work orders, agents are judged offline from their streams (never while the collector fails),
+and each asset's link and condition are refreshed and written to the sink (`asset_state`).
+
 Components start in dependency order and stop in reverse: fleet twin (SQLite) first, then the
 forwarder, the API and the gRPC server; `stop` reverses `start`. Background loops are started with
 `_spawn`, which names the task and keeps it for shutdown; each loop catches and logs its own failures
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -21,12 +27,15 @@ import grpc
 
 from collector.api import ApiServer, build_app
 from collector.config import CollectorConfig
-from collector.fleet import FleetTwin
+from collector.fleet import AssetStatus, FleetTwin
+from collector.health import CollectorHealth
 from collector.influx import build_sink
 from collector.ingest import IngestServicer
 from collector.itsm import Forwarder, Outbox
+from collector.points import PointsRejectedError, asset_status_point
 from collector.prognosis.export import RemainingLifeExport
 from collector.workorders.annotations import WorkOrderAnnotations
+from collector.workorders.collector_health import Outage, collector_health_rule, outage_findings
 from protos.twin.v1 import twin_pb2_grpc
 from runtime.cancellation import cancel_and_wait
 from runtime.errors import SinkError
@@ -44,7 +53,18 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
 PRUNE_INTERVAL_S = 3600.0
+ASSET_STATUS_REFRESH_S = 300.0  # every asset's link and condition reach the sink at least this often
+READY_PROBE_TIMEOUT_S = 5.0
 STREAM_GRACE_S = 5.0  # at shutdown: for streams to finish the group they are storing
+
+
+def sink_names(cfg: CollectorConfig) -> tuple[str, str]:
+    """(short name, which one) of the configured sink, for logs, /ready and the collector's incident."""
+    influx = cfg.influx
+    if influx is None:
+        return "embedded summary store", str(cfg.state_dir / "summaries.sqlite")
+    where = f"database {influx.database}" if influx.api == "v1" else f"bucket {influx.bucket}"
+    return "InfluxDB", f"InfluxDB {influx.api} at {influx.url} ({where})"
 
 
 def server_credentials(cfg: CollectorConfig) -> grpc.ServerCredentials | None:
@@ -62,10 +82,16 @@ class CollectorDaemon:
         self.outbox = Outbox(config.webhooks)
         self.fleet = FleetTwin(config.db_path, config.rules, config.history, self.outbox)
         self.sink = build_sink(config.influx, config.state_dir / "summaries.sqlite")
+        self.health = CollectorHealth(*sink_names(config), str(config.db_path))
         self.annotations = WorkOrderAnnotations(self.fleet, self.sink, config.collector.site)
         self.remaining_life = RemainingLifeExport(self.fleet, self.sink, config.collector.site)
         self.servicer = IngestServicer(self.fleet, self.sink, config.token_hashes, config.collector.site,
-                                       config.collector.sink_retry_max_s, self.annotations)
+                                       config.collector.sink_retry_max_s, self.annotations, self.health)
+        self.incident_rule = collector_health_rule(config.rules)
+        self._incidents_due: list[Outage] = []  # outages whose incident is not recorded yet
+        self._incidents_raised: set[tuple[str, int]] = set()  # (dependency, since_ns) already raised
+        self._status_due: dict[str, AssetStatus] = {}
+        self._status_refresh_at = 0.0
         self._annotation_errors = RateLimitedLog(log, 300.0)
         self.forwarder = Forwarder(self.fleet, self.outbox) if config.webhooks else None
         self.api: ApiServer | None = None
@@ -86,7 +112,7 @@ class CollectorDaemon:
             await self.forwarder.start()
         if self.config.api is not None:
             app = build_app(self.fleet, token=self.config.api_token, rules=self.config.rules,
-                            health_extra=self._health)
+                            health_extra=self._health, readiness=self.readiness)
             self.api = ApiServer(self.config.api, app)
             await self.api.start()
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -136,23 +162,13 @@ class CollectorDaemon:
         self._stop.set()
 
     async def _periodic_check(self) -> None:
-        """Silence rules (stale points, offline agents) need a clock, not a batch; work orders changed
-        through the API or the CLI (or while the sink was down) and remaining-life assessments reach the
-        sink; prune history hourly."""
+        """Every check_interval_s: the collector's own incidents, offline agents and work orders due to be
+        raised again, each asset's link and condition (to the sink too), work orders changed through the
+        API or the CLI (or while the sink was down) to the sink; history pruned hourly."""
         next_prune = 0.0
         while True:
             try:
-                changed = await self.fleet.check()
-                if changed:
-                    await self.servicer.work_orders_changed(changed)
-                try:
-                    await self.annotations.sync()
-                except SinkError as exc:
-                    self._annotation_errors.warning("sink", f"work-order annotations not written yet: {exc}")
-                try:
-                    await self.remaining_life.sync()
-                except SinkError as exc:
-                    self._annotation_errors.warning("sink-rul", f"remaining-life assessments not written yet: {exc}")
+                await self.check_once()
                 if time.monotonic() >= next_prune:
                     deleted = await self.fleet.prune_history()
                     if deleted:
@@ -161,10 +177,94 @@ class CollectorDaemon:
                     next_prune = time.monotonic() + PRUNE_INTERVAL_S
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 self.check_failures += 1
+                if isinstance(exc, sqlite3.Error):  # the state database, not a bug of the check
+                    self.health.state.failed(f"{type(exc).__name__}: {exc}")
                 log.exception("periodic check failed (%d so far); trying again next interval", self.check_failures)
             await asyncio.sleep(self.config.collector.check_interval_s)
+
+    async def check_once(self) -> None:
+        now = time.time_ns()
+        changed = await self._record_incidents(now)
+        presence = self.servicer.presence(now)
+        changed += await self.fleet.check(now, presence, judge_agents=self.health.ready(),
+                                          watch_since_ns=self.health.watch_since_ns())
+        statuses = await self.fleet.refresh_asset_status(now, presence)
+        self.health.state.succeeded(self.servicer.held_batches())
+        if changed:
+            await self.servicer.work_orders_changed(changed)
+        await self._write_asset_status(statuses, now)
+        try:
+            await self.annotations.sync()
+        except SinkError as exc:
+            self._annotation_errors.warning("sink", f"work-order annotations not written yet: {exc}")
+        try:
+            await self.remaining_life.sync()
+        except SinkError as exc:
+            self._annotation_errors.warning("sink-rul", f"remaining-life assessments not written yet: {exc}")
+
+    async def _record_incidents(self, now: int) -> list[Any]:
+        """The collector's own outages as its incident: raised once per outage that lasted the rule's
+        min_duration_s, cleared when it ended. Kept until the state database takes them."""
+        for dep in self.health.dependencies:
+            self._incidents_due += dep.take_finished()
+        due = list(self._incidents_due)
+        ongoing = [d.current for d in self.health.dependencies if d.current is not None]
+        findings = []
+        for outage in [*due, *ongoing]:
+            for f in outage_findings(self.incident_rule, outage, now):
+                key = (outage.dependency, outage.since_ns)
+                if f.action == "raise" and key in self._incidents_raised:
+                    continue
+                findings.append((key, f))
+        changed = await self.fleet.apply_findings([f for _, f in findings])
+        for key, f in findings:
+            if f.action == "raise":
+                self._incidents_raised.add(key)
+            else:
+                self._incidents_raised.discard(key)
+        self._incidents_due = [o for o in self._incidents_due if o not in due]
+        return changed
+
+    async def _write_asset_status(self, changed: list[AssetStatus], now: int) -> None:
+        """Each asset's link and condition to the sink: on change, and every asset every few minutes."""
+        for st in changed:
+            self._status_due[st.asset] = st
+        if time.monotonic() >= self._status_refresh_at:
+            for st in await self.fleet.asset_statuses():
+                self._status_due.setdefault(st.asset, st)
+            self._status_refresh_at = time.monotonic() + ASSET_STATUS_REFRESH_S
+        if not self._status_due:
+            return
+        points = [asset_status_point(site=st.site or self.config.collector.site, asset=st.asset, link=st.link,
+                                     link_reason=st.link_reason, condition=st.condition,
+                                     condition_reason=st.condition_reason, ts_ns=now)
+                  for st in self._status_due.values()]
+        try:
+            await self.sink.write(points)
+        except PointsRejectedError as exc:
+            log.warning("%d asset status points rejected by the sink: %s", len(exc.rejected), exc)
+        except SinkError as exc:
+            self.health.sink.failed(str(exc).removeprefix(f"{self.health.sink.label}: "))
+            return  # kept for the next check
+        else:
+            self.health.sink.succeeded(self.servicer.held_batches())
+        self._status_due.clear()
+
+    async def readiness(self) -> list[str]:
+        """Why the collector is not ready (empty: ready): its sink or state database failing, or closed."""
+        reasons = self.health.reasons()
+        try:
+            async with asyncio.timeout(READY_PROBE_TIMEOUT_S):
+                async with self.fleet.reading() as db:
+                    await (await db.execute("SELECT 1")).fetchone()
+        except TimeoutError:
+            reasons.append(f"state database {self.config.db_path} did not answer within {READY_PROBE_TIMEOUT_S:g} s")
+        except Exception as exc:
+            if not self.health.state.failing:
+                reasons.append(f"state database {self.config.db_path} cannot be read: {type(exc).__name__}: {exc}")
+        return reasons
 
     async def _health(self) -> dict[str, Any]:
         totals = self.servicer.totals
@@ -173,6 +273,10 @@ class CollectorDaemon:
                        "per_agent": {a: {"connected": s.connected, "batches": s.batches, "duplicates": s.duplicates,
                                          "summaries": s.summaries} for a, s in totals.per_agent.items()}},
             "periodic_check_failures": self.check_failures,
+            "dependencies": {d.dependency: {"label": d.label, "failing": d.failing,
+                                            "since_ns": d.current.since_ns if d.current else None,
+                                            "outages": d.outages_total, "late_batches": d.late_batches_total}
+                             for d in self.health.dependencies},
         }
         if self.forwarder is not None:
             async with self.fleet.reading():

@@ -6,8 +6,14 @@ updates assets, points, changes and agent health, appends the indicator history,
 resulting work orders and queues their ITSM deliveries. Either all of it happens or none, so a
 batch resent after a crash is recognised as a duplicate exactly when its effects are already stored.
 
-`check` is the periodic half: rules about silence (stale points, offline agents) cannot wait for a
-batch, so the daemon calls it on a timer; it also prunes the history past its retention.
+The data-quality rules (stale points, BAD data, devices offline) are judged inside that transaction
+too, at the batch's own data time, from what the agent reported: a batch that waited in a queue while
+the sink or the collector was down is judged at the time it describes, and nothing is judged while
+nothing is committed. So an outage of the monitoring itself never blames the field.
+
+`check` is the periodic half, in wall-clock time: agents whose stream is gone (the daemon says which
+streams are present), work orders closed while their condition held and due to be raised again, and
+each asset's `link` (can the twin see it) and `condition` (what it sees of the equipment).
 """
 
 from __future__ import annotations
@@ -25,27 +31,32 @@ from typing import Any
 import aiosqlite
 import numpy as np
 
+from collector.condition import asset_condition
 from collector.itsm import SCHEMA as OUTBOX_SCHEMA
 from collector.prognosis import store as remaining_life
 from collector.prognosis.remaining_life import RemainingLife
 from collector.workorders import history
+from collector.workorders.collector_health import collector_health_rule
+from collector.workorders.data_quality import AgentOfflineRule
 from collector.workorders.evaluate import (
+    DATA_QUALITY_KINDS,
     AgentStatus,
-    PointStatus,
+    PointReport,
     Rule,
     VibrationObs,
+    evaluate_data_quality,
     evaluate_summary,
     evaluate_tick,
     evaluate_vibration,
 )
 from collector.workorders.history import HistorySettings
-from collector.workorders.rules import Finding
+from collector.workorders.rules import SEVERITIES, Finding
 from collector.workorders.store import SCHEMA as WORK_ORDER_SCHEMA
 from collector.workorders.store import WorkOrder, WorkOrderListener, WorkOrderStore, migrate
 from protos.twin.v1 import twin_pb2
 from runtime.sqlite import open_database
 
-__all__ = ["FleetTwin", "IngestCounters", "SqliteRuleStore"]
+__all__ = ["AssetStatus", "FleetTwin", "IngestCounters", "SqliteRuleStore"]
 
 log = logging.getLogger("twin.collector.fleet")
 
@@ -54,6 +65,9 @@ CONTEXT_MAX_CHANGES = 50
 CONTEXT_TREND_WINDOW_NS = 24 * 3600 * 10**9
 CONTEXT_TREND_POINTS = 96
 CONTEXT_EARLIER_WORK_ORDERS = 10
+DEFAULT_LINK_OFFLINE_AFTER_S = 300.0  # without an agent_offline rule: when a gone gateway makes its assets offline
+NOTHING_FOUND = "no open work order, no finding"
+CAUSE_DEPTH = 3  # how far up the dependency map a probable cause is looked for
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -86,6 +100,26 @@ CREATE TABLE IF NOT EXISTS rule_states (
 """
 
 _QUALITY = {int(twin_pb2.GOOD): "GOOD", int(twin_pb2.UNCERTAIN): "UNCERTAIN", int(twin_pb2.BAD): "BAD"}
+
+
+async def _add_columns(db: aiosqlite.Connection, table: str, columns: dict[str, str]) -> None:
+    """Bring a table created by an earlier version up to this schema."""
+    have = {r[1] for r in await (await db.execute(f"PRAGMA table_info({table})")).fetchall()}
+    for name, decl in columns.items():
+        if name not in have:
+            await db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+
+
+@dataclass(frozen=True, slots=True)
+class AssetStatus:
+    """An asset's link (can the twin see it) and condition (what it sees), in words (see collector/condition.py)."""
+
+    asset: str
+    site: str
+    link: str  # online | degraded | offline | unknown
+    link_reason: str
+    condition: str  # good | watch | act
+    condition_reason: str
 
 
 @dataclass(slots=True)
@@ -170,6 +204,14 @@ class FleetTwin:
                 await db.execute("ALTER TABLE agents ADD COLUMN connected_ns INTEGER NOT NULL DEFAULT 0")
                 # threshold state of the single-subject layout, kept so an active condition still clears
                 await db.execute("INSERT OR IGNORE INTO rule_states SELECT asset, rule, '', state FROM rule_state")
+            await _add_columns(db, "agents", {"started_ns": "INTEGER NOT NULL DEFAULT 0"})
+            await _add_columns(db, "points", {"declared": "INTEGER NOT NULL DEFAULT 0",
+                                              "expected_since_ns": "INTEGER NOT NULL DEFAULT 0"})
+            await _add_columns(db, "assets", {"link": "TEXT NOT NULL DEFAULT 'unknown'",
+                                              "link_reason": "TEXT NOT NULL DEFAULT ''",
+                                              "condition": "TEXT NOT NULL DEFAULT 'good'",
+                                              "condition_reason": "TEXT NOT NULL DEFAULT ''",
+                                              "status_ns": "INTEGER NOT NULL DEFAULT 0"})
         self.work_orders = WorkOrderStore(self._db, self.listener)
 
     async def close(self) -> None:
@@ -227,18 +269,22 @@ class FleetTwin:
                     continue
                 # Points no longer in the agent's configuration stop being expected (no stale alarms).
                 await db.execute(
-                    f"UPDATE points SET expected_interval_s = 0 WHERE asset = ? AND point NOT IN "
+                    f"UPDATE points SET expected_interval_s = 0, declared = 0 WHERE asset = ? AND point NOT IN "
                     f"({','.join('?' * len(a.points))})", (a.id, *[p.name for p in a.points]))
                 for p in a.points:
+                    # expected_since_ns: silence counts from when a point is declared (or starts being expected)
                     await db.execute(
-                        "INSERT INTO points (asset, point, unit, kind, expected_interval_s) VALUES (?, ?, ?, ?, ?) "
+                        "INSERT INTO points (asset, point, unit, kind, expected_interval_s, declared, "
+                        "expected_since_ns) VALUES (?, ?, ?, ?, ?, 1, ?) "
                         "ON CONFLICT (asset, point) DO UPDATE SET unit = excluded.unit, kind = excluded.kind, "
-                        "expected_interval_s = excluded.expected_interval_s",
-                        (a.id, p.name, p.unit, p.kind, p.expected_interval_s))
+                        "expected_since_ns = CASE WHEN points.declared = 0 OR points.expected_interval_s = 0 "
+                        "THEN excluded.expected_since_ns ELSE points.expected_since_ns END, "
+                        "expected_interval_s = excluded.expected_interval_s, declared = 1",
+                        (a.id, p.name, p.unit, p.kind, p.expected_interval_s, now))
             declared = [a.id for a in hello.assets]
             await db.execute(
-                f"UPDATE points SET expected_interval_s = 0 WHERE asset IN (SELECT asset FROM assets WHERE "
-                f"agent_id = ? AND asset NOT IN ({','.join('?' * len(declared))}))", (hello.agent_id, *declared))
+                f"UPDATE points SET expected_interval_s = 0, declared = 0 WHERE asset IN (SELECT asset FROM assets "
+                f"WHERE agent_id = ? AND asset NOT IN ({','.join('?' * len(declared))}))", (hello.agent_id, *declared))
             cur = await db.execute("SELECT seq FROM watermarks WHERE agent_id = ? AND epoch = ?",
                                    (hello.agent_id, hello.queue_epoch))
             row = await cur.fetchone()
@@ -305,9 +351,11 @@ class FleetTwin:
         if batch.HasField("health"):
             h = batch.health
             health = {f.name: getattr(h, f.name) for f in h.DESCRIPTOR.fields}
-            await db.execute("UPDATE agents SET health = ? WHERE agent_id = ?",
-                             (history.dumps_finite(health), agent_id))
-        return await self._evaluate_rules(db, batch)
+            # started_ns: when the agent process started, in its own clock (silence counts from there)
+            await db.execute("UPDATE agents SET health = ?, started_ns = ? WHERE agent_id = ?",
+                             (history.dumps_finite(health), h.ts_ns - int(h.uptime_s * 1e9) if h.ts_ns else 0,
+                              agent_id))
+        return await self._evaluate_rules(db, batch, agent_id)
 
     async def watermark(self, agent_id: str, epoch: str) -> int:
         cur = await self.db.execute("SELECT seq FROM watermarks WHERE agent_id = ? AND epoch = ?", (agent_id, epoch))
@@ -356,7 +404,8 @@ class FleetTwin:
                 "UPDATE points SET ts_ns = ?, quality = 'GOOD', reason = '' WHERE asset = ? AND point = ? "
                 "AND ts_ns <= ?", (v.ts_ns, v.asset, v.sensor, v.ts_ns))
 
-    async def _evaluate_rules(self, db: aiosqlite.Connection, batch: twin_pb2.Batch) -> list[WorkOrder]:
+    async def _evaluate_rules(self, db: aiosqlite.Connection, batch: twin_pb2.Batch,
+                              agent_id: str = "") -> list[WorkOrder]:
         if not self.rules:
             return []
         types = {a: t for a, t in await (await db.execute("SELECT asset, type FROM assets")).fetchall()}
@@ -370,7 +419,29 @@ class FleetTwin:
                 findings += await evaluate_vibration(self.rules, store, obs, types.get(obs.asset, ""))
             else:
                 findings += await evaluate_summary(self.rules, store, obs, types.get(obs.asset, ""))
+        if agent_id and any(r.kind in DATA_QUALITY_KINDS for r in self.rules):
+            findings += await self._judge_data_quality(db, store, agent_id, batch)
         return await self._apply(db, findings)
+
+    async def _judge_data_quality(self, db: aiosqlite.Connection, store: SqliteRuleStore, agent_id: str,
+                                  batch: twin_pb2.Batch) -> list[Finding]:
+        """Data-quality rules over every point the agent declared, at the batch's data time (its interval
+        end): what the agent reported, whenever the collector gets to store it."""
+        now = batch.created_ns or max([s.interval_end_ns for s in batch.summaries]
+                                      + [v.ts_ns for v in batch.vibration], default=0)
+        if now <= 0:
+            return []
+        row = await (await db.execute("SELECT started_ns FROM agents WHERE agent_id = ?", (agent_id,))).fetchone()
+        started = int(row[0]) if row else 0
+        rows = await (await db.execute(
+            "SELECT p.asset, a.type, p.point, p.expected_interval_s, p.ts_ns, p.count, p.quality, p.reason, "
+            "p.expected_since_ns FROM points p JOIN assets a ON a.asset = p.asset "
+            "WHERE a.agent_id = ? AND p.declared = 1 ORDER BY p.asset, p.point", (agent_id,))).fetchall()
+        reports = [PointReport(asset, atype, point, float(expected), int(ts), count == 0 and quality == "BAD",
+                               str(reason), max(started, int(since)))
+                   for asset, atype, point, expected, ts, count, quality, reason, since in rows]
+        await store.preload({r.asset for r in reports})
+        return await evaluate_data_quality(self.rules, store, now, reports)
 
     async def _apply(self, db: aiosqlite.Connection, findings: list[Finding]) -> list[WorkOrder]:
         assert self.work_orders is not None
@@ -378,35 +449,167 @@ class FleetTwin:
         for finding in findings:
             async def context(finding: Finding = finding) -> dict[str, Any]:
                 return await self.context(finding.asset, db, finding)
-            wo = await self.work_orders.apply(finding, context)
+
+            async def cause(finding: Finding = finding) -> dict[str, Any] | None:
+                return await self.probable_cause(db, finding)
+            wo = await self.work_orders.apply(finding, context, cause)
             if wo is not None:
                 changed[wo.id] = wo
         return list(changed.values())
 
-    # ---- the periodic check ----------------------------------------------------------------------
-    async def check(self, now_ns: int | None = None) -> list[WorkOrder]:
-        """Judge silence (stale points, offline agents) at `now_ns`; return changed work orders."""
-        now = now_ns if now_ns is not None else time.time_ns()
-        if not any(r.kind in ("stale", "agent_offline") for r in self.rules):
+    async def apply_findings(self, findings: Sequence[Finding]) -> list[WorkOrder]:
+        """Apply findings made outside a batch (the collector's own incidents) in one transaction."""
+        if not findings:
             return []
         async with self.transaction() as db:
-            agents = await (await db.execute(
-                "SELECT agent_id, last_seen_ns, connected, connected_ns FROM agents")).fetchall()
-            served: dict[str, list[str]] = {}
-            rows = await (await db.execute("SELECT asset, agent_id FROM assets ORDER BY asset")).fetchall()
-            for asset, agent in rows:
-                served.setdefault(agent, []).append(asset)
-            connected_since = {a: int(c_ns) for a, _, connected, c_ns in agents if connected}
-            # Points of a disconnected agent are not judged stale: that is the agent_offline rule's
-            # finding, and its queue delivers their data when it reconnects.
-            points = [PointStatus(asset, atype, point, max(int(ts), connected_since[agent]), float(expected))
-                      for asset, atype, agent, point, ts, expected in await (await db.execute(
-                          "SELECT p.asset, a.type, a.agent_id, p.point, p.ts_ns, p.expected_interval_s FROM points p "
-                          "JOIN assets a ON a.asset = p.asset WHERE p.expected_interval_s > 0")).fetchall()
-                      if agent in connected_since]
-            statuses = [AgentStatus(a, int(seen), served.get(a, [])) for a, seen, _, _ in agents]
-            findings = await evaluate_tick(self.rules, SqliteRuleStore(db), now, points, statuses)
-            return await self._apply(db, findings)
+            return await self._apply(db, list(findings))
+
+    async def probable_cause(self, db: aiosqlite.Connection, finding: Finding) -> dict[str, Any] | None:
+        """An open work order upstream that explains `finding`: on an asset it depends on (directly or up
+        to CAUSE_DEPTH steps), or on the gateway that serves it.
+
+        Only what can explain a symptom downstream counts: a device or agent offline, or a corrective work
+        order (the meter feeding the AHU is down, the chiller has failed). Preventive forecasts and the
+        collector's own incidents explain nothing in the field. The nearest wins; among equals an
+        offline device or agent first, then the most severe, then the oldest.
+        """
+        if finding.category == "collector":
+            return None
+        frontier, seen, depth, relation = [finding.asset], {finding.asset}, 0, {}
+        candidates: list[tuple[int, int, int, int, dict[str, Any]]] = []
+        agent_row = await (await db.execute("SELECT agent_id FROM assets WHERE asset = ?", (finding.asset,))).fetchone()
+        while frontier and depth < CAUSE_DEPTH:
+            depth += 1
+            upstream: list[str] = []
+            for asset in frontier:
+                row = await (await db.execute("SELECT depends_on FROM assets WHERE asset = ?", (asset,))).fetchone()
+                for dep in json.loads(row[0]) if row else []:
+                    if dep not in seen:
+                        seen.add(dep)
+                        upstream.append(dep)
+                        relation[dep] = f"{asset} depends on {dep}"
+            if depth == 1 and agent_row is not None and agent_row[0] not in seen:
+                seen.add(agent_row[0])
+                upstream.append(agent_row[0])
+                relation[agent_row[0]] = f"{finding.asset} is served by gateway {agent_row[0]}"
+            for up in upstream:
+                for ref_id, rule, severity, category, title, evidence, created in await (await db.execute(
+                        "SELECT id, rule, severity, category, title, evidence, created_ns FROM work_orders "
+                        "WHERE asset = ? AND status != 'closed' AND created_ns <= ?", (up, finding.ts_ns))).fetchall():
+                    kind = json.loads(evidence).get("kind", "")
+                    offline = kind in ("device_offline", "agent_offline")
+                    if not offline and category != "corrective":
+                        continue
+                    candidates.append((depth, 0 if offline else 1, -SEVERITIES.index(severity), int(created),
+                                       {"ref": f"WO-{ref_id:06d}", "asset": up, "rule": rule, "title": title,
+                                        "relation": relation[up]}))
+            if candidates:
+                return min(candidates, key=lambda c: c[:4])[4]
+            frontier = upstream
+        return None
+
+    # ---- the periodic check ----------------------------------------------------------------------
+    async def check(self, now_ns: int | None = None, presence: dict[str, int] | None = None,
+                    judge_agents: bool = True, watch_since_ns: int = 0) -> list[WorkOrder]:
+        """The wall-clock half of the rules at `now_ns`; return changed work orders.
+
+        `presence`: when each agent's stream was last known present (the daemon's ingest knows; without
+        it the stored connection state stands in). `judge_agents` False while the collector itself is
+        failing: silence during its own outage proves nothing. `watch_since_ns`: when the collector
+        (re)started or recovered; no agent is judged silent from before it.
+        """
+        now = now_ns if now_ns is not None else time.time_ns()
+        async with self.transaction() as db:
+            findings: list[Finding] = []
+            if judge_agents and any(isinstance(r, AgentOfflineRule) for r in self.rules):
+                statuses = await self._agent_statuses(db, now, presence, watch_since_ns)
+                findings = await evaluate_tick(self.rules, SqliteRuleStore(db), now, statuses)
+            changed = {wo.id: wo for wo in await self._apply(db, findings)}
+            assert self.work_orders is not None
+
+            async def context(wo: WorkOrder) -> dict[str, Any]:
+                return await self.context(wo.asset, db)
+            reraise = {r.name: r.reraise_after_s for r in (*self.rules, collector_health_rule(self.rules))}
+            for wo in await self.work_orders.reraise_due(now, reraise, context):
+                changed[wo.id] = wo
+            return list(changed.values())
+
+    async def _agent_statuses(self, db: aiosqlite.Connection, now: int, presence: dict[str, int] | None,
+                              watch_since_ns: int) -> list[AgentStatus]:
+        served: dict[str, list[str]] = {}
+        for asset, agent in await (await db.execute("SELECT asset, agent_id FROM assets ORDER BY asset")).fetchall():
+            served.setdefault(agent, []).append(asset)
+        out = []
+        for agent, seen, connected in await (await db.execute(
+                "SELECT agent_id, last_seen_ns, connected FROM agents")).fetchall():
+            if presence is not None:
+                present = presence.get(agent, 0)
+            else:
+                present = now if connected else int(seen)
+            out.append(AgentStatus(agent, max(present, watch_since_ns), served.get(agent, [])))
+        return out
+
+    async def refresh_asset_status(self, now_ns: int | None = None, presence: dict[str, int] | None = None
+                                   ) -> list[AssetStatus]:
+        """Recompute every asset's link and condition; return those that changed.
+
+        link: the gateway's stream (gone past the agent_offline limit: offline; gone for less:
+        degraded, reconnecting) and, while it is there, the state the agent reports for the asset
+        (online, degraded: some points BAD or silent, offline: none delivering). condition: see
+        collector/condition.py. `presence` as for `check`.
+        """
+        now = now_ns if now_ns is not None else time.time_ns()
+        limits = [r.offline_after_s for r in self.rules if isinstance(r, AgentOfflineRule)]
+        offline_after_ns = int((min(limits) if limits else DEFAULT_LINK_OFFLINE_AFTER_S) * 1e9)
+        changed: list[AssetStatus] = []
+        async with self.transaction() as db:
+            agents = {a: (int(seen), bool(c)) for a, seen, c in await (await db.execute(
+                "SELECT agent_id, last_seen_ns, connected FROM agents")).fetchall()}
+            open_wos: dict[str, list[dict[str, Any]]] = {}
+            for ref_id, asset, category, severity, title in await (await db.execute(
+                    "SELECT id, asset, category, severity, title FROM work_orders WHERE status != 'closed' "
+                    "ORDER BY id")).fetchall():
+                open_wos.setdefault(asset, []).append({"ref": f"WO-{ref_id:06d}", "category": category,
+                                                       "severity": severity, "title": title})
+            vibration: dict[str, dict[str, Any]] = {}
+            for asset, sensor, doc in await (await db.execute(
+                    "SELECT asset, sensor, indicators FROM vibration")).fetchall():
+                vibration.setdefault(asset, {})[sensor] = json.loads(doc)
+            bad: dict[str, tuple[int, int, str]] = {}
+            for asset, total, n_bad, reason in await (await db.execute(
+                    "SELECT asset, COUNT(*), SUM(quality = 'BAD' AND count = 0), MAX(CASE WHEN quality = 'BAD' "
+                    "THEN reason END) FROM points WHERE declared = 1 GROUP BY asset")).fetchall():
+                bad[asset] = (int(total), int(n_bad or 0), str(reason or ""))
+            rows = await (await db.execute(
+                "SELECT asset, site, agent_id, state, link, link_reason, condition, condition_reason "
+                "FROM assets ORDER BY asset")).fetchall()
+            for asset, site, agent, state, *old in rows:
+                seen, connected = agents.get(agent, (0, False))
+                present = (presence.get(agent, 0) if presence is not None else (now if connected else seen))
+                if agent and present < now and now - present > offline_after_ns:
+                    link, link_reason = "offline", f"gateway {agent} gone for {(now - present) / 1e9:.0f} s"
+                elif agent and present < now:
+                    link, link_reason = "degraded", f"gateway {agent} reconnecting"
+                else:
+                    link = state if state in ("online", "degraded", "offline") else "unknown"
+                    total, n_bad, reason = bad.get(asset, (0, 0, ""))
+                    link_reason = "every point reporting" if link == "online" else (
+                        f"{n_bad} of {total} points BAD" + (f" ({reason})" if reason else "") if n_bad
+                        else "some points not reporting" if link == "degraded"
+                        else "no data yet" if link == "unknown" else "no point delivering")
+                cond = asset_condition(open_wos.get(asset, []), vibration.get(asset, {}))
+                new = [link, link_reason, cond.level, cond.text or NOTHING_FOUND]
+                if new != list(old):
+                    await db.execute("UPDATE assets SET link = ?, link_reason = ?, condition = ?, "
+                                     "condition_reason = ?, status_ns = ? WHERE asset = ?", (*new, now, asset))
+                    changed.append(AssetStatus(asset, site, *new))
+        return changed
+
+    async def asset_statuses(self) -> list[AssetStatus]:
+        async with self.reading() as db:
+            return [AssetStatus(*r) for r in await (await db.execute(
+                "SELECT asset, site, link, link_reason, condition, condition_reason FROM assets ORDER BY asset"
+            )).fetchall()]
 
     async def prune_history(self, now_ns: int | None = None) -> int:
         """Delete history (and delivered ITSM outbox rows) older than the retention."""
@@ -437,8 +640,8 @@ class FleetTwin:
     # ---- reads ----------------------------------------------------------------------------------
     async def asset(self, asset: str, db: aiosqlite.Connection | None = None) -> dict[str, Any] | None:
         db = db or self.db
-        cur = await db.execute("SELECT asset, agent_id, site, type, name, depends_on, state, health, state_ts_ns "
-                               "FROM assets WHERE asset = ?", (asset,))
+        cur = await db.execute("SELECT asset, agent_id, site, type, name, depends_on, state, health, state_ts_ns, "
+                               "link, link_reason, condition, condition_reason FROM assets WHERE asset = ?", (asset,))
         row = await cur.fetchone()
         if row is None:
             return None
@@ -452,6 +655,7 @@ class FleetTwin:
             "SELECT sensor, indicators FROM vibration WHERE asset = ?", (asset,))).fetchall()}
         return {"id": row[0], "agent": row[1], "site": row[2], "type": row[3], "name": row[4],
                 "depends_on": json.loads(row[5]), "state": row[6], "health": row[7], "state_ts_ns": row[8],
+                "link": row[9], "link_reason": row[10], "condition": row[11], "condition_reason": row[12],
                 "points": points, "vibration": vib, "remaining_life": await remaining_life.latest(db, asset)}
 
     async def assets(self) -> list[dict[str, Any]]:

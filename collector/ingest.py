@@ -16,6 +16,11 @@ waiting for a sink that is down is left unacked and resent by the agent.
 
 A crash between 2 and 3 makes the agent resend the batch: the sink write is idempotent (same
 series and timestamps) and step 3 happens once.
+
+Every sink write and fleet commit tells `health` (collector/health.py) whether it worked, and each
+stream keeps when its agent last sent something and whether the collector holds batches of it not yet
+acknowledged: `presence()` is what the agent_offline rule judges, so an agent the collector keeps
+waiting (sink down, catching up) is never called offline.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import grpc
 
 from collector.config import hash_token
 from collector.fleet import FleetTwin
+from collector.health import CollectorHealth
 from collector.points import Point, PointSink, PointsRejectedError, batch_to_points
 from collector.workorders.annotations import WorkOrderAnnotations
 from collector.workorders.store import WorkOrder
@@ -59,6 +65,19 @@ class AgentIngestStats:
     foreign_entries: int = 0
     sink_retries: int = 0
     last_seen_ns: int = 0
+    disconnected_ns: int = 0  # when its last stream ended
+
+
+@dataclass(slots=True)
+class StreamPresence:
+    """One open stream of an agent: when it last sent something, and what the collector holds of it."""
+
+    inbox: asyncio.Queue[twin_pb2.Batch | None]
+    last_rx_ns: int = 0
+    storing: int = 0  # batches of the group being stored (not acked yet)
+
+    def held(self) -> int:
+        return self.inbox.qsize() + self.storing
 
 
 @dataclass(slots=True)
@@ -111,8 +130,11 @@ def _transient(exc: BaseException) -> bool:
 
 class IngestServicer(twin_pb2_grpc.CollectorServicer):
     def __init__(self, fleet: FleetTwin, sink: PointSink, token_hashes: Mapping[str, str], site: str,
-                 sink_retry_max_s: float = 30.0, annotations: WorkOrderAnnotations | None = None) -> None:
+                 sink_retry_max_s: float = 30.0, annotations: WorkOrderAnnotations | None = None,
+                 health: CollectorHealth | None = None) -> None:
         self.fleet = fleet
+        self.health = health or CollectorHealth("sink", "sink", str(fleet.path))
+        self._streams: dict[str, list[StreamPresence]] = {}
         self.sink = sink
         self.annotations = annotations
         self.token_hashes = dict(token_hashes)
@@ -140,6 +162,20 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         except TimeoutError:
             return False
         return True
+
+    def presence(self, now_ns: int | None = None) -> dict[str, int]:
+        """When each agent was last known present: now while a stream of it is open and the collector
+        holds batches of it (it waits for us), else its stream's last message or its disconnection."""
+        now = now_ns if now_ns is not None else time.time_ns()
+        out = {}
+        for agent, stats in self.totals.per_agent.items():
+            streams = self._streams.get(agent, [])
+            out[agent] = max([stats.disconnected_ns, *(now if s.held() else s.last_rx_ns for s in streams)])
+        return out
+
+    def held_batches(self) -> int:
+        """Batches received and not yet acknowledged, over every stream."""
+        return sum(s.held() for streams in self._streams.values() for s in streams)
 
     async def Connect(
         self, request_iterator: AsyncIterator[twin_pb2.AgentMessage], context: grpc.aio.ServicerContext
@@ -182,7 +218,12 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 "agent id in Hello does not match the agent of the token")
         stats = self.totals.per_agent.setdefault(agent_id, AgentIngestStats())
-        watermark = await self.fleet.register_hello(hello)
+        try:
+            watermark = await self.fleet.register_hello(hello)
+        except Exception as exc:
+            if _transient(exc):
+                self.health.state.failed(f"{type(exc).__name__}: {exc}")
+            raise
         asset_types = await self.fleet.asset_types(agent_id)
         site = hello.site or self.site
         stats.connected = True
@@ -192,7 +233,9 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         # Bounded: a client that ignores its in-flight window waits here instead of filling memory.
         inbox: asyncio.Queue[twin_pb2.Batch | None] = asyncio.Queue(maxsize=MAX_GROUP * 4)
         self._inboxes.add(inbox)
-        reader = asyncio.create_task(self._read(request_iterator, inbox))
+        presence = StreamPresence(inbox, time.time_ns())
+        self._streams.setdefault(agent_id, []).append(presence)
+        reader = asyncio.create_task(self._read(request_iterator, inbox, presence))
         try:
             # Answer the Hello with the watermark: the agent may drop anything at or below it.
             yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=watermark))
@@ -201,13 +244,17 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
                 fresh = [b for b in group if b.seq > watermark]
                 stats.duplicates += len(group) - len(fresh)
                 if fresh:
+                    presence.storing = len(group)
                     if not await self._store(agent_id, site, hello.queue_epoch, fresh, asset_types, stats):
                         break  # shutting down with the sink unavailable: unacked, the agent resends
                     watermark = fresh[-1].seq
+                presence.storing = 0
                 # Acks are cumulative: one for the whole group.
                 yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=max(b.seq for b in group)))
         finally:
             self._inboxes.discard(inbox)
+            self._streams[agent_id].remove(presence)
+            stats.disconnected_ns = time.time_ns()
             reader.cancel()
             # After a network blip the new stream may be up before the old one is noticed dead:
             # the agent is disconnected only when its last stream ends.
@@ -219,10 +266,11 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
 
     @staticmethod
     async def _read(request_iterator: AsyncIterator[twin_pb2.AgentMessage],
-                    inbox: asyncio.Queue[twin_pb2.Batch | None]) -> None:
+                    inbox: asyncio.Queue[twin_pb2.Batch | None], presence: StreamPresence) -> None:
         """Move the agent's batches into `inbox` while earlier ones are being stored."""
         try:
             async for msg in request_iterator:
+                presence.last_rx_ns = time.time_ns()
                 if msg.HasField("batch"):
                     await inbox.put(msg.batch)
         except asyncio.CancelledError:
@@ -285,9 +333,10 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         retried batch by batch, and a batch that fails alone is logged, counted and skipped.
         """
         try:
-            return await self.fleet.commit_batches(agent_id, epoch, batches)
+            changed = await self.fleet.commit_batches(agent_id, epoch, batches)
         except Exception as exc:
             if _transient(exc):
+                self.health.state.failed(f"{type(exc).__name__}: {exc}")
                 raise
             if len(batches) == 1:
                 stats.malformed_batches += 1
@@ -295,7 +344,10 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
                           agent_id, batches[0].seq, type(exc).__name__, exc)
                 await self.fleet.skip_batch(agent_id, epoch, batches[0].seq)
                 return []
-        changed: list[WorkOrder] = []
+        else:
+            self.health.state.succeeded(self.held_batches())
+            return changed
+        changed = []
         for batch in batches:
             changed += await self._commit(agent_id, epoch, [batch], stats)
         return changed
@@ -314,8 +366,9 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
             except SinkError as exc:
                 self.totals.sink_errors += 1
                 stats.sink_retries += 1
-                log.warning("sink write failed (agent %s, %d points), retrying in %.1fs: %s",
-                            agent_id, len(points), delay, exc)
+                self.health.sink.failed(str(exc).removeprefix(f"{self.health.sink.label}: "))
+                log.debug("sink write failed (agent %s, %d points), retrying in %.1fs: %s",
+                          agent_id, len(points), delay, exc)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay * random.uniform(0.8, 1.2)):
                         await self._closing.wait()
@@ -325,6 +378,7 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
                 continue
             self.totals.sink_writes += 1
             self.totals.sink_write_seconds += time.perf_counter() - started
+            self.health.sink.succeeded(self.held_batches())
             return True
         return True
 

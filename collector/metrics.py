@@ -16,6 +16,16 @@ beside the writer), so a scrape never waits on the event loop and never blocks i
     twin_collector_work_orders{status,severity}               every combination, zeros included
     twin_collector_assets{state}
     twin_collector_fleet_db_up                                0 when the fleet file cannot be read
+    twin_collector_ready                                      1 when /ready answers 200 (sink and state
+                                                              database working), else 0
+    twin_collector_dependency_up{dependency}                  sink | state_database: 1 working, 0 failing
+    twin_collector_dependency_failing_seconds{dependency}     how long the current outage lasts (0 when up)
+    twin_collector_dependency_outages_total{dependency}
+    twin_collector_batches_stored_late_total{dependency}      batches that waited for an outage to end
+    twin_collector_assets_by_link{link}, twin_collector_assets_by_condition{condition}
+
+Alert on `twin_collector_ready == 0` for a few minutes (the collector's own outage: agents keep their
+data queued) apart from field work orders; see the README's Operations section.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from collector.workorders.store import STATUSES
 
 if TYPE_CHECKING:
     from collector.daemon import CollectorDaemon
+    from collector.health import CollectorHealth
     from collector.ingest import IngestServicer
 
 __all__ = ["CollectorMetrics", "collector_registry"]
@@ -48,10 +59,12 @@ DB_WARNING_INTERVAL_S = 300.0
 
 
 class CollectorMetrics(Collector):
-    def __init__(self, servicer: IngestServicer, sink: PointSink, fleet_db: Path) -> None:
+    def __init__(self, servicer: IngestServicer, sink: PointSink, fleet_db: Path,
+                 health: CollectorHealth | None = None) -> None:
         self.servicer = servicer
         self.sink = sink
         self.fleet_db = fleet_db
+        self.health = health if health is not None else servicer.health
         self._last_db_warning = 0.0
 
     def collect(self) -> Iterator[Metric]:
@@ -71,9 +84,10 @@ class CollectorMetrics(Collector):
                                   value=s.points_rejected)
         yield GaugeMetricFamily("twin_collector_fleet_db_up", "1 when the fleet SQLite file could be read.",
                                 value=float(fleet is not None))
+        yield from self._health()
         if fleet is None:
             return
-        work_orders, assets, _ = fleet
+        work_orders, assets, _, by_link, by_condition = fleet
         wo = GaugeMetricFamily("twin_collector_work_orders", "Work orders by status and severity.",
                                labels=["status", "severity"])
         for status in STATUSES:
@@ -87,6 +101,31 @@ class CollectorMetrics(Collector):
         for state, n in sorted(assets.items()):
             by_state.add_metric([state], n)
         yield by_state
+        for name, label, counts in (("link", "Assets by link (can the twin see them).", by_link),
+                                    ("condition", "Assets by condition (good, watch, act).", by_condition)):
+            family = GaugeMetricFamily(f"twin_collector_assets_by_{name}", label, labels=[name])
+            for value, n in sorted(counts.items()):
+                family.add_metric([value], n)
+            yield family
+
+    def _health(self) -> Iterator[Metric]:
+        now = time.time_ns()
+        yield GaugeMetricFamily("twin_collector_ready", "1 when the sink and the state database work (/ready).",
+                                value=float(self.health.ready()))
+        labels = ["dependency"]
+        up = GaugeMetricFamily("twin_collector_dependency_up", "1 while the dependency works.", labels=labels)
+        failing = GaugeMetricFamily("twin_collector_dependency_failing_seconds",
+                                    "How long the dependency has been failing (0 when it works).", labels=labels)
+        outages = CounterMetricFamily("twin_collector_dependency_outages", "Outages of the dependency.",
+                                      labels=labels)
+        late = CounterMetricFamily("twin_collector_batches_stored_late",
+                                   "Batches that waited for an outage of the dependency to end.", labels=labels)
+        for dep in self.health.dependencies:
+            up.add_metric([dep.dependency], float(not dep.failing))
+            failing.add_metric([dep.dependency], dep.current.duration_s(now) if dep.current else 0.0)
+            outages.add_metric([dep.dependency], dep.outages_total)
+            late.add_metric([dep.dependency], dep.late_batches_total)
+        yield from (up, failing, outages, late)
 
     def _agents(self, last_seen_db: dict[str, int]) -> Iterator[Metric]:
         per_agent = dict(self.servicer.totals.per_agent)  # one C-level copy: the loop may add agents
@@ -121,8 +160,10 @@ class CollectorMetrics(Collector):
         yield connected
         yield last_seen
 
-    def _read_fleet(self) -> tuple[dict[tuple[str, str], int], dict[str, int], dict[str, int]] | None:
-        """(work orders by (status, severity), assets by state, agent last seen ns) or None."""
+    def _read_fleet(self) -> tuple[dict[tuple[str, str], int], dict[str, int], dict[str, int], dict[str, int],
+                                   dict[str, int]] | None:
+        """(work orders by (status, severity), assets by state, agent last seen ns, assets by link,
+        assets by condition) or None."""
         try:
             db = sqlite3.connect(f"{self.fleet_db.resolve().as_uri()}?mode=ro", uri=True, timeout=DB_TIMEOUT_S)
             try:
@@ -130,6 +171,9 @@ class CollectorMetrics(Collector):
                     "SELECT status, severity, COUNT(*) FROM work_orders GROUP BY status, severity")}
                 assets = {st: int(n) for st, n in db.execute("SELECT state, COUNT(*) FROM assets GROUP BY state")}
                 agents = {a: int(ns) for a, ns in db.execute("SELECT agent_id, last_seen_ns FROM agents")}
+                by_link = {str(v): int(n) for v, n in db.execute("SELECT link, COUNT(*) FROM assets GROUP BY link")}
+                by_condition = {str(v): int(n) for v, n in db.execute(
+                    "SELECT condition, COUNT(*) FROM assets GROUP BY condition")}
             finally:
                 db.close()
         except sqlite3.Error as exc:
@@ -138,12 +182,12 @@ class CollectorMetrics(Collector):
                 log.warning("metrics: cannot read the fleet database %s: %s", self.fleet_db, exc)
                 self._last_db_warning = now
             return None
-        return work_orders, assets, agents
+        return work_orders, assets, agents, by_link, by_condition
 
 
 def collector_registry(daemon: CollectorDaemon) -> CollectorRegistry:
     """A registry with the collector's metrics and the standard process metrics."""
     registry = CollectorRegistry()
-    registry.register(CollectorMetrics(daemon.servicer, daemon.sink, daemon.config.db_path))
+    registry.register(CollectorMetrics(daemon.servicer, daemon.sink, daemon.config.db_path, daemon.health))
     ProcessCollector(registry=registry)
     return registry

@@ -14,7 +14,9 @@ NaN/inf), as are empty tag values (line protocol has no empty tag value).
                   float accel_rms, accel_peak, crest_factor, kurtosis, velocity_rms_mm_s, rpm,
                         amp_1x, amp_2x, amp_3x, bpfo, bpfi, bsf, ftf, health, confidence
                   string iso_zone, fault, rpm_source
-    asset_state   tags site, asset; string state; float health
+    asset_state   tags site, asset; string state; float health (from the agent, per batch)
+                  string link, link_reason, condition, condition_reason (from the collector, on change
+                  and at least every few minutes; see collector/condition.py)
     agent_health  tags site, agent
                   int queue_batches, queue_bytes, dropped, sent, acked, connector_errors, stale_points
                   float rss_mb, uptime_s
@@ -47,6 +49,7 @@ __all__ = [
     "PointSink",
     "PointsRejectedError",
     "SinkStats",
+    "asset_status_point",
     "batch_to_points",
     "remaining_life_point",
     "storable_fields",
@@ -218,6 +221,13 @@ def batch_to_points(batch: twin_pb2.Batch, *, agent_id: str, site: str,
     if batch.HasField("health"):
         points.append(_agent_health(batch.health, batch, site, agent_id))
     return points
+
+
+def asset_status_point(*, site: str, asset: str, link: str, link_reason: str, condition: str,
+                       condition_reason: str, ts_ns: int) -> Point:
+    """An asset's link and condition as the collector sees them (same series as the agent's asset_state)."""
+    fields = _strings(link=link, link_reason=link_reason, condition=condition, condition_reason=condition_reason)
+    return Point("asset_state", _tags(site=site, asset=asset), fields, ts_ns)
 
 
 def work_order_point(*, site: str, asset: str, severity: str, rule: str, order_id: str | int,

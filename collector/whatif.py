@@ -10,8 +10,9 @@ proposal would add, which it would no longer raise, and which it would raise ear
 Production is never touched: the fleet database is opened read-only (SQLite `mode=ro`), rule state
 lives in memory. The replay assumes a technician closes each work order once its condition has
 cleared, so a condition that returns raises a new one, as it would in production. Limits: the
-replay has the resolution of the history (`[history] summary_resolution_s`); stale points are
-judged on the replayed data times; an agent counts as offline when none of its assets sends data.
+replay has the resolution of the history (`[history] summary_resolution_s`); data-quality rules (stale,
+bad quality, device offline) are judged every TICK_S of replayed data time, as production judges them
+at each batch's data time; an agent counts as offline when none of its assets sends data.
 Rules are matched between the two sets by name: a renamed rule shows as removed plus added.
 """
 
@@ -30,10 +31,12 @@ import numpy as np
 
 from collector.workorders import history
 from collector.workorders.evaluate import (
+    DATA_QUALITY_KINDS,
     AgentStatus,
-    PointStatus,
+    PointReport,
     Rule,
     SummaryObs,
+    evaluate_data_quality,
     evaluate_summary,
     evaluate_tick,
     evaluate_vibration,
@@ -145,20 +148,22 @@ async def _replay(conn: sqlite3.Connection, rules: Sequence[Rule], since_ns: int
         "SELECT asset, point, expected_interval_s FROM points WHERE expected_interval_s > 0").fetchall()}
     store = MemoryRuleStore(conn)
     life = SimulatedLifecycle()
-    ticking = any(r.kind in ("stale", "agent_offline") for r in rules)
-    last_seen: dict[tuple[str, str], int] = {}
+    ticking = any(r.kind in (*DATA_QUALITY_KINDS, "agent_offline") for r in rules)
+    last_seen: dict[tuple[str, str], tuple[int, bool, str]] = {}  # (ts, bad, reason) of the latest report
     agent_seen: dict[str, int] = {}
     next_tick: int | None = None
     tick_ns = int(TICK_S * 1e9)
 
     async def tick(now: int) -> None:
-        points = [PointStatus(a, types.get(a, ""), p, ts, expected[(a, p)])
-                  for (a, p), ts in last_seen.items() if (a, p) in expected]
+        first = min((ts for ts, _, _ in last_seen.values()), default=now)
+        reports = [PointReport(a, types.get(a, ""), p, expected.get((a, p), 0.0), ts, bad, reason, first)
+                   for (a, p), (ts, bad, reason) in sorted(last_seen.items())]
         served: dict[str, list[str]] = {}
         for a, ag in agent_of.items():
             served.setdefault(ag, []).append(a)
         agents = [AgentStatus(ag, ts, sorted(served.get(ag, []))) for ag, ts in agent_seen.items()]
-        for f in await evaluate_tick(rules, store, now, points, agents):
+        for f in await evaluate_data_quality(rules, store, now, reports) + await evaluate_tick(rules, store, now,
+                                                                                             agents):
             life.apply(f)
 
     for obs in history.iter_observations(conn, since_ns, until_ns):
@@ -170,9 +175,10 @@ async def _replay(conn: sqlite3.Connection, rules: Sequence[Rule], since_ns: int
         asset_type = types.get(obs.asset, "")
         if isinstance(obs, SummaryObs):
             findings = await evaluate_summary(rules, store, obs, asset_type)
-            last_seen[(obs.asset, obs.point)] = obs.ts_ns
+            last_seen[(obs.asset, obs.point)] = (obs.ts_ns, obs.count == 0 and obs.bad > 0, obs.reason)
         else:
             findings = await evaluate_vibration(rules, store, obs, asset_type)
+            last_seen[(obs.asset, obs.sensor)] = (obs.ts_ns, False, "")
         if obs.asset in agent_of:
             agent_seen[agent_of[obs.asset]] = obs.ts_ns
         for f in findings:

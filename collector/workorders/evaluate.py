@@ -5,6 +5,12 @@ through the functions here, against a `RuleStore` that keeps rule state and serv
 fleet's is SQLite inside the batch transaction, the replay's is in memory. Same code, so a what-if
 answer is what production would have done with the same data.
 
+Three kinds of observation drive them:
+- `evaluate_summary` / `evaluate_vibration`: one interval summary or one vibration block (values);
+- `evaluate_data_quality`: what an agent reported about each of its points, judged at the data time of
+  each batch it sends (stale, bad quality, device offline; see data_quality.py);
+- `evaluate_tick`: the periodic check in wall-clock time (agents whose stream is gone).
+
 Rule state is kept per (asset, rule, subject): the subject is the sensor of a vibration rule or the
 point of a data-quality rule ("" when a rule has one subject per asset). A work order is per
 (asset, rule), so a subject's `clear` only counts once no other subject of it is still active.
@@ -19,13 +25,17 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from collector.prognosis.remaining_life import RemainingLife
+from collector.workorders.collector_health import CollectorHealthRule
 from collector.workorders.data_quality import (
     AgentOfflineRule,
     BadQualityRule,
+    DeviceOfflineRule,
     StaleRule,
     evaluate_agent_offline,
     evaluate_bad_quality,
+    evaluate_device_offline,
     evaluate_stale,
+    is_connection_reason,
 )
 from collector.workorders.prognosis import PrognosisRule, PrognosisState, evaluate_prognosis
 from collector.workorders.rate import RateOfChangeRule, evaluate_rate
@@ -36,14 +46,16 @@ from runtime.errors import ConfigError
 from runtime.tomlconfig import parse_model
 
 __all__ = [
+    "DATA_QUALITY_KINDS",
     "RULE_KINDS",
     "AgentStatus",
-    "PointStatus",
+    "PointReport",
     "RemainingLifeRecorder",
     "Rule",
     "RuleStore",
     "SummaryObs",
     "VibrationObs",
+    "evaluate_data_quality",
     "evaluate_summary",
     "evaluate_tick",
     "evaluate_vibration",
@@ -51,7 +63,7 @@ __all__ = [
 ]
 
 Rule = (ThresholdRule | RateOfChangeRule | IsoZoneRule | BearingRule | TrendRule | BadQualityRule | StaleRule
-        | AgentOfflineRule | PrognosisRule)
+        | DeviceOfflineRule | AgentOfflineRule | CollectorHealthRule | PrognosisRule)
 
 RULE_KINDS: dict[str, type[RuleBase]] = {
     "threshold": ThresholdRule,
@@ -61,9 +73,12 @@ RULE_KINDS: dict[str, type[RuleBase]] = {
     "trend": TrendRule,
     "bad_quality": BadQualityRule,
     "stale": StaleRule,
+    "device_offline": DeviceOfflineRule,
     "agent_offline": AgentOfflineRule,
     "prognosis": PrognosisRule,
+    "collector_health": CollectorHealthRule,
 }
+DATA_QUALITY_KINDS = ("stale", "bad_quality", "device_offline")  # judged on each batch, in data time
 
 
 def parse_rules(tables: Sequence[Any], prefix: str = "rules") -> tuple[Rule, ...]:
@@ -88,6 +103,9 @@ def parse_rules(tables: Sequence[Any], prefix: str = "rules") -> tuple[Rule, ...
             continue
         if rule.name in seen:
             errors.append(f"{key}: duplicate {rule.name!r} (also {prefix}[{seen[rule.name]}])")
+            continue
+        if isinstance(rule, CollectorHealthRule) and any(isinstance(r, CollectorHealthRule) for r in rules):
+            errors.append(f"{key}.kind: only one collector_health rule (the collector has one health)")
             continue
         seen[rule.name] = i
         rules.append(rule)  # type: ignore[arg-type]
@@ -122,18 +140,29 @@ class VibrationObs:
 
 
 @dataclass(frozen=True, slots=True)
-class PointStatus:
-    """For the periodic stale check: when a point was last seen and how often it should report."""
+class PointReport:
+    """What an agent last reported about one of its declared points, for the data-quality rules.
+
+    Times are the agent's data times. `last_report_ns` is the newest summary or vibration block of the
+    point (0: never reported); `bad` when that report had no GOOD reading, with the agent's `reason`;
+    `watch_from_ns` is when silence starts to count at the earliest (the agent process's start, or when
+    the point was declared), so a restarted or reconfigured agent is not blamed for its own start.
+    """
 
     asset: str
     asset_type: str
     point: str
-    last_ns: int
     expected_interval_s: float
+    last_report_ns: int
+    bad: bool
+    reason: str
+    watch_from_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class AgentStatus:
+    """For the periodic check: when the agent's stream was last known present (wall clock)."""
+
     agent: str
     last_seen_ns: int
     assets: list[str]
@@ -209,12 +238,6 @@ async def evaluate_summary(rules: Sequence[Rule], store: RuleStore, obs: Summary
             finding = await _step(store, rule, obs.asset, "",
                                   _trend_runner(store, rule, obs.asset, "", f"point:{rule.point}:{rule.field}",
                                                 obs.ts_ns))
-        elif isinstance(rule, BadQualityRule) and rule.watches(obs.point):
-            async def run_bad(state: Any, rule: BadQualityRule = rule) -> Any:
-                return evaluate_bad_quality(rule, state, obs.asset, obs.point, not has_value and obs.bad > 0,
-                                            obs.reason, obs.ts_ns)
-            if has_value or obs.bad > 0:
-                finding = await _step(store, rule, obs.asset, obs.point, run_bad)
         if finding is not None:
             findings.append(finding)
     return findings
@@ -273,29 +296,73 @@ def _prognosis_runner(store: RuleStore, rule: PrognosisRule, obs: VibrationObs) 
     return run
 
 
-async def evaluate_tick(rules: Sequence[Rule], store: RuleStore, now_ns: int, points: Sequence[PointStatus],
+
+async def evaluate_data_quality(rules: Sequence[Rule], store: RuleStore, now_ns: int,
+                                points: Sequence[PointReport]) -> list[Finding]:
+    """Judge one agent's declared points at data time `now_ns` (the interval end of a batch it sent).
+
+    A device (an asset as its agent declares it) whose every point's latest report is BAD with a
+    connection reason is one `device_offline` condition; while it holds and a device_offline rule
+    watches the asset, its points are not judged one by one (their reports are that work order's
+    evidence). Otherwise each point is judged by `bad_quality` and, when it is not BAD, by `stale`.
+    """
+    findings: list[Finding] = []
+    by_asset: dict[str, list[PointReport]] = {}
+    for p in points:
+        by_asset.setdefault(p.asset, []).append(p)
+    for asset, reports in by_asset.items():
+        asset_type = reports[0].asset_type
+        device_down = all(p.last_report_ns > 0 and p.bad and is_connection_reason(p.reason) for p in reports)
+        reasons = [p.reason for p in reports if p.bad and p.reason]
+        reason = max(set(reasons), key=reasons.count) if reasons else ""
+        device_rules = [r for r in rules if isinstance(r, DeviceOfflineRule) and r.applies_to(asset, asset_type)]
+        evidence = [{"point": p.point, "reason": p.reason, "last_report_ns": p.last_report_ns} for p in reports]
+        for rule in device_rules:
+            async def run_device(state: Any, rule: DeviceOfflineRule = rule, asset: str = asset,
+                                 down: bool = device_down, reason: str = reason,
+                                 evidence: list[dict[str, Any]] = evidence) -> Any:
+                return evaluate_device_offline(rule, state, asset, down, reason, evidence, now_ns)
+            if (finding := await _step(store, rule, asset, "", run_device)) is not None:
+                findings.append(finding)
+        if device_down and device_rules:
+            continue
+        for rule in rules:
+            if not isinstance(rule, BadQualityRule | StaleRule) or not rule.applies_to(asset, asset_type):
+                continue
+            for p in reports:
+                if not rule.watches(p.point):
+                    continue
+                if isinstance(rule, BadQualityRule):
+                    if p.last_report_ns == 0:
+                        continue  # never reported: the stale rule's business
+
+                    async def run(state: Any, rule: Any = rule, p: PointReport = p) -> Any:
+                        return evaluate_bad_quality(rule, state, p.asset, p.point, p.bad, p.reason, now_ns)
+                else:
+                    # a point whose last report is BAD was reported: it is not silent
+                    last = now_ns if p.bad else max(p.last_report_ns, p.watch_from_ns)
+
+                    async def run(state: Any, rule: Any = rule, p: PointReport = p, last: int = last) -> Any:
+                        return evaluate_stale(rule, state, p.asset, p.point, last, p.expected_interval_s, now_ns)
+                if (finding := await _step(store, rule, asset, p.point, run)) is not None:
+                    findings.append(finding)
+    return findings
+
+
+async def evaluate_tick(rules: Sequence[Rule], store: RuleStore, now_ns: int,
                         agents: Sequence[AgentStatus]) -> list[Finding]:
-    """The periodic check: stale points and offline agents, judged at `now_ns`."""
+    """The periodic check: agents whose stream is gone, judged at `now_ns` (wall clock)."""
     findings: list[Finding] = []
     for rule in rules:
-        if isinstance(rule, StaleRule):
-            for p in points:
-                if not rule.applies_to(p.asset, p.asset_type) or not rule.watches(p.point):
-                    continue
+        if not isinstance(rule, AgentOfflineRule):
+            continue
+        for a in agents:
+            if not rule.watches_agent(a.agent):
+                continue
 
-                async def run_stale(state: Any, rule: StaleRule = rule, p: PointStatus = p) -> Any:
-                    return evaluate_stale(rule, state, p.asset, p.point, p.last_ns, p.expected_interval_s, now_ns)
-                finding = await _step(store, rule, p.asset, p.point, run_stale)
-                if finding is not None:
-                    findings.append(finding)
-        elif isinstance(rule, AgentOfflineRule):
-            for a in agents:
-                if not rule.watches_agent(a.agent):
-                    continue
-
-                async def run_offline(state: Any, rule: AgentOfflineRule = rule, a: AgentStatus = a) -> Any:
-                    return evaluate_agent_offline(rule, state, a.agent, a.last_seen_ns, now_ns, a.assets)
-                finding = await _step(store, rule, a.agent, "", run_offline)
-                if finding is not None:
-                    findings.append(finding)
+            async def run_offline(state: Any, rule: AgentOfflineRule = rule, a: AgentStatus = a) -> Any:
+                return evaluate_agent_offline(rule, state, a.agent, a.last_seen_ns, now_ns, a.assets)
+            finding = await _step(store, rule, a.agent, "", run_offline)
+            if finding is not None:
+                findings.append(finding)
     return findings

@@ -28,6 +28,8 @@ from runtime.tomlconfig import StrictModel
 
 __all__ = [
     "CATEGORIES",
+    "DEFAULT_RERAISE_AFTER_S",
+    "FIELD_CATEGORIES",
     "SEVERITIES",
     "Finding",
     "RuleBase",
@@ -46,8 +48,13 @@ __all__ = [
 SEVERITIES = ("info", "minor", "major", "critical")
 Severity = Literal["info", "minor", "major", "critical"]
 # corrective: something is wrong now; preventive: a forecast says it will be; data_quality: the twin
-# cannot see the asset properly (stale, bad or missing data), which is a job for the controls team.
-CATEGORIES = ("corrective", "preventive", "data_quality")
+# cannot see the asset properly (stale, bad or missing data), which is a job for the controls team;
+# collector: the collector itself cannot do its job (its sink or state database is failing), which is
+# a job for whoever runs the monitoring, never for the field.
+FIELD_CATEGORIES = ("corrective", "preventive", "data_quality")
+CATEGORIES = (*FIELD_CATEGORIES, "collector")
+# A work order closed while its condition still holds comes back after this long if it still holds.
+DEFAULT_RERAISE_AFTER_S = 24 * 3600.0
 
 
 class RuleBase(StrictModel):
@@ -62,6 +69,9 @@ class RuleBase(StrictModel):
     severity: Severity = "minor"
     title: str = ""
     description: str = ""
+    # closed while the condition still holds: raised again this long after the close if it still holds
+    # (0: never; the condition must then clear and return)
+    reraise_after_s: float = Field(default=DEFAULT_RERAISE_AFTER_S, ge=0)
 
     @model_validator(mode="after")
     def _target_and_title(self) -> RuleBase:

@@ -6,30 +6,42 @@ which caused it, and a crash followed by a resent batch can never raise it twice
 an event row; a `WorkOrderListener` (the ITSM outbox) is called for each event inside the same
 transaction, so a change and its forwarding are stored together or not at all.
 
+One work order, several subjects: a rule judges each sensor (vibration) or point (data quality) on its
+own, but the work order is per (asset, rule). Each subject's latest finding is kept (`subjects`), and
+the work order's title, description and evidence are always rendered from them together
+(`render_subjects`): one subject is shown as its finding says; several are led by the worst, with
+the others named in the title ("... (also nde)") and their evidence under `also`. So the title, the
+description and the evidence always name the same point or sensor.
+
 Re-raise policy (what a finding does when no work order is open for its (asset, rule)):
 - `raise` opens a new work order. Rules raise only on the rising edge of their condition, so after
-  a close a new work order comes only when the condition has cleared and returned.
+  a close a new work order comes when the condition has cleared and returned ...
+- ... or when it still holds `reraise_after_s` (per rule, default 24 h) after the close
+  (`reraise_due`, called by the collector's periodic check): closing says "we know", not "never
+  again". A clear after the close is noted on the closed work order, which stops that.
 - `escalate` while the condition persists after someone closed the work order opens a new one at the
-  higher severity: closing says "we know", not "ignore it however bad it gets".
-- `clear` with nothing open changes nothing.
-With a work order open, `raise` refreshes its evidence (severity only ever goes up), `escalate`
-raises its severity and `clear` notes that the condition cleared; a person closes it.
+  higher severity: closing is not "ignore it however bad it gets".
+With a work order open, `raise` refreshes its subject's finding (severity only ever goes up),
+`escalate` raises its severity and `clear` notes that the condition cleared; a person closes it.
+
+A new work order may name its `probable_cause`: an open work order on an asset it depends on that
+explains the symptom (the fleet twin decides which, see FleetTwin.probable_cause).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import aiosqlite
 
 from collector.workorders.rules import SEVERITIES, Finding
 
-__all__ = ["SCHEMA", "STATUSES", "WorkOrder", "WorkOrderEvent", "WorkOrderListener", "WorkOrderStore", "migrate",
-           "parse_ref"]
+__all__ = ["SCHEMA", "STATUSES", "WorkOrder", "WorkOrderEvent", "WorkOrderListener", "WorkOrderStore",
+           "close_warning", "condition_holds", "migrate", "parse_ref", "render_subjects"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS work_orders (
@@ -39,7 +51,7 @@ CREATE TABLE IF NOT EXISTS work_orders (
     status TEXT NOT NULL DEFAULT 'open', created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL,
     condition_cleared_ns INTEGER, acknowledged_by TEXT, acknowledged_ns INTEGER,
     closed_by TEXT, closed_ns INTEGER, note TEXT NOT NULL DEFAULT '',
-    category TEXT NOT NULL DEFAULT 'corrective');
+    category TEXT NOT NULL DEFAULT 'corrective', subjects TEXT NOT NULL DEFAULT '{}', probable_cause TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS work_orders_one_open ON work_orders (asset, rule) WHERE status != 'closed';
 CREATE INDEX IF NOT EXISTS work_orders_asset ON work_orders (asset, id);
 CREATE TABLE IF NOT EXISTS work_order_events (
@@ -55,6 +67,10 @@ async def migrate(db: aiosqlite.Connection) -> None:
     cols = {r[1] for r in await (await db.execute("PRAGMA table_info(work_orders)")).fetchall()}
     if "category" not in cols:
         await db.execute("ALTER TABLE work_orders ADD COLUMN category TEXT NOT NULL DEFAULT 'corrective'")
+    if "subjects" not in cols:  # rows from before: their one finding is re-rendered on its next change
+        await db.execute("ALTER TABLE work_orders ADD COLUMN subjects TEXT NOT NULL DEFAULT '{}'")
+    if "probable_cause" not in cols:
+        await db.execute("ALTER TABLE work_orders ADD COLUMN probable_cause TEXT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +93,50 @@ class WorkOrder:
     closed_ns: int | None
     note: str
     category: str = "corrective"
+    subjects: dict[str, Any] = field(default_factory=dict)  # subject -> its latest finding (see module doc)
+    probable_cause: dict[str, Any] | None = None  # {ref, asset, rule, title, relation} or None
 
     @property
     def ref(self) -> str:
         return f"WO-{self.id:06d}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ref": self.ref, **asdict(self)}
+        doc = {"ref": self.ref, **asdict(self)}
+        del doc["subjects"]  # bookkeeping: title, description and evidence are rendered from it
+        return doc
+
+
+def condition_holds(wo: WorkOrder) -> bool:
+    """True when no clear of the condition was noted since the work order was raised (or last recurred)."""
+    return wo.condition_cleared_ns is None
+
+
+def close_warning(wo: WorkOrder, reraise_after_s: float) -> str | None:
+    """What to tell whoever closes `wo` while its condition still holds (None when it cleared)."""
+    if not condition_holds(wo):
+        return None
+    if reraise_after_s <= 0:
+        return (f"the condition of {wo.ref} still holds (no clear since it was raised); its rule {wo.rule} "
+                "does not raise it again (reraise_after_s = 0) unless it clears and returns")
+    return (f"the condition of {wo.ref} still holds (no clear since it was raised): it will be raised again in "
+            f"{_age(reraise_after_s)} if it still holds then (rule {wo.rule}, reraise_after_s = {reraise_after_s:g})")
+
+
+def render_subjects(subjects: Mapping[str, Mapping[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+    """Title, description and evidence of a work order from its subjects' findings (see module doc)."""
+    entries = list(subjects.items())
+    if len(entries) == 1:
+        only = entries[0][1]
+        return str(only["title"]), " ".join(filter(None, [only.get("reraised"), only["description"]])), \
+            dict(only["evidence"])
+    order = {subject: i for i, (subject, _) in enumerate(entries)}
+    lead_subject, lead = max(entries, key=lambda kv: (SEVERITIES.index(kv[1]["severity"]), -order[kv[0]]))
+    others = [(s, e) for s, e in entries if s != lead_subject]
+    title = f"{lead['title']} (also {', '.join(s for s, _ in others)})"
+    description = " ".join([*filter(None, [lead.get("reraised")]), str(lead["description"]), "Also:",
+                            *(f"{s}: {e['description']}" for s, e in others)])
+    evidence = dict(lead["evidence"]) | {"also": {s: e["evidence"] for s, e in others}}
+    return title, description, evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +160,28 @@ class WorkOrderListener(Protocol):
 
 
 _COLUMNS = ("id, asset, rule, severity, title, description, evidence, context, status, created_ns, updated_ns, "
-            "condition_cleared_ns, acknowledged_by, acknowledged_ns, closed_by, closed_ns, note, category")
+            "condition_cleared_ns, acknowledged_by, acknowledged_ns, closed_by, closed_ns, note, category, subjects, "
+            "probable_cause")
 
 
 def _row(r: tuple[Any, ...]) -> WorkOrder:
-    return WorkOrder(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]), *r[8:])
+    return WorkOrder(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]), *r[8:18],
+                     json.loads(r[18] or "{}"), json.loads(r[19]) if r[19] else None)
+
+
+def _entry(finding: Finding, description: str) -> dict[str, Any]:
+    return {"title": finding.title, "description": description, "evidence": finding.evidence,
+            "severity": finding.severity, "ts_ns": finding.ts_ns}
+
+
+def _age(seconds: float) -> str:
+    if seconds >= 2 * 86_400:
+        return f"{seconds / 86_400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
 
 
 def parse_ref(ref: str | int) -> int:
@@ -166,41 +236,91 @@ class WorkOrderStore:
         return {str(s): int(n) for s, n in await cur.fetchall()}
 
     async def apply(self, finding: Finding,
-                    context: Callable[[], Awaitable[dict[str, Any]]] | dict[str, Any]) -> WorkOrder | None:
+                    context: Callable[[], Awaitable[dict[str, Any]]] | dict[str, Any],
+                    cause: Callable[[], Awaitable[dict[str, Any] | None]] | None = None) -> WorkOrder | None:
         """Apply a rule finding; return the work order it created or changed (None if nothing changed).
 
-        `context` (or a coroutine function making it) is captured when a work order is created.
-        See the module docstring for the re-raise policy.
+        `context` (or a coroutine function making it) is captured when a work order is created, and so
+        is its probable cause (`cause`, a coroutine function). See the module docstring for the policy.
         """
         now = time.time_ns()
         current = await self.open_for(finding.asset, finding.rule)
         if current is None and finding.action in ("raise", "escalate"):
             ctx = context if isinstance(context, dict) else await context()
+            probable = await cause() if cause is not None else None
             description = finding.description
             if finding.action == "escalate":
                 closed = await self._last_closed(finding.asset, finding.rule)
                 if closed is not None:
                     description = (f"{finding.description} The condition persisted after {closed.ref} was closed "
                                    f"and has worsened.")
-            cur = await self.db.execute(
-                "INSERT INTO work_orders (asset, rule, severity, title, description, evidence, context, "
-                "created_ns, updated_ns, category) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (finding.asset, finding.rule, finding.severity, finding.title, description,
-                 json.dumps(finding.evidence), json.dumps(ctx), finding.ts_ns, now, finding.category))
-            wo_id = int(cur.lastrowid or 0)
-            return await self._event(wo_id, now, "raised", description)
+            subjects = {finding.subject: _entry(finding, description)}
+            return await self._insert(finding.asset, finding.rule, finding.severity, finding.category, subjects,
+                                      ctx, probable, finding.ts_ns, now, description)
         if current is None:
+            if finding.action == "clear":
+                # closed while the condition held, and now it cleared: nothing to raise again later
+                await self.db.execute(
+                    "UPDATE work_orders SET condition_cleared_ns = ? WHERE id = (SELECT MAX(id) FROM work_orders "
+                    "WHERE asset = ? AND rule = ?) AND status = 'closed' AND condition_cleared_ns IS NULL",
+                    (finding.ts_ns, finding.asset, finding.rule))
             return None
         if finding.action == "clear":
             await self.db.execute("UPDATE work_orders SET condition_cleared_ns = ?, updated_ns = ? WHERE id = ?",
                                   (finding.ts_ns, now, current.id))
             return await self._event(current.id, now, "condition_cleared", finding.description)
+        subjects = dict(current.subjects)
+        known = subjects.get(finding.subject)
+        # a raise describes the condition; an escalation only notes a change (kept in the event)
+        description = finding.description if known is None or finding.action == "raise" else known["description"]
+        subjects[finding.subject] = _entry(finding, description)
+        title, description, evidence = render_subjects(subjects)
         severity = max(current.severity, finding.severity, key=SEVERITIES.index)
         await self.db.execute(
-            "UPDATE work_orders SET severity = ?, evidence = ?, condition_cleared_ns = NULL, updated_ns = ? "
-            "WHERE id = ?", (severity, json.dumps(finding.evidence), now, current.id))
+            "UPDATE work_orders SET severity = ?, title = ?, description = ?, evidence = ?, subjects = ?, "
+            "condition_cleared_ns = NULL, updated_ns = ? WHERE id = ?",
+            (severity, title, description, json.dumps(evidence), json.dumps(subjects), now, current.id))
         return await self._event(current.id, now, "escalated" if severity != current.severity else "recurred",
                                  finding.description)
+
+    async def _insert(self, asset: str, rule: str, severity: str, category: str, subjects: dict[str, Any],
+                      context: dict[str, Any], cause: dict[str, Any] | None, created_ns: int, now: int,
+                      detail: str) -> WorkOrder:
+        title, description, evidence = render_subjects(subjects)
+        cur = await self.db.execute(
+            "INSERT INTO work_orders (asset, rule, severity, title, description, evidence, context, "
+            "created_ns, updated_ns, category, subjects, probable_cause) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (asset, rule, severity, title, description, json.dumps(evidence), json.dumps(context), created_ns, now,
+             category, json.dumps(subjects), json.dumps(cause) if cause else None))
+        return await self._event(int(cur.lastrowid or 0), now, "raised", detail)
+
+    async def reraise_due(self, now_ns: int, reraise_after_s: Mapping[str, float],
+                          context: Callable[[WorkOrder], Awaitable[dict[str, Any]]]) -> list[WorkOrder]:
+        """Raise again what was closed while its condition held, once the rule's `reraise_after_s` passed.
+
+        Looks at the newest work order of each (asset, rule): closed, with no clear noted since it was
+        raised (or since it last recurred). A rule no longer configured, or with reraise_after_s = 0,
+        never re-raises.
+        """
+        cur = await self.db.execute(
+            f"SELECT {_COLUMNS} FROM work_orders w WHERE status = 'closed' AND condition_cleared_ns IS NULL "
+            "AND id = (SELECT MAX(id) FROM work_orders WHERE asset = w.asset AND rule = w.rule)")
+        raised: list[WorkOrder] = []
+        for closed in [_row(tuple(r)) for r in await cur.fetchall()]:
+            after_s = reraise_after_s.get(closed.rule, 0.0)
+            if not after_s or closed.closed_ns is None or now_ns - closed.closed_ns < after_s * 1e9:
+                continue
+            age = _age((now_ns - closed.closed_ns) / 1e9)
+            why = (f"Raised again: the condition still holds {age} after {closed.ref} was closed by "
+                   f"{closed.closed_by}" + (f" ({closed.note})" if closed.note else "") + ".")
+            subjects = {s: dict(e) | {"reraised": why}
+                        for s, e in (closed.subjects or {"": {"title": closed.title, "description": closed.description,
+                                                              "evidence": closed.evidence,
+                                                              "severity": closed.severity}}).items()}
+            raised.append(await self._insert(closed.asset, closed.rule, closed.severity, closed.category, subjects,
+                                             await context(closed), closed.probable_cause, now_ns, time.time_ns(),
+                                             why))
+        return raised
 
     async def _last_closed(self, asset: str, rule: str) -> WorkOrder | None:
         cur = await self.db.execute(f"SELECT {_COLUMNS} FROM work_orders WHERE asset = ? AND rule = ? "

@@ -166,11 +166,13 @@ def test_vibration_rules_per_sensor(tmp_path: Path) -> None:
             t += MIN
             out += [(w.rule, w.condition_cleared_ns is not None) for w in await feed.batch(vibration=[
                 vibration("pump-1", "de", t, de, 5.0), vibration("pump-1", "nde", t + 1, nde, 4.0)])]
-        # raised by de, refreshed when nde follows (same work order); de clears at block 6 but nde is still in
-        # C: the work order notes the condition cleared only when both sensors have
+        # raised by de, joined by nde (same work order, named in its title and evidence); de clears at block 6
+        # but nde is still in C: the work order notes the condition cleared only when both sensors have
         assert out == [("vib_zone", False), ("vib_zone", False), ("vib_zone", True)]
         (wo,) = await fleet.work_orders.list(rule="vib_zone")  # type: ignore[union-attr]
-        assert wo.evidence["sensor"] == "nde" and wo.context["trend"]["series"] == "vibration:de:velocity_rms_mm_s"
+        assert wo.title == "pump-1: vibration in ISO zone C (de, 5.00 mm/s) (also nde)"
+        assert wo.evidence["sensor"] == "de" and wo.evidence["also"]["nde"]["sensor"] == "nde"
+        assert wo.context["trend"]["series"] == "vibration:de:velocity_rms_mm_s"
         assert [a for _, a, _ in await fleet.work_orders.events(wo.id)] == [  # type: ignore[union-attr]
             "raised", "recurred", "condition_cleared"]
         for conf in (0.8, 0.85):
@@ -184,6 +186,7 @@ def test_vibration_rules_per_sensor(tmp_path: Path) -> None:
 
 
 def test_data_quality_rules(tmp_path: Path) -> None:
+    """Judged at each batch's data time on what the agent reported; agents offline from their streams."""
     rules = [{"name": "stale_data", "kind": "stale", "asset_type": "pump", "factor": 3, "min_silence_s": 10},
              {"name": "bad_data", "kind": "bad_quality", "asset_type": "pump", "max_bad_s": 60},
              {"name": "agent_offline", "kind": "agent_offline", "offline_after_s": 120}]
@@ -192,19 +195,24 @@ def test_data_quality_rules(tmp_path: Path) -> None:
         fleet = await open_fleet(tmp_path / "c.sqlite", rules)
         feed = Feeder(fleet)
         now = time.time_ns()
-        await feed.batch(summaries=[summary("pump-1", "flow", now, 40.0)])
-        assert await fleet.check(now + 10 * S) == []
-        (stale,) = await fleet.check(now + 20 * S)  # 3 x 5 s expected interval, at least 10 s
+        await feed.batch(created_ns=now, summaries=[summary("pump-1", "flow", now, 40.0)])
+        # the agent keeps reporting its other points, but not flow: stale at 3 x 5 s (at least 10 s) of its data time
+        assert await feed.batch(created_ns=now + 10 * S, summaries=[summary("chiller-1", "chw_supply_temp",
+                                                                            now + 10 * S, 6.5)]) == []
+        (stale,) = await feed.batch(created_ns=now + 20 * S, summaries=[summary("chiller-1", "chw_supply_temp",
+                                                                                now + 20 * S, 6.5)])
         assert (stale.rule, stale.category, stale.evidence["point"]) == ("stale_data", "data_quality", "flow")
-        # data comes back, but BAD (device timeout) for longer than 60 s
+        assert stale.title == "pump-1: flow is stale"
+        # flow is reported again, but BAD (device timeout) for longer than 60 s: no longer stale, bad data
         changed = []
         for k in range(1, 6):
-            changed += await feed.batch(summaries=[summary("pump-1", "flow", now + 20 * S + k * 20 * S, 0, count=0,
-                                                           bad=4, reason="timeout")])
-        assert [w.rule for w in changed] == ["bad_data"] and changed[0].evidence["reason"] == "timeout"
-        (back,) = await fleet.check(now + 120 * S)
-        assert back.rule == "stale_data" and back.condition_cleared_ns is not None
-        # the agent disconnects: its points are not judged stale, the agent is offline
+            ts = now + 20 * S + k * 20 * S
+            changed += await feed.batch(created_ns=ts, summaries=[summary("pump-1", "flow", ts, 0, count=0, bad=4,
+                                                                          reason="timeout")])
+        assert [(w.rule, w.condition_cleared_ns is not None) for w in changed] == [
+            ("stale_data", True), ("bad_data", False)]
+        assert changed[1].evidence["reason"] == "timeout" and changed[1].evidence["point"] == "flow"
+        # the agent's stream is gone: the agent is offline (one work order), its points are not judged
         await fleet.set_connected("gw-a", False)
         later = time.time_ns() + 300 * S
         (offline,) = await fleet.check(later)
@@ -250,10 +258,11 @@ def test_waveform_point_fed_by_indicators_is_not_stale(tmp_path: Path) -> None:
         feed = Feeder(fleet)
         now = time.time_ns()
         for k in range(5):
-            await feed.batch(vibration=[vibration("pump-1", "de_accel", now + k * S, "A", 1.0)])
-        assert await fleet.check(now + 5 * S) == [], "fresh blocks keep the sensor point fresh"
-        (stale,) = await fleet.check(now + 20 * S)
-        assert stale.evidence["point"] == "de_accel", "and silence still makes it stale"
+            assert await feed.batch(created_ns=now + k * S, vibration=[
+                vibration("pump-1", "de_accel", now + k * S, "A", 1.0)]) == [], "fresh blocks keep the sensor fresh"
+        (stale,) = await feed.batch(created_ns=now + 20 * S, health=twin_pb2.AgentHealth(ts_ns=now + 20 * S,
+                                                                                         uptime_s=60.0))
+        assert stale.evidence["point"] == "de_accel", "and silence in the agent's batches makes it stale"
         await fleet.close()
 
     run(main())
@@ -266,13 +275,15 @@ def test_points_removed_from_the_agent_config_are_not_judged_stale(tmp_path: Pat
         fleet = await open_fleet(tmp_path / "c.sqlite", rules)  # pump-1 has point "flow"
         feed = Feeder(fleet)
         now = time.time_ns()
-        await feed.batch(summaries=[summary("pump-1", "flow", now, 40.0)])
+        await feed.batch(created_ns=now, summaries=[summary("pump-1", "flow", now, 40.0)])
         trimmed = hello()
         for a in trimmed.assets:
             if a.id == "pump-1":
                 del a.points[:]  # the point was removed from the agent's configuration
         await fleet.register_hello(trimmed)
-        assert await fleet.check(now + 60 * S) == [], "a retired point raises no stale-data work order"
+        assert await feed.batch(created_ns=now + 60 * S, summaries=[
+            summary("chiller-1", "chw_supply_temp", now + 60 * S, 6.5)]) == [], \
+            "a retired point raises no stale-data work order"
         await fleet.close()
 
     run(main())
