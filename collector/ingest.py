@@ -218,23 +218,27 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 "agent id in Hello does not match the agent of the token")
         stats = self.totals.per_agent.setdefault(agent_id, AgentIngestStats())
+        # Bounded: a client that ignores its in-flight window waits here instead of filling memory.
+        inbox: asyncio.Queue[twin_pb2.Batch | None] = asyncio.Queue(maxsize=MAX_GROUP * 4)
+        # present from its Hello on: a registration waiting for a busy collector is the collector's delay
+        presence = StreamPresence(inbox, time.time_ns(), storing=1)
+        self._streams.setdefault(agent_id, []).append(presence)
         try:
             watermark = await self.fleet.register_hello(hello)
-        except Exception as exc:
+            asset_types = await self.fleet.asset_types(agent_id)
+        except BaseException as exc:
+            self._streams[agent_id].remove(presence)
+            stats.disconnected_ns = time.time_ns()
             if _transient(exc):
                 self.health.state.failed(f"{type(exc).__name__}: {exc}")
             raise
-        asset_types = await self.fleet.asset_types(agent_id)
+        presence.storing = 0
         site = hello.site or self.site
         stats.connected = True
         stats.streams += 1
         log.info("agent %s connected from %s (version %s, epoch %s, watermark %d)",
                  agent_id, peer, hello.version, hello.queue_epoch[:8], watermark)
-        # Bounded: a client that ignores its in-flight window waits here instead of filling memory.
-        inbox: asyncio.Queue[twin_pb2.Batch | None] = asyncio.Queue(maxsize=MAX_GROUP * 4)
         self._inboxes.add(inbox)
-        presence = StreamPresence(inbox, time.time_ns())
-        self._streams.setdefault(agent_id, []).append(presence)
         reader = asyncio.create_task(self._read(request_iterator, inbox, presence))
         try:
             # Answer the Hello with the watermark: the agent may drop anything at or below it.
