@@ -52,6 +52,7 @@ log = logging.getLogger("twin.collector.api")
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 MAX_LIMIT = 1000
+HEALTH_READ_TIMEOUT_S = 2.0
 WHATIF_MAX_DAYS = 90.0
 
 
@@ -134,11 +135,18 @@ class _Handlers:
 
     async def health(self, request: web.Request) -> web.Response:
         assert self.fleet.work_orders is not None
-        async with self.fleet.reading():
-            counts = await self.fleet.work_orders.counts()
-        agents = [{k: a[k] for k in ("id", "site", "version", "connected", "last_seen_ns")}
-                  for a in await self._agents()]
         reasons = await self.readiness() if self.readiness is not None else []
+        counts: dict[str, int] | None = None
+        agents: list[dict[str, Any]] | None = None
+        try:  # a liveness answer must not wait for a state database that is stuck
+            async with asyncio.timeout(HEALTH_READ_TIMEOUT_S):
+                async with self.fleet.reading():
+                    counts = await self.fleet.work_orders.counts()
+                agents = [{k: a[k] for k in ("id", "site", "version", "connected", "last_seen_ns")}
+                          for a in await self._agents()]
+        except TimeoutError:
+            if not reasons:
+                reasons = [f"state database did not answer within {HEALTH_READ_TIMEOUT_S:g} s"]
         doc: dict[str, Any] = {"status": "failing" if reasons else "ok", "time_ns": time.time_ns(), "agents": agents,
                                "work_orders": counts, "rules": len(self.rules)}
         if reasons:

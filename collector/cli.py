@@ -65,8 +65,9 @@ def _print_work_order(wo: dict[str, Any]) -> None:
         print(f"  probable cause: {cause['ref']} on {cause['asset']} ({cause['relation']}): {cause['title']}")
     ev = wo["evidence"]
     print("  evidence: " + ", ".join(f"{k}={v}" for k, v in ev.items()
-                                     if not k.endswith("_ns") and k not in ("forecast", "series", "also", "points")))
-    for p in ev.get("points", []):
+                                     if not k.endswith("_ns") and k not in ("forecast", "series", "also")
+                                     and not (k == "points" and isinstance(v, list))))
+    for p in ev.get("points") if isinstance(ev.get("points"), list) else []:
         print(f"    point {p['point']}: {p['reason'] or 'BAD'} (last report {_fmt_ts(p['last_report_ns'])})")
     for subject, other in ev.get("also", {}).items():
         print(f"  also {subject}: " + ", ".join(f"{k}={v}" for k, v in other.items()

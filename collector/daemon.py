@@ -54,7 +54,7 @@ SERVER_OPTIONS = [
 ]
 PRUNE_INTERVAL_S = 3600.0
 ASSET_STATUS_REFRESH_S = 300.0  # every asset's link and condition reach the sink at least this often
-READY_PROBE_TIMEOUT_S = 5.0
+READY_PROBE_TIMEOUT_S = 2.0
 STREAM_GRACE_S = 5.0  # at shutdown: for streams to finish the group they are storing
 
 
@@ -279,7 +279,11 @@ class CollectorDaemon:
                              for d in self.health.dependencies},
         }
         if self.forwarder is not None:
-            async with self.fleet.reading():
-                doc["outbox"] = await self.forwarder.pending()
+            try:  # /health must answer while the state database is stuck
+                async with asyncio.timeout(READY_PROBE_TIMEOUT_S):
+                    async with self.fleet.reading():
+                        doc["outbox"] = await self.forwarder.pending()
+            except TimeoutError:
+                doc["outbox"] = None
         return doc
 

@@ -101,7 +101,7 @@ def outage_findings(rule: CollectorHealthRule, outage: Outage, now_ns: int) -> l
         f"{outage.error}. Agents keep their batches queued and resend them; nothing in the field is wrong and "
         "no data-quality work order is raised for it. Bring it back; the collector catches up by itself.")
     findings = [Finding("raise", rule.name, COLLECTOR_ASSET, rule.severity, title, desc, outage.since_ns,
-                        evidence, "collector", outage.dependency)]
+                        evidence, "collector", outage.name)]
     if outage.until_ns is not None:
         recovered = (f"{outage.dependency.replace('_', ' ')} recovered after {lasted_s:.0f} s, "
                      f"{outage.late_batches} batches stored late")
@@ -109,5 +109,5 @@ def outage_findings(rule: CollectorHealthRule, outage: Outage, now_ns: int) -> l
                                 outage.until_ns, evidence | {"until_ns": outage.until_ns,
                                                              "lasted_s": round(lasted_s, 1),
                                                              "late_batches": outage.late_batches},
-                                "collector", outage.dependency))
+                                "collector", outage.name))
     return findings

@@ -123,19 +123,29 @@ def close_warning(wo: WorkOrder, reraise_after_s: float) -> str | None:
 
 
 def render_subjects(subjects: Mapping[str, Mapping[str, Any]]) -> tuple[str, str, dict[str, Any]]:
-    """Title, description and evidence of a work order from its subjects' findings (see module doc)."""
+    """Title, description and evidence of a work order from its subjects' findings (see module doc).
+
+    Whatever a rule's (or a configured) title and description say, each names its subject: a subject
+    they do not mention is added, so the three can never point at different points or sensors.
+    """
+    def named(subject: str, entry: Mapping[str, Any]) -> tuple[str, str]:
+        title, desc = str(entry["title"]), str(entry["description"])
+        if subject and subject not in title:
+            title = f"{title} ({subject})"
+        if subject and subject not in desc:
+            desc = f"{subject}: {desc}"
+        return title, " ".join(filter(None, [entry.get("reraised"), desc]))
+
     entries = list(subjects.items())
-    if len(entries) == 1:
-        only = entries[0][1]
-        return str(only["title"]), " ".join(filter(None, [only.get("reraised"), only["description"]])), \
-            dict(only["evidence"])
     order = {subject: i for i, (subject, _) in enumerate(entries)}
     lead_subject, lead = max(entries, key=lambda kv: (SEVERITIES.index(kv[1]["severity"]), -order[kv[0]]))
+    title, description = named(lead_subject, lead)
+    evidence = dict(lead["evidence"])
     others = [(s, e) for s, e in entries if s != lead_subject]
-    title = f"{lead['title']} (also {', '.join(s for s, _ in others)})"
-    description = " ".join([*filter(None, [lead.get("reraised")]), str(lead["description"]), "Also:",
-                            *(f"{s}: {e['description']}" for s, e in others)])
-    evidence = dict(lead["evidence"]) | {"also": {s: e["evidence"] for s, e in others}}
+    if others:
+        title = f"{title} (also {', '.join(s for s, _ in others)})"
+        description = " ".join([description, "Also:", *(named(s, e)[1] for s, e in others)])
+        evidence["also"] = {s: e["evidence"] for s, e in others}
     return title, description, evidence
 
 
@@ -170,7 +180,9 @@ def _row(r: tuple[Any, ...]) -> WorkOrder:
 
 
 def _entry(finding: Finding, description: str) -> dict[str, Any]:
-    return {"title": finding.title, "description": description, "evidence": finding.evidence,
+    """One subject's finding; its evidence names the subject (`subject`), whatever the rule put in it."""
+    evidence = finding.evidence | {"subject": finding.subject} if finding.subject else finding.evidence
+    return {"title": finding.title, "description": description, "evidence": evidence,
             "severity": finding.severity, "ts_ns": finding.ts_ns}
 
 
