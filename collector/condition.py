@@ -28,8 +28,7 @@ CONDITIONS = ("good", "watch", "act")
 HEALTH_ACT = 40.0  # vibration health below this: act now (README: below 40)
 HEALTH_WATCH = 70.0  # below this: plan maintenance (README: 40-70)
 ZONE_LEVEL = {"D": "act", "C": "watch"}
-ENVELOPE_FIRST = ("a bearing defect shows in the envelope spectrum long before the broadband velocity "
-                  "(which the ISO zone judges) rises")
+ENVELOPE_FIRST = "a bearing defect shows in the envelope long before the broadband velocity rises"
 BROADBAND_ONLY = ("high broadband velocity without a bearing-defect signature points to unbalance, "
                   "misalignment or looseness (see the 1x/2x/3x amplitudes)")
 

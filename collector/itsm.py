@@ -24,7 +24,13 @@ Generic payload (`format = "generic"`), schema "facility-twin.work-order-event/1
      "event": {"id": 317, "action": "raised", "ts_ns": ..., "ts": "2025-01-31T10:15:00Z", "detail": "..."},
      "work_order": {"ref", "id", "asset", "rule", "category", "severity", "status", "title", "description",
                     "evidence", "context", "created_ns", "updated_ns", "condition_cleared_ns",
-                    "acknowledged_by", "acknowledged_ns", "closed_by", "closed_ns", "note"}}
+                    "acknowledged_by", "acknowledged_ns", "closed_by", "closed_ns", "note",
+                    "probable_cause": {"ref", "asset", "rule", "title", "relation"} or null}}
+
+Routing: a webhook takes the categories in its `categories` (default the field ones: corrective,
+preventive, data_quality) at or above `min_severity`. The collector's own incidents (category
+`collector`: its sink or state database failing) go only to webhooks that list "collector", e.g. the
+platform team's queue, so the field's ITSM queue never gets tickets for an outage of the monitoring.
 
 ServiceNow payload (`format = "servicenow"`): the fields of an incident record, for the Table API
 (`/api/now/table/incident`, which creates one record per POST) or better an Import Set table with
@@ -55,7 +61,7 @@ import aiohttp
 import aiosqlite
 from pydantic import Field, field_validator, model_validator
 
-from collector.workorders.rules import CATEGORIES, SEVERITIES, Severity
+from collector.workorders.rules import FIELD_CATEGORIES, SEVERITIES, Severity
 from collector.workorders.store import WorkOrder, WorkOrderEvent
 from runtime.errors import ConfigError
 from runtime.secrets import read_secret
@@ -110,7 +116,8 @@ class WebhookSettings(StrictModel):
     retry_initial_s: float = Field(default=1.0, gt=0)
     retry_max_s: float = Field(default=300.0, gt=0)
     min_severity: Severity = "info"
-    categories: list[Literal["corrective", "preventive", "data_quality"]] = list(CATEGORIES)
+    # field work by default; the collector's own incidents ("collector") only where asked for
+    categories: list[Literal["corrective", "preventive", "data_quality", "collector"]] = list(FIELD_CATEGORIES)
     # ServiceNow record fields
     assignment_group: str = ""
     caller_id: str = ""
@@ -220,7 +227,10 @@ def _context_lines(wo: WorkOrder) -> list[str]:
 
 def render_servicenow(wo: WorkOrder, event: WorkOrderEvent, s: WebhookSettings) -> dict[str, Any]:
     urgency, impact = SERVICENOW_URGENCY.get(wo.severity, ("3", "3"))
-    description = "\n".join([wo.description, "", "Evidence:", *_evidence_lines(wo), "", "Context:",
+    cause = wo.probable_cause
+    probable = [f"Probable cause: {cause['ref']} on {cause['asset']} ({cause['relation']}): {cause['title']}", ""] \
+        if cause else []
+    description = "\n".join([wo.description, "", *probable, "Evidence:", *_evidence_lines(wo), "", "Context:",
                              *_context_lines(wo), "", f"Work order {wo.ref}, rule {wo.rule}, category {wo.category}."])
     record: dict[str, Any] = {
         "short_description": wo.title[:160], "description": description, "urgency": urgency, "impact": impact,

@@ -1,11 +1,16 @@
 """twin-demo: a simulated facility, one agent and one collector, on loopback, with a live view.
 
-    twin-demo [--duration SECONDS] [--report FILE.json] [--workdir DIR] [--keep]
+    twin-demo [--duration SECONDS] [--report FILE.json] [--workdir DIR] [--influx-url URL]
 
 Starts `twin-sim`, `twin-collector` and `twin-agent` as separate processes (as they run in a
 plant), with configs rendered from configs/demo/ (free loopback ports filled in), prints what the
 twin sees every couple of seconds, and at the end writes a JSON report. The simulator develops a
 fault (a clogging air filter) so a work order appears within the first minute.
+
+Each asset is shown with its link (can the twin see it: online / degraded / offline) and its
+condition (good / watch / act, and why). With `--influx-url http://127.0.0.1:8086` the collector
+writes to that InfluxDB 1.x (database facility_twin) instead of its embedded store: restart InfluxDB
+during the run and the collector records its own incident, not a field work order.
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ class Processes:
                     p.wait()
 
 
-def render_configs(workdir: Path, ports: dict[str, int], mqtt: bool) -> tuple[Path, Path]:
+def render_configs(workdir: Path, ports: dict[str, int], mqtt: bool, influx_url: str = "") -> tuple[Path, Path]:
     values = {f"{k}_port": str(v) for k, v in ports.items()} | {
         "state_dir": str(workdir), "token": DEMO_TOKEN, "summary_interval_s": str(SUMMARY_INTERVAL_S),
         "token_sha256": __import__("hashlib").sha256(DEMO_TOKEN.encode()).hexdigest(),
@@ -98,6 +103,9 @@ def render_configs(workdir: Path, ports: dict[str, int], mqtt: bool) -> tuple[Pa
     if mqtt:
         agent_text += "\n" + string.Template((CONFIG_DIR / "agent-vibration.toml").read_text()).substitute(values)
     collector_text = string.Template((CONFIG_DIR / "collector.toml").read_text()).substitute(values)
+    if influx_url:  # before the first [[agents]] table, so it is a top-level table
+        collector_text = collector_text.replace(
+            "[[agents]]", f'[influx]\napi = "v1"\nurl = "{influx_url}"\ndatabase = "facility_twin"\n\n[[agents]]', 1)
     agent_cfg, collector_cfg = workdir / "agent.toml", workdir / "collector.toml"
     agent_cfg.write_text(agent_text)
     collector_cfg.write_text(collector_text)
@@ -116,8 +124,10 @@ def read_collector(workdir: Path) -> dict[str, Any]:
                     "id": f"WO-{row[0]:06d}", "asset": row[1], "rule": row[2], "severity": row[3], "title": row[4],
                     "status": row[5], "description": row[6], "evidence": json.loads(row[7]),
                     "context": json.loads(row[8]), "created_ns": row[9], "category": row[10]})
-            for asset, state, health in conn.execute("SELECT asset, state, health FROM assets"):
-                out["assets"][asset] = {"state": state, "health": health}
+            for asset, state, health, link, link_reason, condition, condition_reason in conn.execute(
+                    "SELECT asset, state, health, link, link_reason, condition, condition_reason FROM assets"):
+                out["assets"][asset] = {"state": state, "health": health, "link": link, "link_reason": link_reason,
+                                        "condition": condition, "condition_reason": condition_reason}
             out["remaining_life"] = remaining_life.latest_sync(conn)
     sink = workdir / "collector" / "summaries.sqlite"
     if sink.exists():
@@ -166,7 +176,7 @@ def describe_work_order(wo: dict[str, Any]) -> list[str]:
         out.append(f"      forecast: limit reached in ~{ev['eta_days']:.2g} days (band {band[0]:.2g}-{band[1]:.2g})")
     state = ctx.get("state", {})
     if state:
-        out.append(f"      asset: {state.get('state')}, health {state.get('health')}")
+        out.append(f"      when raised: link {state.get('state')}, health {state.get('health')}")
     deps = [f"{d['asset']} {d['state']}" + (f" ({', '.join(d['open_work_orders'])})" if d["open_work_orders"] else "")
             for d in ctx.get("depends_on", [])]
     if deps:
@@ -193,24 +203,32 @@ def render(elapsed: float, duration: float, agent: dict[str, Any], collector: di
         lines.append(f"agent {agent['agent']}: link {link}, batches sent {u['sent']} acked {u['acked']}, "
                      f"queue {q['batches']} batches / {q['bytes'] / 1024:.1f} KiB, dropped {q['dropped']}")
         for name, a in agent["assets"].items():
-            health = collector["assets"].get(name, {}).get("health")
-            lines.append(f"  {name} [{a['state']}]" + (f" health {health:.0f}" if health is not None else ""))
+            twin = collector["assets"].get(name, {})
+            link, condition = twin.get("link", a["state"]), twin.get("condition", "good")
+            lines.append(f"  {name}  link {link}, condition {condition}"
+                         + (f" ({twin['link_reason']})" if link != "online" and twin.get("link_reason") else ""))
+            if condition != "good" and twin.get("condition_reason"):
+                lines.append(f"    why: {twin['condition_reason']}")
             for point, p in a["points"].items():
                 flag = "" if p["quality"] == "GOOD" else f"  {p['quality']} {p['reason']}"
                 lines.append(f"    {point:<24} {p['value']:>12} {p['unit']:<6}{flag}")
         for sensor, v in agent.get("vibration", {}).items():
             lines.append(f"  vibration {sensor}: {v['velocity_rms_mm_s']:.2f} mm/s zone {v['iso_zone']}, "
                          f"{v['rpm']:.0f} rpm, {v['fault']} ({v['confidence']:.0%}), health {v['health']:.0f}")
-    for asset, sensors in collector.get("remaining_life", {}).items():
-        for sensor, rl in sensors.items():
-            lines.append(f"  remaining life {asset}/{sensor}: {format_remaining_life(rl)}")
+        for asset, sensors in collector.get("remaining_life", {}).items():
+            for sensor, rl in sensors.items():
+                lines.append(f"  remaining life {asset}/{sensor}: {format_remaining_life(rl)}")
     else:
         lines.append("agent: starting...")
-    lines.append(f"\ncollector: {collector['points_stored']} points stored")
-    wos = collector["work_orders"]
+    lines.append(f"\ncollector: {collector['points_stored']} points stored" if collector["points_stored"]
+                 else "\ncollector: points go to InfluxDB" if collector.get("influx") else "\ncollector: starting...")
+    wos = [w for w in collector["work_orders"] if w.get("category") != "collector"]
+    incidents = [w for w in collector["work_orders"] if w.get("category") == "collector"]
     lines.append(f"work orders: {len(wos)}")
     for wo in wos:
         lines += describe_work_order(wo)
+    for wo in incidents:  # the monitoring's own outages: not field work
+        lines.append(f"collector incident {wo['id']} ({wo['status']}): {wo['title']}")
     return "\n".join(lines)
 
 
@@ -220,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="write a JSON report here at the end")
     parser.add_argument("--workdir", type=Path, help="keep state and logs here (default: a temp dir)")
     parser.add_argument("--no-mqtt", action="store_true", help="skip the MQTT vibration sensors")
+    parser.add_argument("--influx-url", default="",
+                        help="write to this InfluxDB 1.x (database facility_twin) instead of the embedded store")
     args = parser.parse_args(argv)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="twin-demo-"))
@@ -227,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     ports = {"modbus": free_port(), "collector": free_port(), "opcua": free_port(), "mqtt": free_port()}
     mosquitto = None if args.no_mqtt else mosquitto_binary()
     have_vibration = mosquitto is not None and (CONFIG_DIR / "agent-vibration.toml").exists()
-    agent_cfg, collector_cfg = render_configs(workdir, ports, have_vibration)
+    agent_cfg, collector_cfg = render_configs(workdir, ports, have_vibration, args.influx_url)
     py = sys.executable
     procs = Processes(workdir)
     interactive = sys.stdout.isatty()
@@ -254,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             if dead:
                 print(f"process exited early: {', '.join(dead)}; see {workdir}/<name>.log", file=sys.stderr)
                 return 1
-            agent, collector = read_agent(workdir), read_collector(workdir)
+            agent, collector = read_agent(workdir), read_collector(workdir) | {"influx": bool(args.influx_url)}
             if interactive:
                 print("\033[2J\033[H" + render(elapsed, args.duration, agent, collector), flush=True)
             else:
@@ -264,12 +284,15 @@ def main(argv: list[str] | None = None) -> int:
                 for wo in collector["work_orders"]:
                     if wo["id"] not in seen_wos:
                         seen_wos.add(wo["id"])
-                        print(f"  NEW {wo['id']} [{wo['severity'].upper()}] {wo['title']}", flush=True)
+                        own = " (collector incident, not field work)" if wo.get("category") == "collector" else ""
+                        print(f"  NEW {wo['id']} [{wo['severity'].upper()}] {wo['title']}{own}", flush=True)
     except KeyboardInterrupt:
         print("\nstopping early")
     finally:
+        live = read_collector(workdir)  # links and conditions as they were while everything ran
         procs.stop_all()
-        agent, collector = read_agent(workdir), read_collector(workdir)
+        agent, collector = read_agent(workdir), read_collector(workdir) | {"assets": live["assets"],
+                                                                          "influx": bool(args.influx_url)}
         report = {
             "workdir": str(workdir),
             "points_stored": int(collector["points_stored"]),

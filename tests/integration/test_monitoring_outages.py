@@ -217,16 +217,17 @@ def test_influxdb_stopped_with_the_demo_configs(tmp_path: Path) -> None:
     influx = influxd_server(tmp_path / "influx")
     mqtt = mosquitto_server(tmp_path / "mqtt")
     ports = {"modbus": free_port(), "collector": free_port(), "opcua": free_port(), "mqtt": mqtt.port}
-    agent_cfg, collector_cfg = render_configs(tmp_path, ports, mqtt=True)
+    # the demo's own configs, written for a real InfluxDB as `twin-demo --influx-url` does
+    agent_cfg, collector_cfg = render_configs(tmp_path, ports, mqtt=True,
+                                              influx_url=f"http://127.0.0.1:{influx.port}")
     api, metrics = free_port(), free_port()
     text = collector_cfg.read_text()
-    # the demo's own rules (stale pump points after 5 s, agent offline after 30 s: shortened to 5 s so the
-    # outage below outlasts every limit in seconds), plus the API, metrics, and a quick check and retry
+    # the demo's rules (stale pump points after 5 s, agent offline after 30 s: shortened to 5 s so the outage
+    # below outlasts every limit in seconds), plus the API, metrics, and a quicker check and sink retry
     text = re.sub(r"offline_after_s = \d+", "offline_after_s = 5", text)
-    text = text.replace('site = "demo-plant"\n', 'site = "demo-plant"\ncheck_interval_s = 0.5\nsink_retry_max_s = 1.0\n'
-                        f'\n[influx]\napi = "v1"\nurl = "http://127.0.0.1:{influx.port}"\ndatabase = "{DB}"\n'
-                        f'timeout_s = 2.0\n\n[api]\nlisten = "127.0.0.1:{api}"\n\n[metrics]\n'
-                        f'listen = "127.0.0.1:{metrics}"\n', 1)
+    text = re.sub(r"check_interval_s = \d+", "check_interval_s = 0.5\nsink_retry_max_s = 1.0", text)
+    text = text.replace('[influx]\napi = "v1"\n', f'[api]\nlisten = "127.0.0.1:{api}"\n\n[metrics]\n'
+                        f'listen = "127.0.0.1:{metrics}"\n\n[influx]\napi = "v1"\ntimeout_s = 2.0\n', 1)
     collector_cfg.write_text(text)
     py = sys.executable
     sim = ServerProcess("simulator", [py, "-m", "simulator.cli", "--modbus-port", str(ports["modbus"]),

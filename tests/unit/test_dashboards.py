@@ -34,7 +34,7 @@ STABLE_UIDS = {
 MEASUREMENT_FIELDS = {  # collector/points.py: what the collector writes
     "telemetry": {"mean", "min", "max", "last", "count", "bad", "text"},
     "vibration": {*VIBRATION_FLOAT_FIELDS, "iso_zone", "fault", "rpm_source"},
-    "asset_state": {"state", "health"},
+    "asset_state": {"state", "health", "link", "link_reason", "condition", "condition_reason"},
     "agent_health": {*AGENT_HEALTH_INT_FIELDS, *AGENT_HEALTH_FLOAT_FIELDS},
     "work_order": {"id", "title", "status"},
     "remaining_life": {*REMAINING_LIFE_FLOAT_FIELDS, "degraded", "basis"},
