@@ -263,6 +263,8 @@ def test_influxdb_stopped_with_the_demo_configs(tmp_path: Path) -> None:
         influx.start()
         wait_for(lambda: http_json(api, "/ready")[0] == 200, 60, "/ready after InfluxDB is back")
         assert http_json(api, "/health")[0] == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as resp:
+            assert "twin_collector_ready 1.0" in resp.read().decode()
         wait_drained(agent_dir)
         wait_for(lambda: all(w["cleared"] for w in work_orders(state) if w["category"] == "collector"), 30,
                  "the incident to note the recovery")
@@ -408,3 +410,9 @@ def test_device_loss_and_gateway_loss_raise_one_work_order_per_cause(plant_facto
     assert orders[2]["title"] == "Agent gw-a offline" and orders[2]["evidence"]["assets"] == ["ahu-1", "ahu-2"]
     code, assets = http_json(plant.api, "/assets")
     assert code == 200 and {a["id"]: a["link"] for a in assets} == {"ahu-1": "offline", "ahu-2": "offline"}
+    listing = subprocess.run([sys.executable, "-m", "collector", "assets", "--config",
+                              str(plant.collector.config_path), "list"],  # type: ignore[attr-defined]
+                             capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0
+    assert "ahu-1            ahu          gw-a         offline   good      link: gateway gw-a gone for" \
+        in listing.stdout, listing.stdout

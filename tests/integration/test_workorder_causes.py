@@ -186,6 +186,8 @@ def test_probable_cause_in_show_api_and_itsm_and_ready_with_a_locked_state_datab
     """The meter feeding ahu-1 goes offline, then ahu-1's filter alarm: the filter work order names the meter's
     as its probable cause. Then the state database is locked by another process: /ready says so."""
     state = tmp_path / "state"
+    token_file = tmp_path / "api.token"
+    token_file.write_text("api-token-0123456789abcdef\n")
 
     async def main() -> None:
         hook_port = free_port()
@@ -205,7 +207,7 @@ def test_probable_cause_in_show_api_and_itsm_and_ready_with_a_locked_state_datab
             "agents": [{"id": "gw-a", "token_sha256": hash_token(TOKENS["gw-a"])}],
             "rules": [RULES[0], RULES[7]],
             "webhooks": [{"name": "ops", "url": f"http://127.0.0.1:{hook_port}/hook", "retry_initial_s": 0.05}],
-            "api": {"listen": "127.0.0.1:0"},
+            "api": {"listen": "127.0.0.1:0", "token_file": str(token_file)},
         })
         daemon = CollectorDaemon(config)
         await daemon.start()
@@ -237,11 +239,20 @@ def test_probable_cause_in_show_api_and_itsm_and_ready_with_a_locked_state_datab
                     sys.executable, "-m", "collector", "work-orders", "--config",
                     str(collector_toml(state, "")), "show", doc["ref"]], capture_output=True, text=True, timeout=60)
                 assert f"probable cause: {cause['ref']} on meter-1 (ahu-1 depends on meter-1)" in show.stdout
+                # closed through the API while the meter is still offline: the answer warns
+                async with http.post(f"{base}/work-orders/{cause['ref']}/close", json={"by": "alice"},
+                                     headers={"Authorization": "Bearer api-token-0123456789abcdef"}) as r:
+                    closed = await r.json()
+                assert r.status == 200 and closed["status"] == "closed"
+                assert closed["warning"].startswith(f"the condition of {cause['ref']} still holds") and \
+                    "raised again in 24 h" in closed["warning"]
                 async with http.get(f"{base}/ready") as r:
                     assert r.status == 200
                 # another process takes the state database's write lock: the periodic check cannot commit
-                locker = sqlite3.connect(state / "collector.sqlite", timeout=1, isolation_level=None)
-                locker.execute("BEGIN IMMEDIATE")
+                # (in a thread: the collector under test runs on this event loop and must go on meanwhile)
+                locker = sqlite3.connect(state / "collector.sqlite", timeout=30, isolation_level=None,
+                                         check_same_thread=False)
+                await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
                 try:
                     # first /ready's own probe waits in vain, then the failed commit is the reason
                     deadline, reasons = time.monotonic() + 60, []
@@ -255,7 +266,7 @@ def test_probable_cause_in_show_api_and_itsm_and_ready_with_a_locked_state_datab
                     async with http.get(f"{base}/health") as r:
                         assert r.status == 503 and (await r.json())["status"] == "failing"
                 finally:
-                    locker.execute("ROLLBACK")
+                    await asyncio.to_thread(locker.execute, "ROLLBACK")
                     locker.close()
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
