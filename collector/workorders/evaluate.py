@@ -318,6 +318,9 @@ async def evaluate_data_quality(rules: Sequence[Rule], store: RuleStore, now_ns:
         device_rules = [r for r in rules if isinstance(r, DeviceOfflineRule) and r.applies_to(asset, asset_type)]
         evidence = [{"point": p.point, "reason": p.reason, "last_report_ns": p.last_report_ns} for p in reports]
         for rule in device_rules:
+            if not device_down and await store.load_state(asset, rule.name, "") is None:
+                continue  # nothing to judge (most batches: skip the state machine)
+
             async def run_device(state: Any, rule: DeviceOfflineRule = rule, asset: str = asset,
                                  down: bool = device_down, reason: str = reason,
                                  evidence: list[dict[str, Any]] = evidence) -> Any:
@@ -335,12 +338,17 @@ async def evaluate_data_quality(rules: Sequence[Rule], store: RuleStore, now_ns:
                 if isinstance(rule, BadQualityRule):
                     if p.last_report_ns == 0:
                         continue  # never reported: the stale rule's business
+                    if not p.bad and await store.load_state(asset, rule.name, p.point) is None:
+                        continue  # a GOOD point with no condition pending: nothing to judge
 
                     async def run(state: Any, rule: Any = rule, p: PointReport = p) -> Any:
                         return evaluate_bad_quality(rule, state, p.asset, p.point, p.bad, p.reason, now_ns)
                 else:
                     # a point whose last report is BAD was reported: it is not silent
                     last = now_ns if p.bad else max(p.last_report_ns, p.watch_from_ns)
+                    if (p.expected_interval_s <= 0 or now_ns - last <= rule.limit_s(p.expected_interval_s) * 1e9) \
+                            and await store.load_state(asset, rule.name, p.point) is None:
+                        continue  # reported in time, nothing pending: nothing to judge
 
                     async def run(state: Any, rule: Any = rule, p: PointReport = p, last: int = last) -> Any:
                         return evaluate_stale(rule, state, p.asset, p.point, last, p.expected_interval_s, now_ns)
