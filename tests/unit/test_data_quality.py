@@ -120,7 +120,8 @@ def test_without_a_device_rule_the_points_are_judged_each() -> None:
     ("timeout", True), ("timeout (connection lost)", True), ("cannot connect to 10.0.0.5:502", True),
     ("10.0.0.5:502: [Errno 111] Connection refused", True), ("disconnected", True), ("BadNotConnected", True),
     ("BadCommunicationError", True), ("exception 11 gateway target device failed to respond", True),
-    ("Sparkplug NDEATH", True), ("BadSecureChannelClosed", True),
+    ("Sparkplug NDEATH", True), ("BadSecureChannelClosed", True), ("no response", True),  # BACnet
+    ("timeout after 5 s", True), ("server disconnected", True), ("No SNMP response received before timeout", True),
     ("decode error: NaN", False), ("exception 2 illegal data address", False), ("BadNodeIdUnknown", False),
     ("null (Sparkplug is_null)", False), ("", False)])
 def test_connection_reasons(reason: str, connection: bool) -> None:
