@@ -314,7 +314,7 @@ async def evaluate_data_quality(rules: Sequence[Rule], store: RuleStore, now_ns:
         asset_type = reports[0].asset_type
         device_down = all(p.last_report_ns > 0 and p.bad and is_connection_reason(p.reason) for p in reports)
         reasons = [p.reason for p in reports if p.bad and p.reason]
-        reason = max(set(reasons), key=reasons.count) if reasons else ""
+        reason = min(sorted(set(reasons)), key=lambda r: -reasons.count(r)) if reasons else ""  # commonest, stable
         device_rules = [r for r in rules if isinstance(r, DeviceOfflineRule) and r.applies_to(asset, asset_type)]
         evidence = [{"point": p.point, "reason": p.reason, "last_report_ns": p.last_report_ns} for p in reports]
         for rule in device_rules:
