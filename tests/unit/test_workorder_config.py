@@ -31,7 +31,10 @@ def test_commented_examples_validate() -> None:
     api = parse_model(ApiSettings, data["api"], "api")
     assert (api.host, api.port) == ("127.0.0.1", 8080)
     hooks = [parse_model(WebhookSettings, w, f"webhooks[{i}]") for i, w in enumerate(data["webhooks"])]
-    assert [h.format for h in hooks] == ["generic", "servicenow"]
+    assert [h.format for h in hooks] == ["generic", "generic", "servicenow"]
+    # field work by default; the collector's own incidents only where listed
+    assert [h.categories for h in hooks] == [["corrective", "preventive", "data_quality"], ["collector"],
+                                             ["corrective", "preventive"]]
 
 
 BASE = {"agents": [{"id": "gw-1", "token_sha256": "a" * 64}]}
