@@ -49,6 +49,8 @@ RULES: list[dict[str, Any]] = [
     {"name": "device_offline", "kind": "device_offline", "asset_type": "power_meter", "offline_after_s": 5},
     {"name": "agent_offline", "kind": "agent_offline", "offline_after_s": 60},
     {"name": "collector_health", "kind": "collector_health"},
+    {"name": "remaining_life", "kind": "prognosis", "asset_type": "pump", "indicators": {"accel_rms": 1.0},
+     "baseline_blocks": 5, "smooth_blocks": 1, "sustain_blocks": 1, "fit_window_s": 60, "horizon_s": 120},
 ]
 
 
@@ -93,9 +95,11 @@ def test_title_description_and_evidence_name_the_same_subject_for_every_rule_kin
                          *(summary("meter-1", p, t, 0, count=0, bad=3, reason="timeout") for p in ("v1", "v2"))]
             if k == 0:
                 summaries += [summary("pump-1", "flow", t, 40.0), summary("pump-1", "temp", t, 30.0)]
-            await feed.batch(created_ns=t, summaries=summaries, vibration=[
-                vibration("pump-1", s, t + i, "C", 4.0 + k * 0.5, "outer_race", 0.9)
-                for i, s in enumerate(("de", "nde"))])
+            blocks = [vibration("pump-1", s, t + i, "C", 4.0 + k * 0.5, "outer_race", 0.9)
+                      for i, s in enumerate(("de", "nde"))]
+            for b in blocks:  # five blocks of baseline, then twenty times it: the failure level is reached
+                b.accel_rms = 1.0 + 0.01 * (k % 2) if k < 5 else 20.0
+            await feed.batch(created_ns=t, summaries=summaries, vibration=blocks)
         await fleet.set_connected("gw-a", False)
         await fleet.check(time.time_ns() + 120 * S)
         outage = Outage("sink", "InfluxDB", "InfluxDB v1 at http://influx:8086 (database twin)", t0, "refused",
@@ -119,6 +123,7 @@ def test_title_description_and_evidence_name_the_same_subject_for_every_rule_kin
         assert subject_names(by_rule["vib_zone"]) == ["de", "nde"]
         assert by_rule["vib_zone"].title == "Vibration on pump-1 in zone C (de) (also nde)"
         assert subject_names(by_rule["vib_forecast"]) == ["de", "nde"]
+        assert subject_names(by_rule["remaining_life"]) == ["de", "nde"]
         assert subject_names(by_rule["bad_data"]) == ["a", "b"]
         device = by_rule["device_offline"]
         assert device.title == "meter-1: device offline (timeout)" and len(device.evidence["points"]) == 2
