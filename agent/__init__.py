@@ -1,3 +1,5 @@
 """twin-agent: reads facility sensors, keeps a local twin, streams summaries to the collector."""
 
-__version__ = "0.1.0"
+from runtime import __version__
+
+__all__ = ["__version__"]

@@ -1,4 +1,9 @@
-"""twin-agent: run | check-config | status | diagnose | opcua-cert | probe."""
+"""twin-agent: run | check-config | status | diagnose | opcua-cert | probe.
+
+`--config` may come before or after the subcommand and defaults to /etc/twin-agent/agent.toml.
+Only `run` needs the secrets (the uplink token, source passwords): `status` never reads them, and
+`check-config` outside the unit reports those it cannot read as warnings (`--strict-secrets`: errors).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,33 @@ import argparse
 import asyncio
 import importlib
 import json
+import sqlite3
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
+from runtime.command_line import (
+    add_config_option,
+    age_text,
+    config_path,
+    report_check,
+    require_readable_config,
+    run_command,
+    utc_text,
+)
 from runtime.errors import ConfigError
+from runtime.secrets import SecretPolicy, UnreadableSecret, secret_policy
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
 
-__all__ = ["main"]
+__all__ = ["DEFAULT_CONFIG", "LOCK_FILE", "main"]
+
+DEFAULT_CONFIG = Path("/etc/twin-agent/agent.toml")
+LOCK_FILE = "twin-agent.pid"  # in state_dir: held by the running agent (runtime/instance_lock.py)
+SERVICE_GROUP = "twin-agent"
 
 # Optional subcommands live in their own modules: (module, help). Each exposes add_arguments/run.
 TOOL_COMMANDS = {
@@ -27,71 +46,116 @@ TOOL_COMMANDS = {
 }
 
 
+def _load(args: argparse.Namespace, policy: SecretPolicy) -> tuple[AgentConfig, list[UnreadableSecret]]:
+    from agent.config import load_agent_config
+
+    path = config_path(args, DEFAULT_CONFIG)
+    require_readable_config(path, SERVICE_GROUP)
+    with secret_policy(policy) as unreadable:
+        return load_agent_config(path), unreadable
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent.config import load_agent_config
     from agent.daemon import AgentDaemon
     from agent.metrics import agent_registry
+    from runtime.instance_lock import InstanceLock
     from runtime.logs import setup_logging
     from runtime.service import serve
 
-    config = load_agent_config(args.config)
+    path = config_path(args, DEFAULT_CONFIG)
+    config, _ = _load(args, SecretPolicy.REQUIRE)
     setup_logging(args.log_level or config.agent.log_level)
-    asyncio.run(serve(config, lambda: load_agent_config(args.config), AgentDaemon, lambda c: c.metrics,
-                      agent_registry))
+    with InstanceLock(config.state_dir / LOCK_FILE, "twin-agent"):
+        asyncio.run(serve(config, lambda: load_agent_config(path), AgentDaemon, lambda c: c.metrics,
+                          agent_registry))
     return 0
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from agent.config import load_agent_config
-
-    config = load_agent_config(args.file)
+    if args.file is not None:
+        args.config = args.file
+    config, unreadable = _load(args, SecretPolicy.CHECK)
     points = sum(len(a.points) for a in config.assets)
-    print(f"{args.file}: OK: agent {config.agent.id}, {len(config.assets)} assets, "
-          f"{len(config.connectors)} sources, {points} points")
-    return 0
-
-
-def _age(ns: int) -> str:
-    if not ns:
-        return "never"
-    s = max(0.0, time.time() - ns / 1e9)
-    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}min ago" if s < 7200 else f"{s / 3600:.1f}h ago"
+    path = config_path(args, DEFAULT_CONFIG)
+    return report_check(f"{path}: OK: agent {config.agent.id}, {len(config.assets)} assets, "
+                        f"{len(config.connectors)} sources, {points} points", unreadable, args.strict_secrets)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from agent.config import load_agent_config
+    from runtime.instance_lock import probe_instance
 
-    config = load_agent_config(args.config)
+    config, _ = _load(args, SecretPolicy.SKIP)
+    instance = probe_instance(config.state_dir / LOCK_FILE)
     path = config.state_dir / "status.json"
-    if path.exists():
-        status = json.loads(path.read_text())
-    elif (config.state_dir / "twin.sqlite").exists():
-        status = asyncio.run(_status_from_state_files(config))
-    else:
+    try:
+        status: dict[str, Any] | None = json.loads(path.read_text())
+    except FileNotFoundError:
+        status = None
+    except PermissionError:
+        raise ConfigError(f"cannot read {path}: permission denied (is this user in group {SERVICE_GROUP}?)") \
+            from None
+    if status is None and (config.state_dir / "twin.sqlite").exists():
+        try:
+            status = asyncio.run(_status_from_state_files(config))
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot read the state files in {config.state_dir}: {exc}") from None
+    if status is None and instance.running is not True:
         print(f"no state in {config.state_dir}: has the agent run with this config?", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(json.dumps({"instance": {"running": instance.running, "pid": instance.pid,
+                                       "started_ns": instance.started_ns, "stopped_ns": instance.stopped_ns}}
+                         | (status or {}), indent=2))
         return 0
+    print(_running_line(config, instance, status))
+    if status is None:
+        print("no status written yet")
+        return 0
+    _print_state(status, instance.running is True)
+    return 0 if instance.running is not False else 3
+
+
+def _running_line(config: AgentConfig, instance: Any, status: dict[str, Any] | None) -> str:
+    head = f"twin-agent {config.agent.id} (site {config.agent.site}): "
+    if instance.running is True:
+        return head + f"running, pid {instance.pid}, since {utc_text(instance.started_ns)}"
+    if instance.running is None:
+        return head + f"cannot tell whether it runs ({instance.reason})"
+    if instance.stopped_ns:
+        return head + f"NOT RUNNING, stopped {utc_text(instance.stopped_ns)} ({age_text(instance.stopped_ns)})"
+    last = (status or {}).get("updated_ns", 0)
+    if last:
+        return head + (f"NOT RUNNING; it did not stop cleanly: last sign of life {utc_text(last)} "
+                       f"({age_text(last)})")
+    return head + "NOT RUNNING"
+
+
+def _print_state(status: dict[str, Any], running: bool) -> None:
+    written = status.get("updated_ns", 0)
+    if running:
+        print(f"status written {age_text(written)}, uptime {status['uptime_s']:.0f}s")
+    else:
+        print(f"last known state, as of {utc_text(written)} ({age_text(written)}); nothing below is current:")
     q, u = status["queue"], status["uplink"]
-    print(f"agent {status['agent']} (site {status['site']}), status written {_age(status['updated_ns'])}, "
-          f"uptime {status['uptime_s']:.0f}s")
     link = "connected" if u["connected"] else "DISCONNECTED"
+    if not running:
+        link = "was connected" if u["connected"] else "was disconnected"
     error = f", last error: {u['last_error']}" if u["last_error"] else ""
     print(f"uplink: {link}, sent {u['sent']}, acked {u['acked']}, reconnects {u['reconnects']}{error}")
     print(f"queue: {q['batches']} batches, {q['bytes'] / 1024:.1f} KiB, dropped {q['dropped']}")
     for name, c in status["connectors"].items():
-        online = ", ".join(f"{d}={'online' if o else 'OFFLINE'}" for d, o in c["devices_online"].items())
+        word = ("online", "OFFLINE") if running else ("was online", "was OFFLINE")
+        online = ", ".join(f"{d}={word[0] if o else word[1]}" for d, o in c["devices_online"].items())
         print(f"source {name}: polls {c['polls']}, errors {c['errors']}, decode errors {c['decode_errors']}"
               + (f" [{online}]" if online else ""))
     for asset, a in status["assets"].items():
-        print(f"\n{asset} ({a['type']}): {a['state']}")
+        print(f"\n{asset} ({a['type']}): {a['state'] if running else 'was ' + str(a['state'])}")
         for point, p in a["points"].items():
             flag = "" if p["quality"] == "GOOD" and not p["stale"] else f"  {p['quality']} {p['reason']}".rstrip()
             if p["stale"] and p["quality"] == "GOOD":
                 flag = "  STALE"
-            print(f"  {point:<28} {p['value']:>14} {p['unit']:<6} {_age(p['ts_ns']):>10}{flag}")
-    return 0
+            print(f"  {point:<28} {p['value']:>14} {p['unit']:<6} {age_text(p['ts_ns']):>10}{flag}")
 
 
 async def _status_from_state_files(config: AgentConfig) -> dict[str, Any]:
@@ -117,28 +181,46 @@ async def _status_from_state_files(config: AgentConfig) -> dict[str, Any]:
     }
 
 
+def _subcommand_words(argv: list[str]) -> list[str]:
+    """The first two words that are not options or option values (`--config FILE` may come first)."""
+    words, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--config", "-c"):
+            skip = True
+        elif not a.startswith("-"):
+            words.append(a)
+    return words[:2]
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twin-agent", description="facility-twin edge agent")
     parser.add_argument("--version", action="version", version=f"twin-agent {__version__}")
+    add_config_option(parser, DEFAULT_CONFIG)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the agent daemon")
-    p.add_argument("--config", "-c", required=True, type=Path)
+    add_config_option(p, None)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config file and print clear errors")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, nargs="?", help="the file to check (same as --config)")
+    add_config_option(p, None)
+    p.add_argument("--strict-secrets", action="store_true",
+                   help="secrets that cannot be read here are errors, not warnings (inside the unit)")
     p.set_defaults(func=_cmd_check_config)
 
-    p = sub.add_parser("status", help="print the local twin, queue and link state")
-    p.add_argument("--config", "-c", required=True, type=Path)
+    p = sub.add_parser("status", help="whether the agent runs; its local twin, queue and link state",
+                       description="Exit status: 0 running, 3 not running, 1 no state found.")
+    add_config_option(p, None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_status)
 
     # Tool modules (numpy analytics, device probes) are imported only when their command is used,
     # so `twin-agent run` on a small gateway loads no more than it needs.
-    chosen = [a for a in argv if not a.startswith("-")][:2]
+    chosen = _subcommand_words(argv)
     for name, (module, help_text) in TOOL_COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         if chosen[:1] == [name]:
@@ -180,13 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "any_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""twin-collector: run | check-config | hash-token | work-orders list|show|ack|close | simulate | backtest."""
+"""twin-collector: run | check-config | hash-token | work-orders list|show|ack|close | assets | simulate | backtest.
+
+`--config` may come before or after the subcommand and defaults to /etc/twin-collector/collector.toml.
+Only `run` needs the secrets (API token, InfluxDB and webhook credentials): the operator commands never
+read them, and `check-config` outside the unit reports those it cannot read as warnings
+(`--strict-secrets`: errors).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,37 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from collector.config import hash_token, load_collector_config
+from collector import __version__
+from collector.config import CollectorConfig, hash_token, load_collector_config
 from collector.workorders.prognosis import format_remaining_life
+from runtime.command_line import (
+    add_config_option,
+    config_path,
+    report_check,
+    require_readable_config,
+    run_command,
+    utc_text,
+)
 from runtime.errors import ConfigError
+from runtime.secrets import SecretPolicy, UnreadableSecret, secret_policy
 
-__all__ = ["main"]
+__all__ = ["DEFAULT_CONFIG", "main"]
+
+DEFAULT_CONFIG = Path("/etc/twin-collector/collector.toml")
+SERVICE_GROUP = "twin-collector"
+
+
+def _load(args: argparse.Namespace, policy: SecretPolicy) -> tuple[CollectorConfig, list[UnreadableSecret]]:
+    path = config_path(args, DEFAULT_CONFIG)
+    require_readable_config(path, SERVICE_GROUP)
+    with secret_policy(policy) as unreadable:
+        return load_collector_config(path), unreadable
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -24,25 +51,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from runtime.logs import setup_logging
     from runtime.service import serve
 
-    config = load_collector_config(args.config)
+    path = config_path(args, DEFAULT_CONFIG)
+    config, _ = _load(args, SecretPolicy.REQUIRE)
     setup_logging(args.log_level or config.collector.log_level)
-    asyncio.run(serve(config, lambda: load_collector_config(args.config), CollectorDaemon, lambda c: c.metrics,
+    asyncio.run(serve(config, lambda: load_collector_config(path), CollectorDaemon, lambda c: c.metrics,
                       collector_registry))
     return 0
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_collector_config(args.file)
+    if args.file is not None:
+        args.config = args.file
+    path = config_path(args, DEFAULT_CONFIG)
+    require_readable_config(path, SERVICE_GROUP)
+    with secret_policy(SecretPolicy.CHECK) as unreadable:
+        config = load_collector_config(path)
+        if config.influx is not None:  # the sink reads its credentials only when it starts
+            config.influx.token_value() if config.influx.api == "v2" else config.influx.password_value()
     sink = f"InfluxDB ({config.influx.api} API)" if config.influx else "embedded SQLite store"
     kinds = ", ".join(sorted({r.kind for r in config.rules}))
-    print(f"{args.file}: OK: listen {config.collector.listen}, {len(config.token_hashes)} agents, "
-          f"{len(config.rules)} rules{f' ({kinds})' if kinds else ''}, sink: {sink}, "
-          f"{len(config.webhooks)} webhooks, API: {config.api.listen if config.api else 'off'}")
-    return 0
+    return report_check(f"{path}: OK: listen {config.collector.listen}, "
+                        f"{len(config.token_hashes)} agents, {len(config.rules)} rules"
+                        f"{f' ({kinds})' if kinds else ''}, sink: {sink}, {len(config.webhooks)} webhooks, "
+                        f"API: {config.api.listen if config.api else 'off'}", unreadable, args.strict_secrets)
 
 
 def _cmd_hash_token(args: argparse.Namespace) -> int:
-    token = sys.stdin.readline().strip() if args.stdin else getpass.getpass("agent token: ")
+    # A token piped in (`... | twin-collector hash-token`) is read as it comes; only a terminal is
+    # asked for it without echo.
+    piped = args.stdin or not sys.stdin.isatty()
+    token = sys.stdin.readline().strip() if piped else getpass.getpass("agent token: ")
     if len(token) < 16:
         print("refusing a token shorter than 16 characters", file=sys.stderr)
         return 2
@@ -51,7 +89,7 @@ def _cmd_hash_token(args: argparse.Namespace) -> int:
 
 
 def _fmt_ts(ns: int | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9)) if ns else "-"
+    return utc_text(ns or 0)
 
 
 def _print_work_order(wo: dict[str, Any]) -> None:
@@ -127,7 +165,7 @@ def _parse_ref(ref: str) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from collector.whatif import load_rules_file, parse_since, run_whatif
 
-    config = load_collector_config(args.config)
+    config, _ = _load(args, SecretPolicy.SKIP)
     proposed = load_rules_file(args.rules)
     if not config.db_path.exists():
         print(f"no collector database at {config.db_path}: has the collector run with this config?",
@@ -142,12 +180,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 async def _work_orders(args: argparse.Namespace) -> int:
     from collector.fleet import FleetTwin
 
-    config = load_collector_config(args.config)
+    config, _ = _load(args, SecretPolicy.SKIP)
     if not config.db_path.exists():
         print(f"no collector database at {config.db_path}: has the collector run with this config?",
               file=sys.stderr)
         return 1
     from collector.itsm import Outbox
+
+    os.umask(0o007)  # files SQLite creates beside the database stay usable by the daemon (same group)
 
     # changes made here are queued for the ITSM webhooks like the daemon's; the daemon delivers them
     fleet = FleetTwin(config.db_path, listener=Outbox(config.webhooks))
@@ -177,7 +217,8 @@ async def _work_orders(args: argparse.Namespace) -> int:
                 for ts, action, detail in await fleet.work_orders.events(wo_id):
                     print(f"  {_fmt_ts(ts)} {action}: {detail}")
             return 0
-        who = args.by or getpass.getuser()
+        # `sudo -u twin-collector twin-collector work-orders ack ...` records the person, not the service user
+        who = args.by or os.environ.get("SUDO_USER") or getpass.getuser()
         try:
             if args.action == "ack":
                 wo = await fleet.acknowledge(wo_id, who, args.note)
@@ -203,7 +244,12 @@ async def _work_orders(args: argparse.Namespace) -> int:
 async def _assets(args: argparse.Namespace) -> int:
     from collector.fleet import FleetTwin
 
-    config = load_collector_config(args.config)
+    config, _ = _load(args, SecretPolicy.SKIP)
+    if not config.db_path.exists():
+        print(f"no collector database at {config.db_path}: has the collector run with this config?",
+              file=sys.stderr)
+        return 1
+    os.umask(0o007)  # files SQLite creates beside the database stay usable by the daemon (same group)
     fleet = FleetTwin(config.db_path)
     await fleet.open()
     try:
@@ -232,34 +278,43 @@ async def _assets(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twin-collector", description="facility-twin central collector")
+    parser.add_argument("--version", action="version", version=f"twin-collector {__version__}")
+    add_config_option(parser, DEFAULT_CONFIG)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the collector daemon")
-    p.add_argument("--config", "-c", required=True, type=Path)
+    add_config_option(p, None)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config file and print clear errors")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, nargs="?", help="the file to check (same as --config)")
+    add_config_option(p, None)
+    p.add_argument("--strict-secrets", action="store_true",
+                   help="secrets that cannot be read here are errors, not warnings (inside the unit)")
     p.set_defaults(func=_cmd_check_config)
 
-    p = sub.add_parser("hash-token", help="print the token_sha256 for an agent token (read from the terminal)")
-    p.add_argument("--stdin", action="store_true", help="read the token from standard input")
+    p = sub.add_parser("hash-token", help="print the token_sha256 for an agent token (piped, or asked for)")
+    p.add_argument("--stdin", action="store_true", help="read the token from standard input (the default "
+                   "when it is not a terminal)")
     p.set_defaults(func=_cmd_hash_token)
 
     assets = sub.add_parser("assets", help="list assets and their agents; release an asset that moved")
-    assets.add_argument("--config", "-c", required=True, type=Path)
+    add_config_option(assets, None)
     assets_sub = assets.add_subparsers(dest="action", required=True)
     p = assets_sub.add_parser("list", help="each asset's link (can the twin see it) and condition (good, watch, act)")
+    add_config_option(p, None)
     p.add_argument("--json", action="store_true")
     p = assets_sub.add_parser("release", help="let the next agent that declares the asset own it")
+    add_config_option(p, None)
     p.add_argument("asset")
     assets.set_defaults(func=lambda a: asyncio.run(_assets(a)))
 
     wo = sub.add_parser("work-orders", help="list, show, acknowledge and close work orders")
-    wo.add_argument("--config", "-c", required=True, type=Path)
+    add_config_option(wo, None)
     wo_sub = wo.add_subparsers(dest="action", required=True)
     p = wo_sub.add_parser("list")
+    add_config_option(p, None)
     p.add_argument("--status", choices=["open", "acknowledged", "closed", "active"])
     p.add_argument("--asset")
     p.add_argument("--severity", choices=["info", "minor", "major", "critical"])
@@ -267,18 +322,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule")
     p.add_argument("--json", action="store_true")
     p = wo_sub.add_parser("show")
+    add_config_option(p, None)
     p.add_argument("ref")
     p.add_argument("--json", action="store_true")
     for name in ("ack", "close"):
         p = wo_sub.add_parser(name)
+        add_config_option(p, None)
         p.add_argument("ref")
         p.add_argument("--by", help="who (default: the current user)")
         p.add_argument("--note", default="")
     wo.set_defaults(func=lambda a: asyncio.run(_work_orders(a)))
 
     p = sub.add_parser("simulate", help="what-if: replay the stored history through proposed rules")
-    p.add_argument("--config", "-c", required=True, type=Path, help="the collector config (current rules, database)")
-    p.add_argument("--rules", "-r", required=True, type=Path, help="TOML file with the proposed [[rules]]")
+    add_config_option(p, None)
+    p.add_argument("--rules", "-r", required=True, type=Path,
+                   help="TOML file with the proposed [[rules]]: rules with the `name` of a current rule "
+                        "replace it, others are added; `--replace-all` makes the file the whole set")
+    p.add_argument("--replace-all", action="store_true", help="the file replaces every current rule")
     p.add_argument("--since", default="7d", help="how far back to replay: 7d, 12h, 90m (default 7d)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_simulate)
@@ -294,13 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

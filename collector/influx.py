@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,13 +37,13 @@ import urllib3
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from collector.points import Point, PointSink, PointsRejectedError, SinkStats, to_line_protocol
 from collector.summary_store import SqliteSummarySink
 from runtime.errors import SinkError
-from runtime.secrets import read_secret
+from runtime.secrets import read_secret, secret_file_error
 from runtime.tomlconfig import StrictModel
 
 __all__ = [
@@ -117,9 +116,10 @@ class InfluxSettings(StrictModel):
 
     @field_validator("token_file", "password_file")
     @classmethod
-    def _readable(cls, v: str) -> str:
-        if v and not os.access(v, os.R_OK):
-            raise ValueError(f"cannot read {v}")
+    def _readable(cls, v: str, info: ValidationInfo) -> str:
+        # Under `check-config` in an operator's shell an unreadable secret is a warning (runtime/secrets.py).
+        if (error := secret_file_error(f"influx.{info.field_name}", v)) is not None:
+            raise ValueError(error.partition(": ")[2])
         return v
 
     @model_validator(mode="after")

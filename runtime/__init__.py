@@ -5,3 +5,5 @@ lifecycle (signals, reload, sd_notify), cancellation, backoff, supervision, proc
 Prometheus endpoint. This package imports neither `agent`, `collector` nor `protos`: the edge and
 the centre depend on it, never the other way round (tests/unit/test_layering.py checks it).
 """
+
+__version__ = "0.2.0"  # the facility-twin release (pyproject.toml reads it from here)

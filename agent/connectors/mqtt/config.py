@@ -26,7 +26,7 @@ from pydantic import Field
 from agent.connectors.mqtt.codec import WaveformFormat, parse_json_path
 from agent.model import PointSpec
 from runtime.errors import ConfigError
-from runtime.secrets import read_secret
+from runtime.secrets import read_secret, secret_file_error
 from runtime.tomlconfig import StrictModel, parse_model
 
 __all__ = [
@@ -50,6 +50,8 @@ __all__ = [
     "validate_topic_filter",
     "waveform_format",
 ]
+
+SECRET_FILE_KEYS = (".key_file", ".password_file")
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 ASSET_TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
@@ -306,6 +308,9 @@ def _check_template(t: MqttTemplateSettings, key: str) -> list[str]:
 
 
 def _check_file(path: str, key: str) -> list[str]:
+    if key.endswith(SECRET_FILE_KEYS):  # may be readable only inside the unit (runtime/secrets.py)
+        error = secret_file_error(key, path)
+        return [error] if error else []
     if path and not Path(path).is_file():
         return [f"{key}: file {path} does not exist"]
     return []

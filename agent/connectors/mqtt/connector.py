@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import threading
 import time
@@ -651,4 +652,7 @@ def build(table: dict[str, Any], key: str) -> MqttConnector:
     """The registry's factory: validate the `[[sources]]` table (without `type`) and build."""
     settings = parse_source(table, key)
     password = read_password(settings, key)
-    return MqttConnector(settings, password, _tls_context(settings, key) if settings.tls else None)
+    # A client key readable only inside the unit was checked (or noted) by parse_source; without it
+    # this connector is only validated, never run, so the TLS context is left out.
+    usable_key = not settings.key_file or os.access(settings.key_file, os.R_OK)
+    return MqttConnector(settings, password, _tls_context(settings, key) if settings.tls and usable_key else None)

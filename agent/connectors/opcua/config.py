@@ -15,7 +15,7 @@ from asyncua import ua
 from pydantic import Field, field_validator
 
 from runtime.errors import ConfigError
-from runtime.secrets import read_secret
+from runtime.secrets import read_secret, secret_file_error
 from runtime.tomlconfig import StrictModel, parse_model
 
 __all__ = [
@@ -135,6 +135,10 @@ class OpcUaSourceConfig(StrictModel):
 
 
 def _check_file(path: str, key: str) -> None:
+    if key.endswith((".private_key_file", ".password_file")):  # may be readable only inside the unit
+        if (error := secret_file_error(key, path)) is not None:
+            raise ConfigError(error)
+        return
     if not Path(path).is_file():
         raise ConfigError(f"{key}: file not found: {path}")
 
