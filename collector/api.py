@@ -10,34 +10,43 @@
     GET  /work-orders                     filters: status (open|acknowledged|closed|active), asset, severity,
                                           rule, category, limit
     GET  /work-orders/{ref}               one work order with its context and events
-    POST /work-orders/{ref}/acknowledge   {"by": "...", "note": "..."}          (bearer token)
-    POST /work-orders/{ref}/close         {"by": "...", "note": "..."}          (bearer token); the answer
+    POST /work-orders/{ref}/acknowledge   {"note": "..."}                       (bearer token)
+    POST /work-orders/{ref}/close         {"note": "..."}                       (bearer token); the answer
                                           carries a "warning" when the condition still holds
-    POST /what-if                         {"rules": [...] | "rules_toml": "...", "since": "7d"}  (bearer token)
+    POST /what-if                         {"rules": [...] | "rules_toml": "...", "since": "7d",
+                                           "replace_all": false}                  (bearer token)
 
 Binds 127.0.0.1 by default. Reads need no token (they expose what Grafana shows); changes need
-`Authorization: Bearer <token>` with the token from `[api] token_file` or `token_env`, compared in
-constant time. Without a configured token, changes are refused (403). Errors are JSON:
-`{"error": "..."}` with 400 (bad input), 401 (no or wrong token), 403, 404, 409 (wrong state).
+`Authorization: Bearer <token>`. Each person has a token of their own: `[api.users]` maps a name to
+the SHA-256 of that person's token (`twin-collector hash-token` prints it), and an acknowledge or
+close records that name, whatever the body says. A shared token (`[api] token_file` or `token_env`,
+compared in constant time) is for integrations: it must say `"by"`, which is recorded as given.
+Without any token configured, changes are refused (403). Every error, unknown paths and methods
+included, is JSON: `{"error": "..."}` with 400 (bad input), 401 (no or wrong token), 403, 404,
+405 (with Allow), 409 (wrong state). Floats are rounded to 6 significant digits: more than any
+sensor resolves, and no float32 noise (23.450000762939453 reads 23.45).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
+import math
+import re
 import time
 import tomllib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from collector.fleet import FleetTwin
-from collector.whatif import parse_since, run_whatif
+from collector.whatif import parse_since, proposed_rules, run_whatif
 from collector.workorders.collector_health import collector_health_rule
 from collector.workorders.evaluate import Rule, parse_rules
 from collector.workorders.rules import CATEGORIES, SEVERITIES
@@ -62,6 +71,23 @@ class ApiSettings(StrictModel):
     listen: str = "127.0.0.1:8080"
     token_file: str = ""
     token_env: str = ""
+    # person -> SHA-256 (hex) of their token: acknowledges and closes record the person
+    users: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("users")
+    @classmethod
+    def _user_hashes(cls, v: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for name, digest in v.items():
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.@-]{0,63}", name):
+                raise ValueError(f"{name!r}: a name is a letter then letters, digits, _ . @ - (at most 64)")
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError(f"{name}: must be 64 lowercase hex characters (twin-collector hash-token prints "
+                                 "it)")
+            if digest in seen:
+                raise ValueError(f"{name}: same token as {seen[digest]}; every person needs their own")
+            seen[digest] = name
+        return v
 
     @field_validator("listen")
     @classmethod
@@ -90,12 +116,50 @@ def openapi_document() -> dict[str, Any]:
     return json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+SIGNIFICANT_DIGITS = 6
+
+
+def rounded(data: Any) -> Any:
+    """`data` with every float rounded to SIGNIFICANT_DIGITS (ints, such as timestamps, untouched)."""
+    if isinstance(data, float):
+        return float(f"{data:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: rounded(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [rounded(v) for v in data]
+    return data
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
+    return web.json_response(rounded(data), status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+    """aiohttp's own answers (unknown path, wrong method, body too large) as JSON like ours."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            return _error(405, f"{request.method} is not allowed on {request.path}; allowed: "
+                          f"{', '.join(sorted(exc.allowed_methods))}", {"Allow": ",".join(sorted(exc.allowed_methods))})
+        if isinstance(exc, web.HTTPNotFound):
+            return _error(404, f"no such path: {request.path} (see /openapi.json)")
+        return _error(exc.status, exc.reason)
+
+
+class _Caller:
+    """Who sent a change: a person (named by their token) or an integration with the shared token."""
+
+    def __init__(self, person: str) -> None:
+        self.person = person
 
 
 Readiness = Callable[[], Awaitable[list[str]]]  # why the collector is not ready; empty when it is
@@ -104,22 +168,32 @@ Readiness = Callable[[], Awaitable[list[str]]]  # why the collector is not ready
 class _Handlers:
     def __init__(self, fleet: FleetTwin, token: str, rules: Sequence[Rule],
                  health_extra: Callable[[], Awaitable[dict[str, Any]]] | None,
-                 readiness: Readiness | None = None) -> None:
+                 readiness: Readiness | None = None, users: Mapping[str, str] | None = None) -> None:
         self.fleet = fleet
         self.token = token
         self.rules = tuple(rules)
         self.health_extra = health_extra
         self.readiness = readiness
+        self.people = {digest: name for name, digest in (users or {}).items()}
         self.openapi = openapi_document()
 
-    def _authorized(self, request: web.Request) -> web.Response | None:
-        if not self.token:
-            return _error(403, "changes are disabled: no [api] token_file or token_env configured")
+    def _caller(self, request: web.Request) -> _Caller | web.Response:
+        if not self.token and not self.people:
+            return _error(403, "changes are disabled: no [api] users, token_file or token_env configured")
         header = request.headers.get("Authorization", "")
-        if not header.lower().startswith("bearer ") or not hmac.compare_digest(
-                header[7:].strip().encode(), self.token.encode()):
-            return _error(401, "missing or wrong bearer token")
-        return None
+        presented = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if presented:
+            # A SHA-256 lookup leaks nothing useful through timing: finding a preimage is the hard part.
+            person = self.people.get(hashlib.sha256(presented.encode()).hexdigest())
+            if person is not None:
+                return _Caller(person)
+            if self.token and hmac.compare_digest(presented.encode(), self.token.encode()):
+                return _Caller("")
+        return _error(401, "missing or wrong bearer token")
+
+    def _authorized(self, request: web.Request) -> web.Response | None:
+        caller = self._caller(request)
+        return caller if isinstance(caller, web.Response) else None
 
     async def _body(self, request: web.Request) -> dict[str, Any] | web.Response:
         if not request.can_read_body:
@@ -219,14 +293,21 @@ class _Handlers:
         return _json(wo.to_dict() | {"events": [e.to_dict() for e in events]})
 
     async def _transition(self, request: web.Request, action: str) -> web.Response:
-        if (denied := self._authorized(request)) is not None:
-            return denied
+        caller = self._caller(request)
+        if isinstance(caller, web.Response):
+            return caller
         body = await self._body(request)
         if isinstance(body, web.Response):
             return body
-        who, note = body.get("by", ""), body.get("note", "")
-        if not isinstance(who, str) or not who.strip() or not isinstance(note, str):
-            return _error(400, "give \"by\" (who, a non-empty string) and optionally \"note\" (a string)")
+        who, note = body.get("by", caller.person), body.get("note", "")
+        if not isinstance(note, str):
+            return _error(400, "note: must be a string")
+        if caller.person and who != caller.person:
+            return _error(400, f"by: this token is {caller.person}'s, and that is what is recorded; leave \"by\" "
+                          "out")
+        if not isinstance(who, str) or not who.strip():
+            return _error(400, "give \"by\" (who, a non-empty string): the shared token does not say who you are "
+                          "(per-person tokens in [api.users] do)")
         try:
             wo_id = parse_ref(request.match_info["ref"])
         except ValueError as exc:
@@ -273,7 +354,10 @@ class _Handlers:
                 tables = body.get("rules")
             if not isinstance(tables, list):
                 raise ConfigError("give rules (a list of rule tables) or rules_toml (TOML with [[rules]])")
-            proposed = parse_rules(tables)
+            replace_all = body.get("replace_all", False)
+            if not isinstance(replace_all, bool):
+                raise ConfigError("replace_all: must be true or false")
+            proposed = parse_rules(tables) if replace_all else proposed_rules(self.rules, tables)
             since = parse_since(str(body.get("since", "7d")))
         except ConfigError as exc:
             return _error(400, str(exc))
@@ -286,9 +370,9 @@ class _Handlers:
 
 def build_app(fleet: FleetTwin, *, token: str = "", rules: Sequence[Rule] = (),
               health_extra: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-              readiness: Readiness | None = None) -> web.Application:
-    h = _Handlers(fleet, token, rules, health_extra, readiness)
-    app = web.Application(client_max_size=1024 * 1024)
+              readiness: Readiness | None = None, users: Mapping[str, str] | None = None) -> web.Application:
+    h = _Handlers(fleet, token, rules, health_extra, readiness, users)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[json_errors])
     app.router.add_get("/openapi.json", h.openapi_json)
     app.router.add_get("/health", h.health)
     app.router.add_get("/ready", h.ready)

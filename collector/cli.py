@@ -93,6 +93,8 @@ def _fmt_ts(ns: int | None) -> str:
 
 
 def _print_work_order(wo: dict[str, Any]) -> None:
+    from collector.workorders.history import series_label
+
     print(f"{wo['ref']}  [{wo['severity'].upper()}] {wo['title']}")
     print(f"  asset {wo['asset']}, rule {wo['rule']} ({wo.get('category', 'corrective')}), status {wo['status']}, "
           f"raised {_fmt_ts(wo['created_ns'])}"
@@ -132,7 +134,8 @@ def _print_work_order(wo: dict[str, Any]) -> None:
     trend = ctx.get("trend")
     if trend and trend.get("values"):
         vals = [v for _, v in trend["values"]]
-        print(f"  trend of {trend['series']} ({len(vals)} values since {_fmt_ts(trend['values'][0][0])}): "
+        print(f"  trend of {series_label(trend['series'])} ({len(vals)} values since "
+              f"{_fmt_ts(trend['values'][0][0])}): "
               f"{vals[0]:.4g} -> {vals[-1]:.4g} (min {min(vals):.4g}, max {max(vals):.4g})")
     for rel, label in (("depends_on", "depends on"), ("dependents", "needed by")):
         for dep in ctx.get(rel, []):
@@ -166,7 +169,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from collector.whatif import load_rules_file, parse_since, run_whatif
 
     config, _ = _load(args, SecretPolicy.SKIP)
-    proposed = load_rules_file(args.rules)
+    proposed = load_rules_file(args.rules, config.rules, replace_all=args.replace_all)
     if not config.db_path.exists():
         print(f"no collector database at {config.db_path}: has the collector run with this config?",
               file=sys.stderr)

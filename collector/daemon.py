@@ -112,7 +112,7 @@ class CollectorDaemon:
             await self.forwarder.start()
         if self.config.api is not None:
             app = build_app(self.fleet, token=self.config.api_token, rules=self.config.rules,
-                            health_extra=self._health, readiness=self.readiness)
+                            health_extra=self._health, readiness=self.readiness, users=self.config.api.users)
             self.api = ApiServer(self.config.api, app)
             await self.api.start()
         self.server = grpc.aio.server(options=SERVER_OPTIONS)

@@ -14,6 +14,12 @@ replay has the resolution of the history (`[history] summary_resolution_s`); dat
 bad quality, device offline) are judged every TICK_S of replayed data time, as production judges them
 at each batch's data time; an agent counts as offline when none of its assets sends data.
 Rules are matched between the two sets by name: a renamed rule shows as removed plus added.
+
+The proposal is a change to the current rules (`proposed_rules`): a `[[rules]]` table whose `name` is
+a current rule's changes that rule and needs only the keys it changes (`name = "filter_clogged"`,
+`above = 280.0`); other tables are new rules; `remove = true` drops a rule. `--replace-all` (API:
+`"replace_all": true`) makes the file the whole rule set instead. Errors name the keys as the
+proposal wrote them (`rules[0].above`), and say when a key was kept from the current rule.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import asyncio
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +53,7 @@ from runtime.errors import ConfigError
 from runtime.tomlconfig import load_toml
 
 __all__ = ["SimulatedLifecycle", "SimulatedWorkOrder", "WhatIfReport", "compare", "load_rules_file", "parse_since",
-           "replay", "run_whatif"]
+           "proposed_rules", "read_rule_tables", "replay", "run_whatif"]
 
 TICK_S = 60.0  # how often (data time) silence rules are judged in a replay
 SAME_TIME_TOLERANCE_S = 1.0
@@ -62,15 +68,80 @@ def parse_since(text: str) -> int:
     return int(float(m.group(1)) * unit * 1e9)
 
 
-def load_rules_file(path: str | Path) -> tuple[Rule, ...]:
+def read_rule_tables(path: str | Path) -> list[Any]:
     """The `[[rules]]` tables of a TOML file (a rules-only file or a whole collector config)."""
     data = load_toml(path)
     if not isinstance(data.get("rules"), list):
         raise ConfigError(f"{path}: no [[rules]] tables")
+    return list(data["rules"])
+
+
+def load_rules_file(path: str | Path, current: Sequence[Rule] = (), *, replace_all: bool = True) -> tuple[Rule, ...]:
+    """The rule set proposed by a file: the whole set, or (replace_all=False) a change to `current`."""
+    tables = read_rule_tables(path)
     try:
-        return parse_rules(data["rules"])
+        return parse_rules(tables) if replace_all else proposed_rules(current, tables)
     except ConfigError as exc:
         raise ConfigError(f"{path}:\n{exc}") from None
+
+
+def _table(rule: Rule) -> dict[str, Any]:
+    """A parsed rule as the table that would parse to it again (only the keys that were given)."""
+    return rule.model_dump(exclude_unset=True) | {"name": rule.name, "kind": rule.kind}
+
+
+def proposed_rules(current: Sequence[Rule], changes: Sequence[Any], prefix: str = "rules") -> tuple[Rule, ...]:
+    """`current` with `changes` applied: a table naming a current rule overrides the keys it gives
+    (with another `kind`, it replaces the rule), `remove = true` drops it, other tables are added.
+    ConfigError lines name `<prefix>[i].<key>` with i the index in `changes`."""
+    by_name = {r.name: r for r in current}
+    errors: list[str] = []
+    merged: dict[str, Rule] = dict(by_name)
+    seen: dict[str, int] = {}
+    for i, change in enumerate(changes):
+        key = f"{prefix}[{i}]"
+        if not isinstance(change, Mapping):
+            errors.append(f"{key}: must be a table")
+            continue
+        name = change.get("name")
+        if not isinstance(name, str) or not name:
+            errors.append(f"{key}.name: required: the name of the rule to change, or of a new rule")
+            continue
+        if name in seen:
+            errors.append(f"{key}.name: {name!r} is already changed by {prefix}[{seen[name]}]")
+            continue
+        seen[name] = i
+        own = {k: v for k, v in change.items() if k != "remove"}
+        if change.get("remove") is True:
+            if name not in by_name:
+                errors.append(f"{key}.remove: there is no current rule {name!r} to remove")
+            merged.pop(name, None)
+            continue
+        base = by_name.get(name)
+        table = own if base is None or own.get("kind", base.kind) != base.kind else _table(base) | own
+        try:
+            (rule,) = parse_rules([table], prefix)
+        except ConfigError as exc:
+            kept = _table(base) if base is not None and table is not own else {}
+            errors += [_note_inherited(line.replace(f"{prefix}[0]", key, 1), key, own, kept, name)
+                       for line in str(exc).splitlines()]
+            continue
+        merged[name] = rule
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return tuple(merged.values())
+
+
+def _note_inherited(line: str, key: str, own: Mapping[str, Any], kept: Mapping[str, Any], name: str) -> str:
+    """Say which keys an error is about that the proposal did not write (they came from the current rule)."""
+    m = re.match(re.escape(key) + r"(?:\.([A-Za-z0-9_]+))?: (.*)", line)
+    if m is None:
+        return line
+    named = {m.group(1)} if m.group(1) else set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", m.group(2)))
+    inherited = sorted(k for k in named if k in kept and k not in own)
+    if not inherited:
+        return line
+    return f"{line} ({', '.join(inherited)} kept from the current rule {name!r}: give it here to change it)"
 
 
 @dataclass

@@ -32,7 +32,7 @@ from collector.workorders.trend import VIBRATION_FIELDS
 from protos.twin.v1 import twin_pb2
 from runtime.tomlconfig import StrictModel
 
-__all__ = ["SCHEMA", "HistorySettings", "iter_observations", "prune", "record_batch", "series",
+__all__ = ["SCHEMA", "HistorySettings", "iter_observations", "prune", "record_batch", "series", "series_label",
            "series_sync", "summary_obs", "vibration_doc"]
 
 SCHEMA = """
@@ -132,6 +132,28 @@ async def record_batch(db: aiosqlite.Connection, batch: twin_pb2.Batch, settings
             dumps_finite(vibration_doc(v))) for v in batch.vibration]
     if vib:
         await db.executemany(_INSERT_VIBRATION, vib)
+
+
+# How people call the vibration indicators a series may follow (the keys are internal names).
+_VIBRATION_LABELS = {
+    "accel_rms": "acceleration r.m.s.", "accel_peak": "acceleration peak", "crest_factor": "crest factor",
+    "kurtosis": "kurtosis", "velocity_rms_mm_s": "velocity r.m.s. (mm/s)", "rpm": "shaft speed (rpm)",
+    "amp_1x": "1x amplitude", "amp_2x": "2x amplitude", "amp_3x": "3x amplitude", "bpfo": "outer race (BPFO) line",
+    "bpfi": "inner race (BPFI) line", "bsf": "ball (BSF) line", "ftf": "cage (FTF) line", "health": "health",
+    "confidence": "bearing fault confidence",
+}
+
+
+def series_label(key: str) -> str:
+    """A series key as a person reads it: `point:filter_dp:mean` -> "filter_dp (mean)",
+    `vibration:de_accel:confidence` -> "de_accel bearing fault confidence"."""
+    kind, _, rest = key.partition(":")
+    name, _, field = rest.rpartition(":")
+    if kind == "point" and name:
+        return f"{name} ({field})"
+    if kind == "vibration" and name:
+        return f"{name} {_VIBRATION_LABELS.get(field, field.replace('_', ' '))}"
+    return key
 
 
 def _series_query(key: str) -> tuple[str, str, str]:

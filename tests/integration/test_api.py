@@ -15,6 +15,7 @@ from typing import Any
 import urllib3
 
 from collector.api import build_app, openapi_document
+from collector.config import hash_token
 from collector.fleet import FleetTwin
 from protos.twin.v1 import twin_pb2
 from tests.integration.daemons import FILTER_RULE, TOKENS, collector_process
@@ -23,6 +24,8 @@ from tests.integration.test_workorders_lifecycle import hello, summary
 from tests.servers import free_port, wait_for
 
 API_TOKEN = "api-token-0123456789abcdef"
+ALICE_TOKEN = "alice-token-0123456789abcdef"
+BOB_TOKEN = "bob-token-0123456789abcdef"
 S = 10**9
 
 
@@ -40,6 +43,7 @@ def test_api_round_trips(tmp_path: Path) -> None:
     api_port = free_port()
     (tmp_path / "api.token").write_text(API_TOKEN + "\n")
     extra = (f'\n[api]\nlisten = "127.0.0.1:{api_port}"\ntoken_file = "{tmp_path / "api.token"}"\n'
+             f'[api.users]\nalice = "{hash_token(ALICE_TOKEN)}"\nbob = "{hash_token(BOB_TOKEN)}"\n'
              "[history]\nsummary_resolution_s = 0\n")  # keep every 10 s summary for the what-if
     collector = collector_process(tmp_path / "c", rules=FILTER_RULE + extra)
     base = f"http://127.0.0.1:{api_port}"
@@ -49,7 +53,7 @@ def test_api_round_trips(tmp_path: Path) -> None:
         batches = [twin_pb2.Batch(seq=i + 1, summaries=[summary("ahu-1", "filter_dp", t0 + i * 10 * S, v)],
                                   asset_states=[twin_pb2.AssetState(asset="ahu-1", state="degraded", health=60,
                                                                     ts_ns=t0 + i * 10 * S)])
-                   for i, v in enumerate([280, 310, 320, 330, 340, 350, 450])]
+                   for i, v in enumerate([280, 310, 320, 330, 340, 350, 450.12345678])]
         acks = asyncio.run(exchange(collector.port, TOKENS["gw-a"], hello(), batches))
         assert acks[-1] == len(batches)
         wait_for(lambda: request(http, "GET", f"{base}/health")[0] == 200, 20, "the API")
@@ -62,7 +66,7 @@ def test_api_round_trips(tmp_path: Path) -> None:
         assert status == 200 and [a["id"] for a in assets] == ["ahu-1", "chiller-1", "pump-1", "zone-3"]
         assert assets[0]["open_work_orders"] == 1 and assets[0]["state"] == "degraded"
         status, twin = request(http, "GET", f"{base}/assets/ahu-1")
-        assert status == 200 and twin["points"]["filter_dp"]["last"] == 450
+        assert status == 200 and twin["points"]["filter_dp"]["last"] == 450.123, "6 significant digits"
         assert twin["depends_on"][0]["asset"] == "chiller-1" and twin["dependents"][0]["asset"] == "zone-3"
         assert [w["rule"] for w in twin["open_work_orders"]] == ["filter_clogged"]
         assert request(http, "GET", f"{base}/assets/nope")[0] == 404
@@ -80,17 +84,28 @@ def test_api_round_trips(tmp_path: Path) -> None:
         assert request(http, "GET", f"{base}/work-orders/abc")[0] == 400
         assert request(http, "GET", f"{base}/work-orders/WO-009999")[0] == 404
 
+        # Unknown paths and methods answer JSON like every other error.
+        status, err = request(http, "GET", f"{base}/no-such-thing")
+        assert status == 404 and "no such path: /no-such-thing" in err["error"]
+        resp = http.request("DELETE", f"{base}/work-orders", timeout=30.0)
+        assert resp.status == 405 and "GET" in resp.headers["Allow"], resp.status
+        assert "DELETE is not allowed" in json.loads(resp.data)["error"]
+
         ack = f"{base}/work-orders/{ref}/acknowledge"
         assert request(http, "POST", ack, {"by": "alice"})[0] == 401
         assert request(http, "POST", ack, {"by": "alice"}, token="wrong-token-000000000")[0] == 401
-        assert request(http, "POST", ack, {"note": "no name"}, token=API_TOKEN)[0] == 400
-        status, done = request(http, "POST", ack, {"by": "alice", "note": "on my way"}, token=API_TOKEN)
-        assert status == 200 and done["status"] == "acknowledged" and done["acknowledged_by"] == "alice"
-        assert request(http, "POST", ack, {"by": "alice"}, token=API_TOKEN)[0] == 409
+        assert request(http, "POST", ack, {"note": "no name"}, token=API_TOKEN)[0] == 400, "shared token: say who"
+        # A person's token records that person; a body claiming someone else is refused.
+        status, err = request(http, "POST", ack, {"by": "alice", "note": "not me"}, token=BOB_TOKEN)
+        assert status == 400 and "bob's" in err["error"]
+        status, done = request(http, "POST", ack, {"note": "on my way"}, token=BOB_TOKEN)
+        assert status == 200 and done["status"] == "acknowledged" and done["acknowledged_by"] == "bob"
+        assert request(http, "POST", ack, {}, token=ALICE_TOKEN)[0] == 409
         close = f"{base}/work-orders/{ref}/close"
-        status, done = request(http, "POST", close, {"by": "alice", "note": "filter replaced"}, token=API_TOKEN)
+        status, done = request(http, "POST", close, {"note": "filter replaced"}, token=ALICE_TOKEN)
         assert status == 200 and done["status"] == "closed" and done["note"] == "filter replaced"
-        assert request(http, "POST", close, {"by": "alice"}, token=API_TOKEN)[0] == 409
+        assert done["closed_by"] == "alice" and done["acknowledged_by"] == "bob"
+        assert request(http, "POST", close, {"by": "ops-robot"}, token=API_TOKEN)[0] == 409
 
         # what-if: a lower limit raises earlier; a new rule adds a work order; both without the token refused
         proposed = {"since": "1d", "rules": [
@@ -109,6 +124,14 @@ def test_api_round_trips(tmp_path: Path) -> None:
         status, report = request(http, "POST", f"{base}/what-if", {"rules_toml": "[[rules]]\nname = 'x'\n"},
                                  token=API_TOKEN)
         assert status == 400 and "rules[0]" in report["error"]
+        # A change to one rule: only the keys it changes; the rule keeps the rest of its table.
+        status, report = request(http, "POST", f"{base}/what-if", {"since": "1d", "rules": [
+            {"name": "filter_clogged", "above": 270.0}]}, token=ALICE_TOKEN)
+        assert status == 200 and [w["proposed"]["rule"] for w in report["earlier"]] == ["filter_clogged"]
+        assert report["added"] == [] and report["removed"] == []
+        status, report = request(http, "POST", f"{base}/what-if", {"rules": [{"name": "filter_clogged"}],
+                                                                   "replace_all": True}, token=ALICE_TOKEN)
+        assert status == 400 and report["error"].startswith("rules[0].")
 
         status, doc = request(http, "GET", f"{base}/openapi.json")
         assert status == 200 and doc["openapi"].startswith("3.")
@@ -116,9 +139,10 @@ def test_api_round_trips(tmp_path: Path) -> None:
         proc = subprocess.run([sys.executable, "-m", "collector", "work-orders", "--config",
                                str(collector.config_path), "show", ref],  # type: ignore[attr-defined]
                               capture_output=True, text=True, check=True, timeout=60)
-        assert "trend of point:filter_dp:mean" in proc.stdout, proc.stdout
+        assert "trend of filter_dp (mean)" in proc.stdout, proc.stdout
+        assert "point:filter_dp" not in proc.stdout, "internal series keys are not for people"
         assert "depends on chiller-1" in proc.stdout and "needed by zone-3" in proc.stdout
-        assert "closed by alice" in proc.stdout
+        assert "closed by alice" in proc.stdout and "acknowledged by bob" in proc.stdout
     finally:
         http.clear()
         collector.stop()

@@ -106,8 +106,8 @@ def test_simulate_cli_on_a_recorded_history(tmp_path: Path) -> None:
     before = digest(state / "collector.sqlite")
 
     proc = subprocess.run([sys.executable, "-m", "collector", "simulate", "--config", str(config), "--rules",
-                           str(proposed), "--since", "3d", "--json"], capture_output=True, text=True, timeout=120,
-                          check=False)
+                           str(proposed), "--replace-all", "--since", "3d", "--json"], capture_output=True, text=True,
+                          timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["summary"] == {"current": 2, "proposed": 2, "added": 1, "removed": 1, "earlier": 1, "later": 0,
@@ -128,9 +128,21 @@ def test_simulate_cli_on_a_recorded_history(tmp_path: Path) -> None:
     assert digest(state / "collector.sqlite") == before, "the production database is untouched"
 
     text = subprocess.run([sys.executable, "-m", "collector", "simulate", "--config", str(config), "--rules",
-                           str(proposed), "--since", "3d"], capture_output=True, text=True, timeout=120, check=True)
+                           str(proposed), "--replace-all", "--since", "3d"], capture_output=True, text=True,
+                          timeout=120, check=True)
     assert "added (only the proposed rules raise these): 1" in text.stdout
     assert "earlier: 1" in text.stdout
+
+    # Without --replace-all the file changes only the rules it names: a lower filter limit, nothing else.
+    change = tmp_path / "change.toml"
+    change.write_text('[[rules]]\nname = "filter_clogged"\nabove = 260.0\nclear_at = 230.0\n')
+    proc = subprocess.run([sys.executable, "-m", "collector", "simulate", "--rules", str(change), "--since", "3d",
+                           "--json", "--config", str(config)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    summary_ = json.loads(proc.stdout)["summary"]
+    assert summary_ == {"current": 2, "proposed": 2, "added": 0, "removed": 0, "earlier": 1, "later": 0,
+                        "unchanged": 1}, summary_
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[[rules]]\nname = "x"\nkind = "trend"\nasset_type = "pump"\npoint = "p"\nabove = 1.0\n'
@@ -138,6 +150,10 @@ def test_simulate_cli_on_a_recorded_history(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "collector", "simulate", "--config", str(config), "--rules",
                            str(bad)], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and "rules[0].horizon_days" in proc.stderr
+    bad.write_text('[[rules]]\nname = "filter_clogged"\nabvoe = 260.0\n')
+    proc = subprocess.run([sys.executable, "-m", "collector", "simulate", "--config", str(config), "--rules",
+                           str(bad)], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "rules[0].abvoe: unknown key" in proc.stderr
 
 
 def test_replay_matches_production_for_the_same_rules(tmp_path: Path) -> None:
