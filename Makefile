@@ -2,18 +2,30 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics snmpd prometheus-node-exporter python3
+# Servers the integration tests start; lintian checks the Debian package (tests/integration/test_debian_package.py).
+DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics snmpd prometheus-node-exporter python3 lintian
 # Third-party protocol stacks the tests talk to (node-opcua), installed from the lock file.
 NODE_PEERS := tests/peers/node-opcua
+DEB_OUT ?= dist
 
-.PHONY: demo test proto lint bench venv debian-packages node-packages node-peers demo-packages clean
+.PHONY: demo test proto lint bench venv debian-packages node-packages node-peers demo-packages deb footprint clean
 
+# Development and tests: the package with every extra, plus the test tools.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,plot]'
+	$(PY) -m pip install -q -e '.[all,plot,dev]'
 	touch $(STAMP)
+
+# The demo needs the package with its protocols and plotting, not the test tools. pip shows what it
+# downloads and installs, so the first run (a minute or two) does not look hung.
+$(DEMO_STAMP): pyproject.toml
+	@if test -f $(STAMP) && ! test pyproject.toml -nt $(STAMP); then touch $@; exit 0; fi; \
+	test -x $(PY) || python3 -m venv $(VENV); \
+	echo "== first run: installing what the demo needs into $(VENV) (about 250 MB, a minute or two)"; \
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -e '.[demo]' && touch $@
 
 venv: $(STAMP)
 
@@ -44,7 +56,7 @@ demo-packages:
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends mosquitto; } || \
 	  echo "mosquitto could not be installed: the demo runs without the MQTT sensors"
 
-demo: $(STAMP) demo-packages
+demo: $(DEMO_STAMP) demo-packages
 	$(VENV)/bin/twin-demo --report demo-report.json
 
 test: $(STAMP) debian-packages node-peers
@@ -60,5 +72,14 @@ lint: $(STAMP)
 bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# The Debian package: the application in its own venv under /opt/facility-twin, units, configs,
+# Grafana files, docs (packaging/README.md). Needs Debian's python3 and dpkg-deb.
+deb:
+	/usr/bin/python3 packaging/build_deb.py --out $(DEB_OUT)
+
+# Installed size and idle memory per role, each in a fresh venv (README "Footprint").
+footprint: $(STAMP)
+	$(PY) bench/footprint.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info demo-report.json $(NODE_PEERS)/node_modules
+	rm -rf $(VENV) build dist *.egg-info demo-report.json $(NODE_PEERS)/node_modules

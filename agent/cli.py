@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import sqlite3
 import sys
@@ -28,6 +27,7 @@ from runtime.command_line import (
     utc_text,
 )
 from runtime.errors import ConfigError
+from runtime.extras import import_feature
 from runtime.secrets import SecretPolicy, UnreadableSecret, secret_policy
 
 if TYPE_CHECKING:
@@ -73,13 +73,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    from runtime.tomlconfig import load_toml
+
     if args.file is not None:
         args.config = args.file
+    path = config_path(args, DEFAULT_CONFIG)
+    require_readable_config(path, SERVICE_GROUP)
+    data = load_toml(path)
+    if "sources" in data and not {"agent", "uplink"} & data.keys():
+        return _check_fragment(path, data, args.strict_secrets)
     config, unreadable = _load(args, SecretPolicy.CHECK)
     points = sum(len(a.points) for a in config.assets)
     path = config_path(args, DEFAULT_CONFIG)
     return report_check(f"{path}: OK: agent {config.agent.id}, {len(config.assets)} assets, "
                         f"{len(config.connectors)} sources, {points} points", unreadable, args.strict_secrets)
+
+
+def _check_fragment(path: Path, data: dict[str, Any], strict: bool) -> int:
+    """A file of `[[sources]]` only (a connector's sample.toml, a part being written): each source is
+    validated as in a whole configuration; its points may name any asset."""
+    from agent.connectors import build_connector
+
+    unknown = sorted(set(data) - {"sources"})
+    if unknown:
+        raise ConfigError(f"{path}: {', '.join(unknown)}: unknown in a sources-only file (a whole configuration "
+                          "also has [agent] and [uplink])")
+    if not isinstance(data["sources"], list):
+        raise ConfigError(f"{path}: sources: must be [[sources]] tables")
+    errors, points, assets = [], 0, set()
+    with secret_policy(SecretPolicy.CHECK) as unreadable:
+        for i, table in enumerate(data["sources"]):
+            try:
+                connector = build_connector(table, f"sources[{i}]")
+            except ConfigError as exc:
+                errors.append(str(exc))
+                continue
+            points += len(connector.points())
+            assets |= {p.asset for p in connector.points()}
+    if errors:
+        raise ConfigError(f"{path}:\n" + "\n".join(errors))
+    return report_check(f"{path}: OK (sources only): {len(data['sources'])} sources, {points} points for assets "
+                        f"{', '.join(sorted(assets))}; paste them next to [agent], [uplink] and those [[assets]]",
+                        unreadable, strict)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -251,7 +286,8 @@ def _refuse(exc: ConfigError) -> int:
 
 
 def _attach(parser: argparse.ArgumentParser, module: str | ModuleType) -> None:
-    mod = importlib.import_module(module) if isinstance(module, str) else module
+    mod = import_feature(module, f"twin-agent {parser.prog.split(' ', 1)[-1]}") if isinstance(module, str) \
+        else module
     mod.add_arguments(parser)
     parser.set_defaults(func=mod.run)
 
@@ -262,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "any_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return run_command(lambda: args.func(args))
+    return run_command(lambda: args.func(args), "twin-agent")
 
 
 if __name__ == "__main__":

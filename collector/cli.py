@@ -16,10 +16,9 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collector import __version__
-from collector.config import CollectorConfig, hash_token, load_collector_config
 from collector.workorders.prognosis import format_remaining_life
 from runtime.command_line import (
     add_config_option,
@@ -32,6 +31,9 @@ from runtime.command_line import (
 from runtime.errors import ConfigError
 from runtime.secrets import SecretPolicy, UnreadableSecret, secret_policy
 
+if TYPE_CHECKING:
+    from collector.config import CollectorConfig
+
 __all__ = ["DEFAULT_CONFIG", "main"]
 
 DEFAULT_CONFIG = Path("/etc/twin-collector/collector.toml")
@@ -39,6 +41,10 @@ SERVICE_GROUP = "twin-collector"
 
 
 def _load(args: argparse.Namespace, policy: SecretPolicy) -> tuple[CollectorConfig, list[UnreadableSecret]]:
+    # Imported here: the collector's modules need the 'collector' extra, and without it the command
+    # should say so (run_command) instead of failing at import.
+    from collector.config import load_collector_config
+
     path = config_path(args, DEFAULT_CONFIG)
     require_readable_config(path, SERVICE_GROUP)
     with secret_policy(policy) as unreadable:
@@ -46,6 +52,7 @@ def _load(args: argparse.Namespace, policy: SecretPolicy) -> tuple[CollectorConf
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from collector.config import load_collector_config
     from collector.daemon import CollectorDaemon
     from collector.metrics import collector_registry
     from runtime.logs import setup_logging
@@ -60,6 +67,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    from collector.config import load_collector_config
+
     if args.file is not None:
         args.config = args.file
     path = config_path(args, DEFAULT_CONFIG)
@@ -77,6 +86,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_hash_token(args: argparse.Namespace) -> int:
+    from collector.config import hash_token
+
     # A token piped in (`... | twin-collector hash-token`) is read as it comes; only a terminal is
     # asked for it without echo.
     piped = args.stdin or not sys.stdin.isatty()
@@ -357,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(lambda: args.func(args))
+    return run_command(lambda: args.func(args), "twin-collector")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from runtime.errors import ConfigError
+from runtime.extras import MissingExtraError, missing_extra_message
 from runtime.secrets import UnreadableSecret
 
 __all__ = ["add_config_option", "age_text", "config_path", "report_check", "require_readable_config", "run_command",
@@ -84,13 +85,23 @@ def age_text(ns: int, now_ns: int | None = None) -> str:
     return f"{s / 86400:.1f} d ago"
 
 
-def run_command(func: Callable[[], int]) -> int:
-    """Run a command: configuration errors print without a traceback (exit 2), Ctrl-C exits 130, and
-    a reader that went away (`| head`) ends the command quietly."""
+def run_command(func: Callable[[], int], tool: str) -> int:
+    """Run a command: configuration errors print without a traceback (exit 2), so does a missing
+    optional part (naming the extra to install), Ctrl-C exits 130, and a reader that went away
+    (`| head`) ends the command quietly."""
     try:
         return int(func() or 0)
+    except MissingExtraError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(exc, tool)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

