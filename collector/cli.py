@@ -285,6 +285,8 @@ async def _assets(args: argparse.Namespace) -> int:
                   f"{a['condition']:<9} link: {a['link_reason'] or '-'}; condition: {a['condition_reason'] or '-'}")
             for sensor, rl in a.get("remaining_life", {}).items():
                 print(f"{'':<16} remaining life {sensor}: {format_remaining_life(rl)}")
+        for asset, missing in await fleet.undeclared_dependencies():
+            print(f"warning: {asset} depends on {missing}, which no agent declares", file=sys.stderr)
         return 0
     finally:
         await fleet.close()

@@ -281,6 +281,10 @@ class FleetTwin:
                         "THEN excluded.expected_since_ns ELSE points.expected_since_ns END, "
                         "expected_interval_s = excluded.expected_interval_s, declared = 1",
                         (a.id, p.name, p.unit, p.kind, p.expected_interval_s, now))
+            for asset, missing in await undeclared_dependencies(db, [a.id for a in hello.assets]):
+                log.warning("asset %s (agent %s) depends on %s, which no agent declares: check the id in its "
+                            "depends_on (or the agent that declares it has not connected yet)",
+                            asset, hello.agent_id, missing)
             declared = [a.id for a in hello.assets]
             await db.execute(
                 f"UPDATE points SET expected_interval_s = 0, declared = 0 WHERE asset IN (SELECT asset FROM assets "
@@ -658,6 +662,10 @@ class FleetTwin:
                 "link": row[9], "link_reason": row[10], "condition": row[11], "condition_reason": row[12],
                 "points": points, "vibration": vib, "remaining_life": await remaining_life.latest(db, asset)}
 
+    async def undeclared_dependencies(self) -> list[tuple[str, str]]:
+        """(asset, depends_on id) pairs whose id no agent has declared."""
+        return await undeclared_dependencies(self.db)
+
     async def assets(self) -> list[dict[str, Any]]:
         names = [r[0] for r in await (await self.db.execute("SELECT asset FROM assets ORDER BY asset")).fetchall()]
         out = []
@@ -770,3 +778,11 @@ class FleetTwin:
         async with self.transaction():
             return await self.work_orders.close(wo_id, who, note)
 
+
+async def undeclared_dependencies(db: aiosqlite.Connection, assets: Sequence[str] | None = None
+                                  ) -> list[tuple[str, str]]:
+    """(asset, id) for each `depends_on` id that is not an asset of any agent (of `assets`, or all)."""
+    rows = await (await db.execute(
+        "SELECT a.asset, d.value FROM assets a, json_each(a.depends_on) d "
+        "WHERE d.value NOT IN (SELECT asset FROM assets) ORDER BY a.asset, d.value")).fetchall()
+    return [(r[0], r[1]) for r in rows if assets is None or r[0] in assets]

@@ -3,10 +3,16 @@
 WAL lets readers (`twin-agent status`, the demo, the API) read while the daemon writes;
 `synchronous=FULL` makes a commit survive a power cut, which is what "acked means stored" and
 "queued means on disk" rest on; `busy_timeout` lets a CLI command and the daemon share a file.
+
+SQLite creates its files 0644 minus the umask, whatever the umask allows; the files are set to
+0666 minus the umask instead, like any other file the process creates. Under the collector's unit
+(UMask=0007, setgid state directory) that makes them writable by the group, so operators in it can
+change work orders with `twin-collector work-orders`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +33,7 @@ async def open_database(path: Path, schema: str, *, autocommit: bool = False,
     path.parent.mkdir(parents=True, exist_ok=True)
     db = await aiosqlite.connect(path, isolation_level=None if autocommit else "DEFERRED")
     try:
+        apply_umask(path)  # before WAL: SQLite gives the -wal and -shm files the database's mode
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute(f"PRAGMA synchronous={synchronous}")
         await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -35,4 +42,28 @@ async def open_database(path: Path, schema: str, *, autocommit: bool = False,
     except BaseException:
         await db.close()
         raise
+    apply_umask(path)
     return db
+
+
+def process_umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def apply_umask(path: Path) -> None:
+    """Give the database and its -wal/-shm files 0666 minus the umask, where this process owns them."""
+    mode = 0o666 & ~process_umask()
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = file.stat()
+            if st.st_uid == os.geteuid() and st.st_mode & 0o777 != mode:
+                file.chmod(mode)
+        except OSError:
+            continue

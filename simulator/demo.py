@@ -183,9 +183,11 @@ def describe_work_order(wo: dict[str, Any]) -> list[str]:
         out.append(f"      depends on: {'; '.join(deps)}")
     trend = ctx.get("trend", {}).get("values", [])
     if trend:
+        from collector.workorders.history import series_label
+
         vals = [v[1] if isinstance(v, list | tuple) else v for v in trend]
-        out.append(f"      trend ({ctx['trend'].get('series', '')}): {min(vals):.4g} -> {max(vals):.4g}, "
-                   f"last {vals[-1]:.4g}")
+        out.append(f"      trend of {series_label(ctx['trend'].get('series', ''))}: {min(vals):.4g} -> "
+                   f"{max(vals):.4g}, last {vals[-1]:.4g}")
     changes = ctx.get("recent_changes", [])
     if changes:
         out.append("      recent changes: " + "; ".join(
@@ -195,41 +197,85 @@ def describe_work_order(wo: dict[str, Any]) -> list[str]:
     return out
 
 
-def render(elapsed: float, duration: float, agent: dict[str, Any], collector: dict[str, Any]) -> str:
-    lines = [f"facility-twin demo  t={elapsed:5.0f}s / {duration:.0f}s   (Ctrl-C to stop early)", ""]
+def header_lines(elapsed: float, duration: float, agent: dict[str, Any], collector: dict[str, Any],
+                 stopped: str = "") -> list[str]:
+    """What must always be on screen: the time, the agent's link and queue, the store.
+
+    `stopped` replaces the link state once the agent has stopped: after a clean stop its link is
+    down by design, which is not news."""
+    clock = time.strftime("%H:%M:%S UTC", time.gmtime())
+    lines = [f"facility-twin demo  {clock}  t={elapsed:.0f}s / {duration:.0f}s  (Ctrl-C stops)"]
     if agent:
         q, u = agent["queue"], agent["uplink"]
-        link = "connected" if u["connected"] else "DISCONNECTED"
-        lines.append(f"agent {agent['agent']}: link {link}, batches sent {u['sent']} acked {u['acked']}, "
-                     f"queue {q['batches']} batches / {q['bytes'] / 1024:.1f} KiB, dropped {q['dropped']}")
-        for name, a in agent["assets"].items():
-            twin = collector["assets"].get(name, {})
-            link, condition = twin.get("link", a["state"]), twin.get("condition", "good")
-            lines.append(f"  {name}  link {link}, condition {condition}"
-                         + (f" ({twin['link_reason']})" if link != "online" and twin.get("link_reason") else ""))
-            if condition != "good" and twin.get("condition_reason"):
-                lines.append(f"    why: {twin['condition_reason']}")
-            for point, p in a["points"].items():
-                flag = "" if p["quality"] == "GOOD" else f"  {p['quality']} {p['reason']}"
-                lines.append(f"    {point:<24} {p['value']:>12} {p['unit']:<6}{flag}")
-        for sensor, v in agent.get("vibration", {}).items():
-            lines.append(f"  vibration {sensor}: {v['velocity_rms_mm_s']:.2f} mm/s zone {v['iso_zone']}, "
-                         f"{v['rpm']:.0f} rpm, {v['fault']} ({v['confidence']:.0%}), health {v['health']:.0f}")
-        for asset, sensors in collector.get("remaining_life", {}).items():
-            for sensor, rl in sensors.items():
-                lines.append(f"  remaining life {asset}/{sensor}: {format_remaining_life(rl)}")
+        link = stopped or ("link connected" if u["connected"] else "link DISCONNECTED")
+        lines.append(f"agent {agent['agent']}: {link}, acked {u['acked']}/{u['sent']}, queue {q['batches']} "
+                     f"({q['bytes'] / 1024:.1f} KiB), dropped {q['dropped']}")
     else:
         lines.append("agent: starting...")
-    lines.append(f"\ncollector: {collector['points_stored']} points stored" if collector["points_stored"]
-                 else "\ncollector: points go to InfluxDB" if collector.get("influx") else "\ncollector: starting...")
-    wos = [w for w in collector["work_orders"] if w.get("category") != "collector"]
-    incidents = [w for w in collector["work_orders"] if w.get("category") == "collector"]
-    lines.append(f"work orders: {len(wos)}")
-    for wo in wos:
-        lines += describe_work_order(wo)
-    for wo in incidents:  # the monitoring's own outages: not field work
-        lines.append(f"collector incident {wo['id']} ({wo['status']}): {wo['title']}")
-    return "\n".join(lines)
+    stored = (f"{collector['points_stored']} points stored" if collector["points_stored"]
+              else "points go to InfluxDB" if collector.get("influx") else "starting...")
+    field = [w for w in collector["work_orders"] if w.get("category") != "collector"]
+    incidents = len(collector["work_orders"]) - len(field)
+    lines.append(f"collector: {stored}, {len(field)} work orders"
+                 + (f", {incidents} collector incidents" if incidents else ""))
+    return lines
+
+
+def body_lines(agent: dict[str, Any], collector: dict[str, Any]) -> list[str]:
+    """Everything else, most important first: work orders, then vibration, then the assets."""
+    lines: list[str] = []
+    for wo in collector["work_orders"]:
+        if wo.get("category") != "collector":
+            lines += describe_work_order(wo)
+    for wo in collector["work_orders"]:  # the monitoring's own outages: not field work
+        if wo.get("category") == "collector":
+            lines.append(f"collector incident {wo['id']} ({wo['status']}): {wo['title']}")
+    for sensor, v in agent.get("vibration", {}).items():
+        lines.append(f"vibration {sensor}: {v['velocity_rms_mm_s']:.2f} mm/s zone {v['iso_zone']}, "
+                     f"{v['rpm']:.0f} rpm, {v['fault']} ({v['confidence']:.0%}), health {v['health']:.0f}")
+    for asset, sensors in collector.get("remaining_life", {}).items():
+        for sensor, rl in sensors.items():
+            lines.append(f"remaining life {asset}/{sensor}: {format_remaining_life(rl)}")
+    for name, a in agent.get("assets", {}).items():
+        twin = collector["assets"].get(name, {})
+        link, condition = twin.get("link", a["state"]), twin.get("condition", "good")
+        lines.append(f"{name}  link {link}, condition {condition}"
+                     + (f" ({twin['link_reason']})" if link != "online" and twin.get("link_reason") else ""))
+        if condition != "good" and twin.get("condition_reason"):
+            lines.append(f"  why: {twin['condition_reason']}")
+        for point, p in a["points"].items():
+            flag = "" if p["quality"] == "GOOD" else f"  {p['quality']} {p['reason']}"
+            lines.append(f"  {point:<24} {p['value']:>12} {p['unit']:<6}{flag}")
+    return lines
+
+
+def fit_screen(header: list[str], body: list[str], width: int = 80, height: int = 24) -> str:
+    """The header always, then as much of the body as fits, the rest counted; no line wider than
+    the screen (a wrapped line would scroll the header away)."""
+    def clip(line: str) -> str:
+        return line if len(line) <= width else line[:width - 3] + "..."
+
+    room = max(0, height - len(header) - 1)  # one blank line between header and body
+    shown = body if len(body) <= room else body[:max(0, room - 1)]
+    lines = [clip(line) for line in header] + [""] + [clip(line) for line in shown]
+    if len(shown) < len(body):
+        lines.append(clip(f"... {len(body) - len(shown)} more lines (all of it: the report at the end, "
+                          "or twin-collector work-orders list)"))
+    return "\n".join(lines[:height])
+
+
+def render(elapsed: float, duration: float, agent: dict[str, Any], collector: dict[str, Any],
+           size: tuple[int, int] | None = None, stopped: str = "") -> str:
+    """The live view, fitted to `size` (columns, rows; None: everything, for the end summary)."""
+    header, body = header_lines(elapsed, duration, agent, collector, stopped), body_lines(agent, collector)
+    if size is None:
+        return "\n".join([*header, "", *body])
+    return fit_screen(header, body, *size)
+
+
+def screen_size() -> tuple[int, int]:
+    columns, rows = shutil.get_terminal_size((80, 24))
+    return max(columns, 40), max(rows, 10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             agent, collector = read_agent(workdir), read_collector(workdir) | {"influx": bool(args.influx_url)}
             if interactive:
-                print("\033[2J\033[H" + render(elapsed, args.duration, agent, collector), flush=True)
+                print("\033[2J\033[H" + render(elapsed, args.duration, agent, collector, screen_size()), end="",
+                      flush=True)
             else:
                 u = agent.get("uplink", {})
                 print(f"t={elapsed:4.0f}s acked={u.get('acked', 0)} stored={collector['points_stored']} "
@@ -293,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
         agent, collector = read_agent(workdir), read_collector(workdir) | {"assets": live["assets"],
                                                                           "influx": bool(args.influx_url)}
+        exit_code = procs.procs["agent"].returncode if "agent" in procs.procs else None
+        stopped = ("agent stopped" + (" cleanly" if exit_code == 0 else f" (exit status {exit_code})")
+                   if exit_code is not None else "")
         report = {
             "workdir": str(workdir),
             "points_stored": int(collector["points_stored"]),
@@ -306,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             "work_orders": collector["work_orders"],
         }
         print("\n" + render(time.monotonic() - started if "started" in locals() else 0, args.duration,
-                            agent, collector))
+                            agent, collector, stopped=stopped))
         if args.report:
             args.report.parent.mkdir(parents=True, exist_ok=True)
         report["spectrum_plots"] = plot_last_blocks(workdir, args.report.parent if args.report else workdir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,6 @@ def test_demo_raises_filter_work_order(tmp_path: Path) -> None:
         assert rl["rule"] == "remaining_life" and rl["estimate_s"] is not None
         assert rl["low_s"] <= rl["estimate_s"] <= rl["high_s"]
         assert "remaining life pump-1/de_accel: ~" in proc.stdout, "the live view shows it"
+    summary = proc.stdout[proc.stdout.rindex("facility-twin demo"):]
+    assert "DISCONNECTED" not in summary and "agent stopped cleanly" in summary, summary[:500]
+    assert not re.search(r"\b(point|vibration):[\w.-]+:\w+", proc.stdout), "internal series keys shown"
