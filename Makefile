@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 $(DEMO_STAMP): pyproject.toml
 	@if test -f $(STAMP) && ! test pyproject.toml -nt $(STAMP); then touch $@; exit 0; fi; \
 	test -x $(PY) || python3 -m venv $(VENV); \
-	echo "== first run: installing what the demo needs into $(VENV) (about 250 MB, a minute or two)"; \
+	echo "== first run: installing what the demo needs into $(VENV) (about 320 MB, a minute or two)"; \
 	$(PY) -m pip install --disable-pip-version-check --progress-bar on -e '.[demo]' && touch $@
 
 venv: $(STAMP)

@@ -40,7 +40,7 @@ def test_a_busy_facility_fits_80x24_with_the_header_first() -> None:
     lines = screen.split("\n")
     assert len(lines) <= 24 and max(len(line) for line in lines) <= 80
     assert re.match(r"facility-twin demo  \d\d:\d\d:\d\d UTC  t=35s / 60s", lines[0])
-    assert lines[1].startswith("agent gw-demo: link connected, sent 40 acked 38, queue 3 batches 4.0 KiB")
+    assert lines[1] == "agent gw-demo: link connected, acked 38/40, queue 3 (4.0 KiB), dropped 0"
     assert lines[2] == "collector: 1234 points stored, 5 work orders"
     assert re.match(r"\.\.\. \d+ more lines", lines[-1]), lines[-1]
     assert "WO-000000" in screen, "work orders come first"
