@@ -3,6 +3,8 @@
 WAL lets readers (`twin-agent status`, the demo, the API) read while the daemon writes;
 `synchronous=FULL` makes a commit survive a power cut, which is what "acked means stored" and
 "queued means on disk" rest on; `busy_timeout` lets a CLI command and the daemon share a file.
+The tables come from the file's `DatabaseSchema` (runtime/schema.py), which records their
+versions and migrates an older file forward, in one transaction, before the connection is used.
 
 SQLite creates its files 0644 minus the umask, whatever the umask allows; the files are set to
 0666 minus the umask instead, like any other file the process creates. Under the collector's unit
@@ -18,18 +20,24 @@ from typing import Literal
 
 import aiosqlite
 
+from runtime.schema import DatabaseSchema, SchemaPart
+
 __all__ = ["open_database"]
 
 BUSY_TIMEOUT_MS = 10_000
 
 
-async def open_database(path: Path, schema: str, *, autocommit: bool = False,
+async def open_database(path: Path, schema: DatabaseSchema | str, *, autocommit: bool = False,
                         synchronous: Literal["FULL", "NORMAL"] = "FULL") -> aiosqlite.Connection:
-    """Create the folder and the tables if needed, and return the open connection.
+    """Create the folder, create or migrate the tables, and return the open connection.
 
-    `autocommit=True` leaves transactions to the caller (explicit BEGIN/COMMIT). `synchronous="NORMAL"`
-    is for state that is rebuilt from the devices anyway (the agent's twin), to spare flash storage.
+    `schema` is the file's DatabaseSchema; a plain script of CREATE statements counts as one part
+    named after the file. `autocommit=True` leaves transactions to the caller (explicit
+    BEGIN/COMMIT). `synchronous="NORMAL"` is for state that is rebuilt from the devices anyway (the
+    agent's twin), to spare flash storage.
     """
+    if isinstance(schema, str):
+        schema = DatabaseSchema(path.name, [SchemaPart(path.stem, schema)])
     path.parent.mkdir(parents=True, exist_ok=True)
     db = await aiosqlite.connect(path, isolation_level=None if autocommit else "DEFERRED")
     try:
@@ -37,8 +45,13 @@ async def open_database(path: Path, schema: str, *, autocommit: bool = False,
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute(f"PRAGMA synchronous={synchronous}")
         await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        await db.executescript(schema)
-        await db.commit()
+        await db.execute("BEGIN IMMEDIATE")  # one writer migrates; a second opener waits, then finds it done
+        try:
+            await schema.apply(db)
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")
     except BaseException:
         await db.close()
         raise
