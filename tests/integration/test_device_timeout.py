@@ -70,9 +70,11 @@ def test_device_timeout_marks_points_bad_and_recovers(tmp_path: Path) -> None:
         agent.stop()
         # Stopped: the same command reads the state files the agent left behind.
         (agent_dir / "state" / "status.json").unlink()
-        out = subprocess.run([sys.executable, "-m", "agent", "status", "--config", str(agent_dir / "agent.toml")],
-                             capture_output=True, text=True, check=True).stdout
-        assert "agent not running" in out and "r5" in out and "100.5" in out
+        stopped = subprocess.run([sys.executable, "-m", "agent", "status", "--config", str(agent_dir / "agent.toml")],
+                                 capture_output=True, text=True, check=False)
+        assert stopped.returncode == 3, "exit status 3: the agent does not run"
+        out = stopped.stdout
+        assert "NOT RUNNING, stopped" in out and "r5" in out and "100.5" in out
     finally:
         os.kill(device.pid, signal.SIGCONT)
         for p in (agent, collector, device):
