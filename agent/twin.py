@@ -21,6 +21,7 @@ import aiosqlite
 import numpy as np
 
 from agent.model import AssetSpec, PointSpec, Quality, Reading, Value
+from runtime.schema import DatabaseSchema, SchemaPart
 from runtime.sqlite import open_database
 
 __all__ = ["AssetView", "Change", "LocalTwin", "PointState"]
@@ -40,6 +41,8 @@ CREATE TABLE IF NOT EXISTS changes (
     ts_ns INTEGER NOT NULL, kind TEXT NOT NULL, old_value TEXT NOT NULL, new_value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS changes_ts ON changes (ts_ns);
 """
+# The twin's tables and their versions (runtime/schema.py; register a Migration when a table changes).
+TWIN_DATABASE = DatabaseSchema("twin.sqlite", [SchemaPart("twin", _SCHEMA)])
 
 
 @dataclass(slots=True)
@@ -106,7 +109,7 @@ class LocalTwin:
     async def open(self) -> None:
         """Open the store and resume from the last persisted state (values shown, quality kept)."""
         # The latest values come back from the devices anyway: spare the flash a sync per flush.
-        self._db = await open_database(self.db_path, _SCHEMA, synchronous="NORMAL")
+        self._db = await open_database(self.db_path, TWIN_DATABASE, synchronous="NORMAL")
         async with self._db.execute("SELECT asset, point, value, quality, reason, ts_ns FROM point_state") as cur:
             async for asset, point, value, quality, reason, ts_ns in cur:
                 ps = self._point(asset, point)

@@ -32,10 +32,11 @@ import aiosqlite
 import numpy as np
 
 from collector.condition import asset_condition
-from collector.itsm import SCHEMA as OUTBOX_SCHEMA
+from collector.itsm import SCHEMA_PART as OUTBOX_PART
 from collector.prognosis import store as remaining_life
 from collector.prognosis.remaining_life import RemainingLife
 from collector.workorders import history
+from collector.workorders.annotations import SCHEMA_PART as ANNOTATIONS_PART
 from collector.workorders.collector_health import collector_health_rule
 from collector.workorders.data_quality import AgentOfflineRule
 from collector.workorders.evaluate import (
@@ -51,9 +52,10 @@ from collector.workorders.evaluate import (
 )
 from collector.workorders.history import HistorySettings
 from collector.workorders.rules import SEVERITIES, Finding
-from collector.workorders.store import SCHEMA as WORK_ORDER_SCHEMA
-from collector.workorders.store import WorkOrder, WorkOrderListener, WorkOrderStore, migrate
+from collector.workorders.store import SCHEMA_PART as WORK_ORDERS_PART
+from collector.workorders.store import WorkOrder, WorkOrderListener, WorkOrderStore
 from protos.twin.v1 import twin_pb2
+from runtime.schema import DatabaseSchema, Migration, SchemaPart, add_column
 from runtime.sqlite import open_database
 
 __all__ = ["AssetStatus", "FleetTwin", "IngestCounters", "SqliteRuleStore"]
@@ -99,15 +101,36 @@ CREATE TABLE IF NOT EXISTS rule_states (
     PRIMARY KEY (asset, rule, subject)) WITHOUT ROWID;
 """
 
+
+async def _pre_release_columns(db: aiosqlite.Connection) -> None:
+    if await add_column(db, "agents", "connected_ns", "INTEGER NOT NULL DEFAULT 0"):
+        # threshold state of the single-subject layout, kept so an active condition still clears
+        await db.execute("INSERT OR IGNORE INTO rule_states SELECT asset, rule, '', state FROM rule_state")
+
+
+async def _link_and_condition(db: aiosqlite.Connection) -> None:
+    await add_column(db, "agents", "started_ns", "INTEGER NOT NULL DEFAULT 0")
+    await add_column(db, "points", "declared", "INTEGER NOT NULL DEFAULT 0")
+    await add_column(db, "points", "expected_since_ns", "INTEGER NOT NULL DEFAULT 0")
+    for column, decl in (("link", "TEXT NOT NULL DEFAULT 'unknown'"), ("link_reason", "TEXT NOT NULL DEFAULT ''"),
+                         ("condition", "TEXT NOT NULL DEFAULT 'good'"),
+                         ("condition_reason", "TEXT NOT NULL DEFAULT ''"), ("status_ns", "INTEGER NOT NULL DEFAULT 0")):
+        await add_column(db, "assets", column, decl)
+
+
+# A new column: add it to _SCHEMA and a Migration(version=<next>, ..., add_column) here.
+FLEET_PART = SchemaPart("fleet", _SCHEMA, (
+    Migration(2, "agents.connected_ns and per-subject rule state, which releases before 0.1.0 did not have",
+              _pre_release_columns),
+    Migration(3, "data quality in data time and each asset's link and condition: agents.started_ns, "
+              "points.declared and expected_since_ns, assets.link, condition and their reasons", _link_and_condition),
+))
+# collector.sqlite: every component that keeps tables in it registers its part here; each part has its
+# own version and migrations (runtime/schema.py), applied when the file is opened.
+FLEET_DATABASE = DatabaseSchema("collector.sqlite", [FLEET_PART, WORK_ORDERS_PART, history.SCHEMA_PART, OUTBOX_PART,
+                                                     ANNOTATIONS_PART, remaining_life.SCHEMA_PART])
+
 _QUALITY = {int(twin_pb2.GOOD): "GOOD", int(twin_pb2.UNCERTAIN): "UNCERTAIN", int(twin_pb2.BAD): "BAD"}
-
-
-async def _add_columns(db: aiosqlite.Connection, table: str, columns: dict[str, str]) -> None:
-    """Bring a table created by an earlier version up to this schema."""
-    have = {r[1] for r in await (await db.execute(f"PRAGMA table_info({table})")).fetchall()}
-    for name, decl in columns.items():
-        if name not in have:
-            await db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,23 +218,7 @@ class FleetTwin:
         self.work_orders: WorkOrderStore | None = None
 
     async def open(self) -> None:
-        self._db = await open_database(self.path, _SCHEMA + WORK_ORDER_SCHEMA + history.SCHEMA + OUTBOX_SCHEMA
-                                       + remaining_life.SCHEMA, autocommit=True)
-        async with self.transaction() as db:
-            await migrate(db)
-            cols = {r[1] for r in await (await db.execute("PRAGMA table_info(agents)")).fetchall()}
-            if "connected_ns" not in cols:
-                await db.execute("ALTER TABLE agents ADD COLUMN connected_ns INTEGER NOT NULL DEFAULT 0")
-                # threshold state of the single-subject layout, kept so an active condition still clears
-                await db.execute("INSERT OR IGNORE INTO rule_states SELECT asset, rule, '', state FROM rule_state")
-            await _add_columns(db, "agents", {"started_ns": "INTEGER NOT NULL DEFAULT 0"})
-            await _add_columns(db, "points", {"declared": "INTEGER NOT NULL DEFAULT 0",
-                                              "expected_since_ns": "INTEGER NOT NULL DEFAULT 0"})
-            await _add_columns(db, "assets", {"link": "TEXT NOT NULL DEFAULT 'unknown'",
-                                              "link_reason": "TEXT NOT NULL DEFAULT ''",
-                                              "condition": "TEXT NOT NULL DEFAULT 'good'",
-                                              "condition_reason": "TEXT NOT NULL DEFAULT ''",
-                                              "status_ns": "INTEGER NOT NULL DEFAULT 0"})
+        self._db = await open_database(self.path, FLEET_DATABASE, autocommit=True)
         self.work_orders = WorkOrderStore(self._db, self.listener)
 
     async def close(self) -> None:

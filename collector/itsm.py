@@ -64,11 +64,12 @@ from pydantic import Field, field_validator, model_validator
 from collector.workorders.rules import FIELD_CATEGORIES, SEVERITIES, Severity
 from collector.workorders.store import WorkOrder, WorkOrderEvent
 from runtime.errors import ConfigError
+from runtime.schema import SchemaPart
 from runtime.secrets import read_secret
 from runtime.tomlconfig import StrictModel
 
-__all__ = ["SCHEMA", "Forwarder", "Outbox", "Webhook", "WebhookSettings", "load_webhooks", "render_generic",
-           "render_servicenow", "sign"]
+__all__ = ["SCHEMA", "SCHEMA_PART", "Forwarder", "Outbox", "Webhook", "WebhookSettings", "load_webhooks",
+           "render_generic", "render_servicenow", "sign"]
 
 log = logging.getLogger("twin.collector.itsm")
 
@@ -90,6 +91,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (webhook, idempotency_key));
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (webhook, id) WHERE delivered_ns IS NULL AND rejected_ns IS NULL;
 """
+# Registered with the fleet database (collector/fleet.py, runtime/schema.py).
+SCHEMA_PART = SchemaPart("outbox", SCHEMA)
 
 GENERIC_SCHEMA = "facility-twin.work-order-event/1"
 REJECTING_STATUSES = frozenset({400, 413, 415, 422})  # the payload itself is refused: retrying cannot help

@@ -19,6 +19,7 @@ import aiosqlite
 
 from collector.points import FieldValue, Point, PointsRejectedError, SinkStats, storable_fields
 from runtime.errors import SinkError
+from runtime.schema import DatabaseSchema, SchemaPart
 from runtime.sqlite import open_database
 
 __all__ = ["SqliteSummarySink"]
@@ -33,6 +34,8 @@ CREATE TABLE IF NOT EXISTS summary_points (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS summary_points_by_time ON summary_points (measurement, ts_ns);
 """
+# The embedded store's tables and their versions (runtime/schema.py).
+SUMMARY_DATABASE = DatabaseSchema("summaries.sqlite", [SchemaPart("summaries", SCHEMA)])
 
 UPSERT = """
 INSERT INTO summary_points (measurement, series, ts_ns, fields) VALUES (?, ?, ?, ?)
@@ -89,7 +92,7 @@ class SqliteSummarySink:
             if self._db is not None:
                 return
             try:
-                db = await open_database(self.path, SCHEMA)
+                db = await open_database(self.path, SUMMARY_DATABASE)
             except (OSError, sqlite3.Error) as exc:
                 raise SinkError(f"{self.target}: cannot open: {exc}") from None
             self._db = db

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from runtime.schema import DatabaseSchema, SchemaPart
 from runtime.sqlite import open_database
 
 __all__ = ["QueueStats", "StoreAndForwardQueue"]
@@ -31,6 +32,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY, created_ns INTEGER NOT NULL, payload BLOB NOT NULL);
 """
+# The queue's tables and their versions (runtime/schema.py; register a Migration when a table changes).
+QUEUE_DATABASE = DatabaseSchema("queue.sqlite", [SchemaPart("queue", _SCHEMA)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,7 @@ class StoreAndForwardQueue:
         self.changed = asyncio.Event()  # set when a batch is added
 
     async def open(self) -> None:
-        db = self._db = await open_database(self.path, _SCHEMA)  # synchronous=FULL: queued means on disk
+        db = self._db = await open_database(self.path, QUEUE_DATABASE)  # synchronous=FULL: queued means on disk
         meta = {k: v async for k, v in await db.execute("SELECT key, value FROM meta")}
         if "epoch" not in meta:
             meta["epoch"] = uuid.uuid4().hex

@@ -16,8 +16,9 @@ from typing import Any
 import aiosqlite
 
 from collector.prognosis.remaining_life import RemainingLife
+from runtime.schema import SchemaPart
 
-__all__ = ["SCHEMA", "latest", "latest_sync", "prune", "record"]
+__all__ = ["SCHEMA", "SCHEMA_PART", "latest", "latest_sync", "prune", "record"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS remaining_life (
@@ -27,6 +28,8 @@ CREATE TABLE IF NOT EXISTS remaining_life (
 CREATE INDEX IF NOT EXISTS remaining_life_series ON remaining_life (asset, sensor, rule, id);
 CREATE TABLE IF NOT EXISTS remaining_life_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), row INTEGER NOT NULL);
 """
+# Registered with the fleet database (collector/fleet.py, runtime/schema.py).
+SCHEMA_PART = SchemaPart("remaining_life", SCHEMA)
 
 
 def _finite(v: float) -> float | None:

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import aiosqlite
 
-from collector.fleet import FleetTwin
 from collector.points import Point, PointSink, PointsRejectedError, work_order_point
 from collector.workorders.store import WorkOrder
+from runtime.schema import SchemaPart
 
-__all__ = ["SUPERSEDED_STATUS", "WorkOrderAnnotations"]
+if TYPE_CHECKING:
+    from collector.fleet import FleetTwin
+
+__all__ = ["SCHEMA_PART", "SUPERSEDED_STATUS", "WorkOrderAnnotations"]
 
 log = logging.getLogger("twin.collector.annotations")
 
@@ -35,6 +39,9 @@ CREATE TABLE IF NOT EXISTS annotation_cursor (id INTEGER PRIMARY KEY CHECK (id =
 CREATE TABLE IF NOT EXISTS annotation_series (
     work_order INTEGER NOT NULL, severity TEXT NOT NULL, PRIMARY KEY (work_order, severity)) WITHOUT ROWID;
 """
+# Registered with the fleet database (collector/fleet.py, runtime/schema.py): the tables exist once
+# the fleet twin is open.
+SCHEMA_PART = SchemaPart("annotations", _SCHEMA)
 
 
 class WorkOrderAnnotations:
@@ -43,7 +50,6 @@ class WorkOrderAnnotations:
         self.sink = sink
         self.default_site = default_site
         self._lock = asyncio.Lock()  # one sync at a time: the cursor moves forward only
-        self._ready = False
 
     async def sync(self) -> int:
         """Write the work orders changed since the last sync; return how many points were written.
@@ -52,12 +58,6 @@ class WorkOrderAnnotations:
         """
         async with self._lock:
             written = 0
-            if not self._ready:
-                async with self.fleet.transaction() as db:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            await db.execute(statement)
-                self._ready = True
             while True:
                 async with self.fleet.reading() as db:  # the periodic no-op sync takes no write lock
                     last_event, points, series = await self._pending(db)

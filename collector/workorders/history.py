@@ -30,10 +30,11 @@ from pydantic import Field
 from collector.workorders.evaluate import SummaryObs, VibrationObs
 from collector.workorders.trend import VIBRATION_FIELDS
 from protos.twin.v1 import twin_pb2
+from runtime.schema import SchemaPart
 from runtime.tomlconfig import StrictModel
 
-__all__ = ["SCHEMA", "HistorySettings", "iter_observations", "prune", "record_batch", "series", "series_label",
-           "series_sync", "summary_obs", "vibration_doc"]
+__all__ = ["SCHEMA", "SCHEMA_PART", "HistorySettings", "iter_observations", "prune", "record_batch", "series",
+           "series_label", "series_sync", "summary_obs", "vibration_doc"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS summary_history (
@@ -46,6 +47,8 @@ CREATE TABLE IF NOT EXISTS vibration_history (
     block TEXT NOT NULL, PRIMARY KEY (asset, sensor, bucket_ns)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS vibration_history_ts ON vibration_history (ts_ns);
 """
+# Registered with the fleet database (collector/fleet.py, runtime/schema.py).
+SCHEMA_PART = SchemaPart("history", SCHEMA)
 
 _QUALITY = {int(twin_pb2.GOOD): "GOOD", int(twin_pb2.UNCERTAIN): "UNCERTAIN", int(twin_pb2.BAD): "BAD"}
 _FIELD_COLUMN = {"mean": "mean", "min": "vmin", "max": "vmax", "last": "last"}

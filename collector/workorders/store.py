@@ -39,9 +39,10 @@ from typing import Any, Protocol
 import aiosqlite
 
 from collector.workorders.rules import SEVERITIES, Finding
+from runtime.schema import Migration, SchemaPart, add_column
 
-__all__ = ["SCHEMA", "STATUSES", "WorkOrder", "WorkOrderEvent", "WorkOrderListener", "WorkOrderStore",
-           "close_warning", "condition_holds", "migrate", "parse_ref", "render_subjects"]
+__all__ = ["SCHEMA", "SCHEMA_PART", "STATUSES", "WorkOrder", "WorkOrderEvent", "WorkOrderListener", "WorkOrderStore",
+           "close_warning", "condition_holds", "parse_ref", "render_subjects"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS work_orders (
@@ -62,15 +63,23 @@ CREATE TABLE IF NOT EXISTS work_order_events (
 STATUSES = ("open", "acknowledged", "closed")
 
 
-async def migrate(db: aiosqlite.Connection) -> None:
-    """Bring a work_orders table created by an earlier version up to this schema."""
-    cols = {r[1] for r in await (await db.execute("PRAGMA table_info(work_orders)")).fetchall()}
-    if "category" not in cols:
-        await db.execute("ALTER TABLE work_orders ADD COLUMN category TEXT NOT NULL DEFAULT 'corrective'")
-    if "subjects" not in cols:  # rows from before: their one finding is re-rendered on its next change
-        await db.execute("ALTER TABLE work_orders ADD COLUMN subjects TEXT NOT NULL DEFAULT '{}'")
-    if "probable_cause" not in cols:
-        await db.execute("ALTER TABLE work_orders ADD COLUMN probable_cause TEXT")
+async def _add_category(db: aiosqlite.Connection) -> None:
+    await add_column(db, "work_orders", "category", "TEXT NOT NULL DEFAULT 'corrective'")
+
+
+async def _add_subjects_and_cause(db: aiosqlite.Connection) -> None:
+    # rows from before: their one finding is re-rendered on its next change
+    await add_column(db, "work_orders", "subjects", "TEXT NOT NULL DEFAULT '{}'")
+    await add_column(db, "work_orders", "probable_cause", "TEXT")
+
+
+# Registered with the fleet database (collector/fleet.py, runtime/schema.py). A new column: add it to
+# SCHEMA and a Migration(version=<next>, ..., add_column) here.
+SCHEMA_PART = SchemaPart("work_orders", SCHEMA, (
+    Migration(2, "work_orders.category, which releases before 0.1.0 did not have", _add_category),
+    Migration(3, "work_orders.subjects (one work order, several subjects) and probable_cause",
+              _add_subjects_and_cause),
+))
 
 
 @dataclass(frozen=True, slots=True)
