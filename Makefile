@@ -74,11 +74,11 @@ bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # The Debian package: the application in its own venv under /opt/facility-twin, units, configs,
-# Grafana files, docs (packaging/README.md). Needs Debian's python3 and dpkg-deb.
+# Grafana files, docs (packaging/README.md). Needs Debian's python3 (python3-venv) and dpkg-deb.
 deb:
 	/usr/bin/python3 packaging/build_deb.py --out $(DEB_OUT)
 
-# Installed size and idle memory per role, each in a fresh venv (README "Footprint").
+# Installed size and idle memory per role, each in a fresh venv (README "With pip, by role").
 footprint: $(STAMP)
 	$(PY) bench/footprint.py
 

@@ -74,7 +74,8 @@ CAUSE_DEPTH = 3  # how far up the dependency map a probable cause is looked for
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT PRIMARY KEY, site TEXT NOT NULL, version TEXT NOT NULL, queue_epoch TEXT NOT NULL,
-    last_seen_ns INTEGER NOT NULL, connected INTEGER NOT NULL DEFAULT 0, health TEXT NOT NULL DEFAULT '{}');
+    last_seen_ns INTEGER NOT NULL, connected INTEGER NOT NULL DEFAULT 0, health TEXT NOT NULL DEFAULT '{}',
+    connected_ns INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS watermarks (
     agent_id TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL, batches INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (agent_id, epoch));

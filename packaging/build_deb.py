@@ -38,6 +38,7 @@ DOCS = {  # source (relative to ROOT) -> name under /usr/share/doc/facility-twin
     "agent/connectors/opcua/README.md": "connectors/opcua.md",
     "agent/connectors/mqtt/README.md": "connectors/mqtt.md",
     "agent/analytics/README.md": "vibration-analytics.md",
+    "packaging/README.md": "packaging.md",
 }
 EXAMPLES = ["configs/agent.example.toml", "configs/collector.example.toml"]
 COMMANDS = ["twin-agent", "twin-collector", "twin-sim", "twin-demo"]

@@ -12,11 +12,12 @@ the file:
 1. `schema_versions` (part, version, updated_ns) says which version of each part the file holds.
    A part without a row is new when none of its tables exists, and otherwise at version 1: files
    written before versions were recorded (release 0.1.0) hold the version-1 schema.
-2. The part's migrations newer than that run in order. They change what exists (add a column,
-   move data); `add_column` and the like are idempotent, so a migration also fits a file that an
-   earlier ad-hoc fix had already changed.
-3. The part's create statements run (they add what is new: tables, indexes), and the row is set
-   to the part's version, which is its newest migration's (1 without migrations).
+2. The part's migrations newer than that run in order, then its create statements (they add what
+   is new: tables, indexes). For a new part the create statements run first and then every
+   migration. Migrations change what exists (add a column, move data) and are idempotent
+   (`add_column` adds only a missing column to an existing table), so a migration fits a new file,
+   an old one, and one an earlier ad-hoc fix had already changed.
+3. The row is set to the part's version, which is its newest migration's (1 without migrations).
 
 A file from a newer release (a part at a version this code does not know) is refused with a
 message: migrations only go forward, and a downgrade would drop what the newer release wrote.
@@ -105,13 +106,16 @@ class DatabaseSchema:
                     f"{self.file}: its {part.name} tables are at schema version {have}, and this release knows "
                     f"versions up to {part.version}: the file was written by a newer release. Migrations only go "
                     "forward; run that release again (or restore a backup made before the upgrade)")
+            if not have:
+                for statement in _statements(part.create):
+                    await db.execute(statement)
+            for migration in part.migrations:
+                if migration.version > have:
+                    await migration.apply(db)
+                    done.append(f"{part.name} {migration.version}: {migration.description}")
             if have:
-                for migration in part.migrations:
-                    if migration.version > have:
-                        await migration.apply(db)
-                        done.append(f"{part.name} {migration.version}: {migration.description}")
-            for statement in _statements(part.create):
-                await db.execute(statement)
+                for statement in _statements(part.create):
+                    await db.execute(statement)
             if stored.get(part.name) != part.version:
                 await db.execute(
                     "INSERT INTO schema_versions VALUES (?, ?, ?) ON CONFLICT (part) DO UPDATE SET "

@@ -104,3 +104,10 @@ def test_parts_are_checked_when_declared() -> None:
         SchemaPart("x", V1, (Migration(3, "skips 2", _category),))
     with pytest.raises(ValueError, match="registered twice"):
         DatabaseSchema("x", [OTHER, OTHER])
+
+
+def test_a_new_file_runs_the_migrations_too(tmp_path: Path) -> None:
+    """A create statement that lacks a column a migration adds still ends with the column."""
+    incomplete = SchemaPart("orders", V1, (Migration(2, "work-order category", _category),))
+    versions, cols = _open(tmp_path / "x.sqlite", incomplete)
+    assert versions == {"orders": 2} and cols == ["id", "title", "category"]
