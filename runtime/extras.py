@@ -2,8 +2,10 @@
 
 The package is split by role (pyproject.toml `[project.optional-dependencies]`): an edge box with
 Modbus only installs `facility-twin[modbus]` and has no asyncua, paho, aiohttp or influxdb-client.
-A configuration that asks for what is not installed (an `opcua` source on that box) gets a
-ConfigError naming the extra to install, not a ModuleNotFoundError traceback.
+A configuration that asks for what is not installed gets an error naming the extra to install, not a
+ModuleNotFoundError traceback: for a `[[sources]]` type the connector registry says so (each
+connector declares its extra, agent/connectors/base.py `ConnectorInfo`); for the rest (the
+collector, agent tools such as `diagnose --plot` or `opcua-cert`) this table does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ EXTRA_OF_MODULE: dict[str, tuple[str, str]] = {
     "asyncua": ("opcua", "asyncua"),
     "cryptography": ("opcua", "cryptography"),
     "paho": ("mqtt", "paho-mqtt"),
+    "bacpypes3": ("bacnet", "bacpypes3"),
+    "pysnmp": ("snmp", "pysnmp"),
     "aiohttp": ("collector", "aiohttp"),
     "influxdb_client": ("collector", "influxdb-client"),
     "urllib3": ("collector", "urllib3"),

@@ -142,7 +142,8 @@ def test_modbus_only_install_has_no_other_protocol_and_names_the_missing_extra(
     agent = str(venv / "bin/twin-agent")
     assert "OK: agent gw-edge" in run([agent, "check-config", str(tmp_path / "modbus.toml")]).stdout
     proc = run([agent, "check-config", str(tmp_path / "opcua.toml")], check=False)
-    assert proc.returncode == 2 and "sources[1].type = 'opcua' needs the 'opcua' extra" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "sources[1].type: the opcua connector needs the [opcua] extra" in proc.stderr, \
+        proc.stderr
     assert "pip install 'facility-twin[opcua]'" in proc.stderr and "Traceback" not in proc.stderr
     proc = run([str(venv / "bin/twin-collector"), "check-config", str(tmp_path / "modbus.toml")], check=False)
     assert proc.returncode == 2 and "twin-collector needs the 'collector' extra" in proc.stderr, proc.stderr

@@ -134,3 +134,11 @@ def test_the_lock_tells_running_from_stopped_however_the_process_ends(tmp_path: 
         assert probe_instance(lock).running is True
     state = probe_instance(lock)
     assert state.running is False and state.stopped_ns >= state.started_ns > 0
+
+
+@pytest.mark.parametrize("sample", sorted((ROOT / "agent" / "connectors").glob("*/sample.toml")),
+                         ids=lambda p: p.parent.name)
+def test_each_connector_sample_is_checkable_on_its_own(sample: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "agent", "check-config", str(sample)], capture_output=True,
+                          text=True, cwd=ROOT, check=False)
+    assert proc.returncode == 0 and "OK (sources only)" in proc.stdout, proc.stdout + proc.stderr
