@@ -439,6 +439,9 @@ def as_operator(workdir: Path, modbus_port: int) -> None:
     os.chown(workdir, OPERATOR_UID, OPERATOR_UID)
     t = np.arange(8192) / 12_800.0
     np.savez(workdir / "recording.npz", de_accel=0.05 * np.sin(2 * np.pi * 29.95 * t), fs=12_800.0)
+    rng = np.random.default_rng(1)  # a machine's snapshots, one an hour, for the backtest
+    np.savez(workdir / "snapshots.npz", accel=0.05 * np.sin(2 * np.pi * 29.95 * t) + rng.normal(0, 0.01, (6, t.size)),
+             t_s=np.arange(6) * 3600.0, fs=12_800.0, rpm=1797.0)
     (workdir / "proposed.toml").write_text('[[rules]]\nname = "filter_clogged"\nabove = 120.0\n')
     outputs: dict[str, subprocess.CompletedProcess[str]] = {}
     commands = readme_run_commands()
@@ -478,3 +481,4 @@ def as_operator(workdir: Path, modbus_port: int) -> None:
     assert "proposed" in out("twin-collector simulate").stdout
     assert "velocity" in out("twin-agent diagnose").stdout
     assert "0x" in out("twin-agent probe modbus").stdout
+    assert out("twin-collector backtest").stdout.lstrip().startswith(("{", "["))
