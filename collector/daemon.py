@@ -98,6 +98,7 @@ class CollectorDaemon:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.check_failures = 0
+        self.checks_done = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.running = asyncio.Event()  # set once every component serves
@@ -169,6 +170,7 @@ class CollectorDaemon:
         while True:
             try:
                 await self.check_once()
+                self.checks_done += 1
                 if time.monotonic() >= next_prune:
                     deleted = await self.fleet.prune_history()
                     if deleted:
@@ -272,6 +274,7 @@ class CollectorDaemon:
             "ingest": {"refused_streams": totals.refused_streams, "sink_errors": totals.sink_errors,
                        "per_agent": {a: {"connected": s.connected, "batches": s.batches, "duplicates": s.duplicates,
                                          "summaries": s.summaries} for a, s in totals.per_agent.items()}},
+            "periodic_checks": self.checks_done,
             "periodic_check_failures": self.check_failures,
             "dependencies": {d.dependency: {"label": d.label, "failing": d.failing,
                                             "since_ns": d.current.since_ns if d.current else None,

@@ -21,7 +21,7 @@ from collector.summary_store import SqliteSummarySink
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
 from runtime.metrics_server import start_metrics_server
 from tests.integration.daemons import TOKENS, collector_toml, exchange
-from tests.servers import free_port
+from tests.servers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,12 +61,17 @@ def batch(agent_id: str, seq: int, t0: int, filter_dp: float) -> twin_pb2.Batch:
 
 def test_scraped_metrics_follow_ingest(tmp_path: Path) -> None:
     port = free_port()
-    config = build_collector_config(tomllib.loads(collector_toml(tmp_path / "state", port)))
+    # One periodic check (at start): a later one could write asset-status points while a loaded machine runs this.
+    config = build_collector_config(tomllib.loads(collector_toml(tmp_path / "state", port,
+                                                                 collector_extra="check_interval_s = 3600\n")))
     daemon = CollectorDaemon(config)
     t0 = time.time_ns() - 60 * SEC
 
     async def scenario() -> tuple[Samples, Samples, Samples]:
         await daemon.start()
+        # The first periodic check runs at start; once it is done, the asset-status points it writes
+        # (none: no agent has declared an asset yet) cannot race the Hellos below.
+        await asyncio.to_thread(wait_for, lambda: daemon.checks_done > 0, 30, "the first periodic check", 0.01)
         server = start_metrics_server(collector_registry(daemon), "127.0.0.1:0")
         try:
             before = await asyncio.to_thread(scrape, server.url)
