@@ -15,6 +15,11 @@ A write is durable once the server answered 2xx. Errors map onto two classes (se
     429, 5xx                       (authentication and a missing database need an operator, but
                                    data must not be dropped while one is found)
 
+Ingest writes lines made by `LineProtocolEncoder` straight from the agents' batches, several
+agents' lines per write, with up to `write_concurrency` writes at once; each sink's HTTP
+connection pool holds that many connections (plus one for the work-order annotations), so
+concurrent writes never open and discard extra connections.
+
 VictoriaMetrics stores each field as a metric `<measurement>_<field>` with the tags as labels; a
 string field is stored as a number if it reads as one, else as 0 (its text is lost). It keeps the
 duplicate samples of a resent write unless started with `-dedup.minScrapeInterval=1ms`, which
@@ -29,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -40,7 +45,14 @@ from influxdb_client.rest import ApiException
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from collector.points import Point, PointSink, PointsRejectedError, SinkStats, to_line_protocol
+from collector.points import (
+    LineProtocolEncoder,
+    Point,
+    PointSink,
+    PointsRejectedError,
+    SinkStats,
+    to_line_protocol,
+)
 from collector.summary_store import SqliteSummarySink
 from runtime.errors import SinkError
 from runtime.secrets import read_secret, secret_file_error
@@ -49,6 +61,7 @@ from runtime.tomlconfig import StrictModel
 __all__ = [
     "DEFAULT_MAX_POINTS_PER_WRITE",
     "DEFAULT_TIMEOUT_S",
+    "DEFAULT_WRITE_CONCURRENCY",
     "InfluxSettings",
     "InfluxV1Sink",
     "InfluxV2Sink",
@@ -57,6 +70,8 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_POINTS_PER_WRITE = 5000
+DEFAULT_WRITE_CONCURRENCY = 4
+SPARE_CONNECTIONS = 1  # the work-order annotation sync writes beside ingest
 REJECTING_STATUSES = frozenset({400, 413, 422})  # the points themselves are at fault
 MAX_SERVER_MESSAGE = 300
 
@@ -86,6 +101,7 @@ class InfluxSettings(StrictModel):
     url: str
     timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
     max_points_per_write: int = Field(default=DEFAULT_MAX_POINTS_PER_WRITE, gt=0)
+    write_concurrency: int = Field(default=DEFAULT_WRITE_CONCURRENCY, ge=1, le=64)
     # v2
     org: str = ""
     bucket: str = ""
@@ -203,48 +219,70 @@ class _ChunkedWriter:
         self.max_points_per_write = max_points_per_write
         self.stats = SinkStats()
 
-    async def write(self, points: Sequence[Point]) -> None:
-        rejected: list[tuple[Point, str]] = []
+    async def write_lines(self, lines: Sequence[str], total: int | None = None) -> None:
+        """Store `lines`; PointsRejectedError (with the refused lines' indices) after storing the rest."""
+        rejected: list[tuple[int, str]] = []
         try:
-            await asyncio.to_thread(self._write_chunks, points, rejected)
+            await asyncio.to_thread(self._write_chunks, lines, rejected)
         except SinkError as exc:
             self.stats.write_errors += 1
             self.stats.last_error = str(exc)
             raise
-        self.stats.points_written += len(points) - len(rejected)
+        self.stats.points_written += len(lines) - len(rejected)
         if rejected:
+            rejected.sort()
             self.stats.points_rejected += len(rejected)
             first = rejected[0][1]
             self.stats.last_error = first
             raise PointsRejectedError(
-                f"{self.target}: {len(rejected)} of {len(points)} points rejected, the rest stored; "
-                f"first: {first}", rejected)
+                f"{self.target}: {len(rejected)} of {total or len(lines)} points rejected, the rest stored; "
+                f"first: {first}", [(lines[i], why) for i, why in rejected], [i for i, _ in rejected])
 
-    def _write_chunks(self, points: Sequence[Point], rejected: list[tuple[Point, str]]) -> None:
-        """Encode and post in the worker thread: encoding costs more CPU than the HTTP round trip."""
-        encoded: list[tuple[Point, str]] = []
-        for p in points:
+    async def write(self, points: Sequence[Point]) -> None:
+        """Encode `points` (those no store accepts are rejected here) and store the rest."""
+        lines: list[str] = []
+        positions: list[int] = []
+        refused: list[tuple[int, str]] = []
+        for i, p in enumerate(points):
             try:
-                encoded.append((p, to_line_protocol(p)))
+                lines.append(to_line_protocol(p))
+                positions.append(i)
             except ValueError as exc:
-                rejected.append((p, str(exc)))
-        size = self.max_points_per_write
-        for start in range(0, len(encoded), size):
-            self._write_isolating(encoded[start:start + size], rejected)
+                refused.append((i, str(exc)))
+        try:
+            await self.write_lines(lines, total=len(points))
+        except PointsRejectedError as exc:  # counted by write_lines
+            server_refused = [(positions[i], why) for i, (_, why) in zip(exc.indices, exc.rejected, strict=True)]
+        else:
+            server_refused = []
+        if refused:
+            self.stats.points_rejected += len(refused)
+        refused += server_refused  # those never sent first, then those the server refused
+        if refused:
+            first = refused[0][1]
+            self.stats.last_error = first
+            raise PointsRejectedError(
+                f"{self.target}: {len(refused)} of {len(points)} points rejected, the rest stored; "
+                f"first: {first}", [(points[i], why) for i, why in refused], [i for i, _ in refused])
 
-    def _write_isolating(self, chunk: list[tuple[Point, str]], rejected: list[tuple[Point, str]]) -> None:
-        """Write `chunk`; on rejection split it in halves until the refused points are single."""
+    def _write_chunks(self, lines: Sequence[str], rejected: list[tuple[int, str]]) -> None:
+        size = self.max_points_per_write
+        for start in range(0, len(lines), size):
+            self._write_isolating(lines, range(start, min(start + size, len(lines))), rejected)
+
+    def _write_isolating(self, lines: Sequence[str], chunk: range, rejected: list[tuple[int, str]]) -> None:
+        """Write `chunk`; on rejection split it in halves until the refused lines are single."""
         if not chunk:
             return
         try:
-            self.post("\n".join(line for _, line in chunk))
+            self.post("\n".join(lines[i] for i in chunk))
         except _RejectedWrite as exc:
             if len(chunk) == 1:
-                rejected.append((chunk[0][0], str(exc)))
+                rejected.append((chunk[0], str(exc)))
                 return
             mid = len(chunk) // 2
-            self._write_isolating(chunk[:mid], rejected)
-            self._write_isolating(chunk[mid:], rejected)
+            self._write_isolating(lines, chunk[:mid], rejected)
+            self._write_isolating(lines, chunk[mid:], rejected)
 
 
 class InfluxV2Sink:
@@ -252,15 +290,26 @@ class InfluxV2Sink:
 
     def __init__(self, url: str, *, bucket: str, org: str = "", token: str = "",
                  timeout_s: float = DEFAULT_TIMEOUT_S,
-                 max_points_per_write: int = DEFAULT_MAX_POINTS_PER_WRITE) -> None:
+                 max_points_per_write: int = DEFAULT_MAX_POINTS_PER_WRITE,
+                 write_concurrency: int = DEFAULT_WRITE_CONCURRENCY) -> None:
         self.target = f"InfluxDB v2 API at {url} (bucket {bucket})"
+        self.write_concurrency = write_concurrency
+        self.records_per_write = max_points_per_write
         self._bucket = bucket
         self._org = org or "-"  # servers that ignore org (1.8, VictoriaMetrics) still want the key
         self._client = InfluxDBClient(url=url, token=token or None, org=self._org,
-                                      timeout=int(timeout_s * 1000))
+                                      timeout=int(timeout_s * 1000),
+                                      connection_pool_maxsize=write_concurrency + SPARE_CONNECTIONS)
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._writer = _ChunkedWriter(self.target, self._post, max_points_per_write)
         self.stats = self._writer.stats
+
+    def encoder(self, agent_id: str, site: str, asset_types: Mapping[str, str]) -> LineProtocolEncoder:
+        return LineProtocolEncoder(agent_id, site, asset_types)
+
+    async def write_records(self, records: Sequence[str]) -> None:
+        """Store lines made by `LineProtocolEncoder`; see the module docstring for the errors raised."""
+        await self._writer.write_lines(records)
 
     async def write(self, points: Sequence[Point]) -> None:
         """Store `points`; see the module docstring for the errors raised."""
@@ -285,8 +334,11 @@ class InfluxV1Sink:
     def __init__(self, url: str, *, database: str, retention_policy: str = "", username: str = "",
                  password: str = "", create_database: bool = True,
                  timeout_s: float = DEFAULT_TIMEOUT_S,
-                 max_points_per_write: int = DEFAULT_MAX_POINTS_PER_WRITE) -> None:
+                 max_points_per_write: int = DEFAULT_MAX_POINTS_PER_WRITE,
+                 write_concurrency: int = DEFAULT_WRITE_CONCURRENCY) -> None:
         self.target = f"InfluxDB v1 at {url} (database {database})"
+        self.write_concurrency = write_concurrency
+        self.records_per_write = max_points_per_write
         self._url = url
         self._database = database
         self._create_database = create_database
@@ -299,9 +351,19 @@ class InfluxV1Sink:
         if username:
             self._headers.update(urllib3.util.make_headers(basic_auth=f"{username}:{password}"))
         self._timeout = urllib3.Timeout(total=timeout_s)
-        self._pool = urllib3.PoolManager(retries=False, timeout=self._timeout)
+        # One connection per concurrent write: with the default of one, every write beside
+        # another opened a connection and threw it away ("Connection pool is full" warnings).
+        self._pool = urllib3.PoolManager(retries=False, timeout=self._timeout,
+                                         maxsize=write_concurrency + SPARE_CONNECTIONS)
         self._writer = _ChunkedWriter(self.target, self._post, max_points_per_write)
         self.stats = self._writer.stats
+
+    def encoder(self, agent_id: str, site: str, asset_types: Mapping[str, str]) -> LineProtocolEncoder:
+        return LineProtocolEncoder(agent_id, site, asset_types)
+
+    async def write_records(self, records: Sequence[str]) -> None:
+        """Store lines made by `LineProtocolEncoder` (creating the database first if configured)."""
+        await self._writer.write_lines(records)
 
     async def write(self, points: Sequence[Point]) -> None:
         """Store `points` (creating the database first if configured); see the module docstring."""
@@ -362,8 +424,10 @@ def build_sink(settings: InfluxSettings | None, sqlite_path: Path) -> PointSink:
     if settings.api == "v2":
         return InfluxV2Sink(settings.url, bucket=settings.bucket, org=settings.org,
                             token=settings.token_value(), timeout_s=settings.timeout_s,
-                            max_points_per_write=settings.max_points_per_write)
+                            max_points_per_write=settings.max_points_per_write,
+                            write_concurrency=settings.write_concurrency)
     return InfluxV1Sink(settings.url, database=settings.database,
                         retention_policy=settings.retention_policy, username=settings.username,
                         password=settings.password_value(), create_database=settings.create_database,
-                        timeout_s=settings.timeout_s, max_points_per_write=settings.max_points_per_write)
+                        timeout_s=settings.timeout_s, max_points_per_write=settings.max_points_per_write,
+                        write_concurrency=settings.write_concurrency)

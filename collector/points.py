@@ -1,7 +1,12 @@
 """Agent batches as InfluxDB points (DESIGN section 7), and the contract every point store follows.
 
 `batch_to_points` is pure: the same Batch always yields the same points with the same timestamps,
-which is what makes a resent batch overwrite its points instead of adding new ones.
+which is what makes a resent batch overwrite its points instead of adding new ones. It is the
+definition of what is stored; ingest does not build `Point` objects for summaries (a dict of tags
+and one of fields per summary was 40 % of the collector's CPU) but asks the sink for a
+`BatchEncoder`, which writes the sink's own form (line protocol here, SQLite rows in
+`collector.summary_store`) straight from the protobuf, with the tag strings of each series built
+once per stream. Unit tests hold both encoders to `batch_to_points`.
 
 Field types never change once written (InfluxDB refuses a field type change within a shard), so
 each measurement has one fixed table below; integers are written with the `i` suffix, floats
@@ -31,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from influxdb_client import Point as LineProtocolPoint
 
@@ -41,16 +46,20 @@ from runtime.errors import SinkError
 __all__ = [
     "AGENT_HEALTH_FLOAT_FIELDS",
     "AGENT_HEALTH_INT_FIELDS",
+    "MAX_CACHED_SERIES",
     "REMAINING_LIFE_FLOAT_FIELDS",
     "VIBRATION_FLOAT_FIELDS",
     "VIBRATION_STRING_FIELDS",
+    "BatchEncoder",
     "FieldValue",
+    "LineProtocolEncoder",
     "Point",
     "PointSink",
     "PointsRejectedError",
     "SinkStats",
     "asset_status_point",
     "batch_to_points",
+    "other_points",
     "remaining_life_point",
     "storable_fields",
     "to_line_protocol",
@@ -71,6 +80,7 @@ AGENT_HEALTH_INT_FIELDS = (
 )
 AGENT_HEALTH_FLOAT_FIELDS = ("rss_mb", "uptime_s")
 REMAINING_LIFE_FLOAT_FIELDS = ("estimate_s", "low_s", "high_s", "health_indicator", "ratio_to_baseline")
+MAX_CACHED_SERIES = 100_000  # per stream: an agent inventing point names cannot grow the cache forever
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,21 +110,43 @@ class PointsRejectedError(SinkError):
     points again fails the same way, so the caller must not retry them: count, log, and treat the
     batch as stored. A plain `SinkError` (server down, timeout, 5xx, authentication) means nothing
     is known to be stored and the whole write is to be retried later; writes are idempotent.
+    `rejected` pairs each refused point (or encoded record) with the reason; `indices` are their
+    positions in what was written.
     """
 
-    def __init__(self, message: str, rejected: Sequence[tuple[Point, str]]) -> None:
+    def __init__(self, message: str, rejected: Sequence[tuple[Any, str]],
+                 indices: Sequence[int] = ()) -> None:
         super().__init__(message)
-        self.rejected: tuple[tuple[Point, str], ...] = tuple(rejected)
+        self.rejected: tuple[tuple[Any, str], ...] = tuple(rejected)
+        self.indices: tuple[int, ...] = tuple(indices)
+
+
+class BatchEncoder(Protocol):
+    """One agent stream's batches in a sink's own record form (line protocol, SQLite rows).
+
+    `encode` returns the records and the reasons for the points no store would accept (they are
+    counted, not written). Raises ValueError when the batch has no timestamp to store under.
+    """
+
+    def encode(self, batch: twin_pb2.Batch) -> tuple[list[Any], list[str]]: ...
 
 
 class PointSink(Protocol):
-    """A durable point store. `write` returns only once every point is stored.
+    """A durable point store. `write` / `write_records` return only once everything is stored.
 
     Raises `SinkError` when nothing can be promised (retry the same points later) and
     `PointsRejectedError` when the store accepted all but some permanently refused points.
+    `write_concurrency` is how many writes may usefully run at once (1 for SQLite), and
+    `records_per_write` how many records one of them should carry (ingest groups up to that).
     """
 
     stats: SinkStats
+    write_concurrency: int
+    records_per_write: int
+
+    def encoder(self, agent_id: str, site: str, asset_types: Mapping[str, str]) -> BatchEncoder: ...
+
+    async def write_records(self, records: Sequence[Any]) -> None: ...
 
     async def write(self, points: Sequence[Point]) -> None: ...
 
@@ -216,7 +248,12 @@ def batch_to_points(batch: twin_pb2.Batch, *, agent_id: str, site: str,
     """
     base = {"site": site, "agent": agent_id}
     points = [_telemetry(s, batch, base, asset_types) for s in batch.summaries]
-    points += [_vibration(v, batch, site) for v in batch.vibration]
+    return points + other_points(batch, agent_id=agent_id, site=site)
+
+
+def other_points(batch: twin_pb2.Batch, *, agent_id: str, site: str) -> list[Point]:
+    """The points of a batch besides its summaries: a few per batch, so built as `Point`s."""
+    points = [_vibration(v, batch, site) for v in batch.vibration]
     points += [_asset_state(a, batch, site) for a in batch.asset_states]
     if batch.HasField("health"):
         points.append(_agent_health(batch.health, batch, site, agent_id))
@@ -228,6 +265,89 @@ def asset_status_point(*, site: str, asset: str, link: str, link_reason: str, co
     """An asset's link and condition as the collector sees them (same series as the agent's asset_state)."""
     fields = _strings(link=link, link_reason=link_reason, condition=condition, condition_reason=condition_reason)
     return Point("asset_state", _tags(site=site, asset=asset), fields, ts_ns)
+
+
+def _escape_tag(value: str) -> str:
+    """A tag key or value as influxdb-client writes it (the reference for `to_line_protocol`)."""
+    out = value.translate(_ESCAPE_KEY)
+    return out + " " if out.endswith("\\") else out
+
+
+_ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_ESCAPE_STRING = str.maketrans({'"': r'\"', "\\": r"\\"})
+
+
+def _number(x: float) -> str:
+    """A float field value as influxdb-client writes it ("20" rather than "20.0": still a float)."""
+    text = repr(x)
+    return text[:-2] if text.endswith(".0") else text
+
+
+class LineProtocolEncoder:
+    """InfluxDB line protocol for one agent stream, straight from the protobuf.
+
+    The tag part of a telemetry line (`telemetry,agent=...,unit=... `) is built once per
+    (asset, point, unit) and kept; a summary then costs one f-string. Lines are byte-identical to
+    `to_line_protocol(batch_to_points(...))` (sorted tags and fields, the same escaping and number
+    format), which the unit tests check.
+    """
+
+    def __init__(self, agent_id: str, site: str, asset_types: Mapping[str, str]) -> None:
+        self.agent_id = agent_id
+        self.site = site
+        self.asset_types = asset_types
+        self._heads: dict[tuple[str, str, str], str] = {}
+
+    def _head(self, key: tuple[str, str, str]) -> str:
+        asset, point, unit = key
+        tags = {"agent": self.agent_id, "asset": asset, "asset_type": self.asset_types.get(asset, ""),
+                "point": point, "site": self.site, "unit": unit}
+        parts = [f"{_escape_tag(k)}={_escape_tag(v)}" for k, v in sorted(tags.items()) if v]
+        head = "telemetry" + "".join("," + p for p in parts) + " "
+        if len(self._heads) >= MAX_CACHED_SERIES:
+            self._heads.clear()
+        self._heads[key] = head
+        return head
+
+    def encode(self, batch: twin_pb2.Batch) -> tuple[list[str], list[str]]:
+        isfinite = math.isfinite
+        created = batch.created_ns
+        heads = self._heads
+        lines: list[str] = []
+        for s in batch.summaries:
+            key = (s.asset, s.point, s.unit)
+            head = heads.get(key) or self._head(key)
+            ts = s.interval_end_ns or created
+            if ts <= 0:
+                raise ValueError(f"batch seq {batch.seq}: summary {s.asset}/{s.point} has no timestamp "
+                                 "(and created_ns is 0)")
+            count = s.count
+            if count:
+                text = s.last_text
+                if text:
+                    escaped = text.translate(_ESCAPE_STRING)
+                    lines.append(f'{head}bad={s.bad_count}i,count={count}i,text="{escaped}" {ts}')
+                    continue
+                low, high = s.min, s.max
+                if low <= high:  # min > max marks "no numeric statistics"
+                    last, mean = s.last, s.mean
+                    if isfinite(last) and isfinite(high) and isfinite(mean) and isfinite(low):
+                        # repr of a finite float never holds ",", so ".0," can only end a number
+                        numbers = f"last={last!r},max={high!r},mean={mean!r},min={low!r},".replace(".0,", ",")
+                        lines.append(f"{head}bad={s.bad_count}i,count={count}i,{numbers[:-1]} {ts}")
+                        continue
+                    fields = "".join(f",{name}={_number(value)}" for name, value in
+                                     (("last", last), ("max", high), ("mean", mean), ("min", low)) if isfinite(value))
+                    lines.append(f"{head}bad={s.bad_count}i,count={count}i{fields} {ts}")
+                    continue
+            lines.append(f"{head}bad={s.bad_count}i,count={count}i {ts}")
+        rejected: list[str] = []
+        for p in other_points(batch, agent_id=self.agent_id, site=self.site):
+            try:
+                lines.append(to_line_protocol(p))
+            except ValueError as exc:
+                rejected.append(str(exc))
+        return lines, rejected
 
 
 def work_order_point(*, site: str, asset: str, severity: str, rule: str, order_id: str | int,

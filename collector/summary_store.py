@@ -5,24 +5,41 @@ It behaves like InfluxDB where the delivery contract depends on it: a point is i
 field name: the new value wins), so a resent batch overwrites instead of duplicating. Empty tag
 values and non-finite floats are dropped as InfluxDB drops them. A write returns after the
 transaction is committed with `synchronous=FULL`, i.e. it survives a crash or power loss.
+
+Ingest writes rows made by `SummaryRowEncoder` straight from the agents' protobuf batches (the
+series text of each (asset, point, unit) is built once per stream, the fields JSON by one format
+string), one transaction per write in one call to the database thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import aiosqlite
 
-from collector.points import FieldValue, Point, PointsRejectedError, SinkStats, storable_fields
+from collector.points import (
+    MAX_CACHED_SERIES,
+    FieldValue,
+    Point,
+    PointsRejectedError,
+    SinkStats,
+    other_points,
+    storable_fields,
+)
+from protos.twin.v1 import twin_pb2
 from runtime.errors import SinkError
 from runtime.schema import DatabaseSchema, SchemaPart
-from runtime.sqlite import open_database
+from runtime.sqlite import open_database, run_on_connection
 
-__all__ = ["SqliteSummarySink"]
+__all__ = ["SqliteSummarySink", "SummaryRowEncoder"]
+
+Row = tuple[str, str, int, str]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS summary_points (
@@ -61,15 +78,87 @@ def _row(point: Point) -> tuple[str, str, int, str]:
     return point.measurement, _series(point.tags), point.ts_ns, json.dumps(fields, allow_nan=False)
 
 
-def _rows(points: Sequence[Point]) -> tuple[list[tuple[str, str, int, str]], list[tuple[Point, str]]]:
-    rows: list[tuple[str, str, int, str]] = []
-    rejected: list[tuple[Point, str]] = []
-    for p in points:
+def _rows(points: Sequence[Point]) -> tuple[list[Row], list[tuple[int, str]]]:
+    """The rows of `points`, and (index, reason) of those no store would accept."""
+    rows: list[Row] = []
+    rejected: list[tuple[int, str]] = []
+    for i, p in enumerate(points):
         try:
             rows.append(_row(p))
         except ValueError as exc:
-            rejected.append((p, str(exc)))
+            rejected.append((i, str(exc)))
     return rows, rejected
+
+
+class SummaryRowEncoder:
+    """The stored rows of one agent stream's batches, straight from the protobuf.
+
+    Rows are identical to `_row(p)` for `p` in `batch_to_points(...)` (the unit tests check it):
+    the same series text and the same fields JSON, written here by one format string per summary.
+    """
+
+    def __init__(self, agent_id: str, site: str, asset_types: Mapping[str, str]) -> None:
+        self.agent_id = agent_id
+        self.site = site
+        self.asset_types = asset_types
+        self._series: dict[tuple[str, str, str], str] = {}
+
+    def _new_series(self, key: tuple[str, str, str]) -> str:
+        asset, point, unit = key
+        series = _series({"site": self.site, "agent": self.agent_id, "asset": asset,
+                          "asset_type": self.asset_types.get(asset, ""), "point": point, "unit": unit})
+        if len(self._series) >= MAX_CACHED_SERIES:
+            self._series.clear()
+        self._series[key] = series
+        return series
+
+    def encode(self, batch: twin_pb2.Batch) -> tuple[list[Row], list[str]]:
+        isfinite = math.isfinite
+        created = batch.created_ns
+        cache = self._series
+        rows: list[Row] = []
+        for s in batch.summaries:
+            key = (s.asset, s.point, s.unit)
+            series = cache.get(key) or self._new_series(key)
+            ts = s.interval_end_ns or created
+            if ts <= 0:
+                raise ValueError(f"batch seq {batch.seq}: summary {s.asset}/{s.point} has no timestamp "
+                                 "(and created_ns is 0)")
+            count = s.count
+            fields = f'{{"count": {count}, "bad": {s.bad_count}'
+            if count:
+                text = s.last_text
+                if text:
+                    fields += ', "text": ' + json.dumps(text)
+                else:
+                    low, high = s.min, s.max
+                    if low <= high:  # min > max marks "no numeric statistics"
+                        mean, last = s.mean, s.last
+                        if isfinite(mean) and isfinite(low) and isfinite(high) and isfinite(last):
+                            fields += f', "mean": {mean!r}, "min": {low!r}, "max": {high!r}, "last": {last!r}'
+                        else:
+                            for name, value in (("mean", mean), ("min", low), ("max", high), ("last", last)):
+                                if isfinite(value):
+                                    fields += f', "{name}": {value!r}'
+            rows.append(("telemetry", series, ts, fields + "}"))
+        rejected: list[str] = []
+        for p in other_points(batch, agent_id=self.agent_id, site=self.site):
+            try:
+                rows.append(_row(p))
+            except ValueError as exc:
+                rejected.append(str(exc))
+        return rows, rejected
+
+
+def _upsert(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
+    """One transaction, on the database thread."""
+    try:
+        conn.executemany(UPSERT, rows)
+        conn.commit()
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.rollback()  # a broken connection: the original error is what gets reported
+        raise
 
 
 class SqliteSummarySink:
@@ -78,6 +167,9 @@ class SqliteSummarySink:
     The connection opens on first use; `close()` ends it. The table lives beside the collector's
     other tables if `path` is shared with them.
     """
+
+    write_concurrency = 1  # one writer per SQLite file
+    records_per_write = 50_000  # one transaction: the larger, the fewer disk syncs
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -103,35 +195,33 @@ class SqliteSummarySink:
         assert self._db is not None
         return self._db
 
-    async def write(self, points: Sequence[Point]) -> None:
-        """Commit `points`; PointsRejectedError after committing the rest if some are unstorable."""
-        rows, rejected = await asyncio.to_thread(_rows, points)  # JSON encoding off the event loop
+    def encoder(self, agent_id: str, site: str, asset_types: Mapping[str, str]) -> SummaryRowEncoder:
+        return SummaryRowEncoder(agent_id, site, asset_types)
+
+    async def write_records(self, records: Sequence[Row]) -> None:
+        """Commit rows made by `SummaryRowEncoder` (one transaction, one database-thread call)."""
         db = await self._conn()
-        # One write at a time: writes from several agents' streams share this connection, and a
-        # rollback of one must never take another's uncommitted rows with it.
+        # One write at a time: writes from ingest and from the annotation sync share this
+        # connection, and a rollback of one must never take another's uncommitted rows with it.
         async with self._write_lock:
             try:
-                await db.executemany(UPSERT, rows)
-                await db.commit()
+                await run_on_connection(db, lambda conn: _upsert(conn, records))
             except sqlite3.Error as exc:
-                await self._rollback(db)
                 self.stats.write_errors += 1
                 self.stats.last_error = f"{self.target}: {exc}"
                 raise SinkError(self.stats.last_error) from None
-        self.stats.points_written += len(rows)
+        self.stats.points_written += len(records)
+
+    async def write(self, points: Sequence[Point]) -> None:
+        """Commit `points`; PointsRejectedError after committing the rest if some are unstorable."""
+        rows, rejected = _rows(points)
+        await self.write_records(rows)
         if rejected:
             self.stats.points_rejected += len(rejected)
             self.stats.last_error = rejected[0][1]
             raise PointsRejectedError(
                 f"{self.target}: {len(rejected)} of {len(points)} points rejected, the rest stored; "
-                f"first: {rejected[0][1]}", rejected)
-
-    @staticmethod
-    async def _rollback(db: aiosqlite.Connection) -> None:
-        try:
-            await db.rollback()
-        except sqlite3.Error:
-            pass  # the connection is unusable; the original error is what gets reported
+                f"first: {rejected[0][1]}", [(points[i], why) for i, why in rejected], [i for i, _ in rejected])
 
     @staticmethod
     def _where(measurement: str, tags: Mapping[str, str] | None, start_ns: int | None,

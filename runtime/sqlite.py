@@ -15,14 +15,18 @@ change work orders with `twin-collector work-orders`.
 from __future__ import annotations
 
 import os
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import aiosqlite
 
 from runtime.schema import DatabaseSchema, SchemaPart
 
-__all__ = ["open_database"]
+__all__ = ["open_database", "run_on_connection"]
+
+T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -80,3 +84,13 @@ def apply_umask(path: Path) -> None:
                 file.chmod(mode)
         except OSError:
             continue
+
+
+async def run_on_connection(db: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `work(conn)` on the connection's own thread, as one hop from the event loop.
+
+    Each `await db.execute(...)` is a round trip between the event loop and aiosqlite's thread;
+    a write of many statements (a group commit) done as one function costs one. aiosqlite offers
+    no public call for this: `_execute` is the method every one of its own calls goes through.
+    """
+    return await db._execute(lambda: work(db._conn))
