@@ -11,6 +11,11 @@ too, at the batch's own data time, from what the agent reported: a batch that wa
 the sink or the collector was down is judged at the time it describes, and nothing is judged while
 nothing is committed. So an outage of the monitoring itself never blames the field.
 
+`commit_groups` is how ingest calls it: the batches of every agent stream that is ready at the
+same moment go into one transaction (group commit, see collector/group_commit.py), and the
+writes of each round of batches are one call to the database thread instead of one round trip
+per statement. Rules run in the event loop after their batch's round is written, as before.
+
 `check` is the periodic half, in wall-clock time: agents whose stream is gone (the daemon says which
 streams are present), work orders closed while their condition held and due to be raised again, and
 each asset's `link` (can the twin see it) and `condition` (what it sees of the equipment).
@@ -22,8 +27,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +62,7 @@ from collector.workorders.store import SCHEMA_PART as WORK_ORDERS_PART
 from collector.workorders.store import WorkOrder, WorkOrderListener, WorkOrderStore
 from protos.twin.v1 import twin_pb2
 from runtime.schema import DatabaseSchema, Migration, SchemaPart, add_column
-from runtime.sqlite import open_database
+from runtime.sqlite import open_database, run_on_connection
 
 __all__ = ["AssetStatus", "FleetTwin", "IngestCounters", "SqliteRuleStore"]
 
@@ -132,6 +138,9 @@ FLEET_DATABASE = DatabaseSchema("collector.sqlite", [FLEET_PART, WORK_ORDERS_PAR
                                                      ANNOTATIONS_PART, remaining_life.SCHEMA_PART])
 
 _QUALITY = {int(twin_pb2.GOOD): "GOOD", int(twin_pb2.UNCERTAIN): "UNCERTAIN", int(twin_pb2.BAD): "BAD"}
+_IN_CHUNK = 500  # SQLite's limit on ? parameters is 999 on old builds
+
+CommitGroup = tuple[str, str, Sequence[twin_pb2.Batch]]  # (agent_id, queue epoch, consecutive batches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,14 +176,23 @@ class SqliteRuleStore:
 
     async def preload(self, assets: set[str]) -> None:
         todo = sorted(assets - self._cached_assets)
-        for i in range(0, len(todo), 500):
-            chunk = todo[i:i + 500]
+        for i in range(0, len(todo), _IN_CHUNK):
+            chunk = todo[i:i + _IN_CHUNK]
             cur = await self.db.execute(
                 f"SELECT asset, rule, subject, state FROM rule_states WHERE asset IN ({','.join('?' * len(chunk))})",
                 chunk)
-            for asset, rule, subject, state in await cur.fetchall():
-                self._cache[(asset, rule, subject)] = json.loads(state)
+            self.add_preloaded((), await cur.fetchall())
         self._cached_assets.update(todo)
+
+    def missing(self, assets: Iterable[str]) -> set[str]:
+        """Of `assets`, those whose rule state is not cached yet."""
+        return set(assets) - self._cached_assets
+
+    def add_preloaded(self, assets: Iterable[str], rows: Iterable[tuple[str, str, str, str]]) -> None:
+        """Cache rule_states rows read by the caller (all the rows of `assets`)."""
+        for asset, rule, subject, state in rows:
+            self._cache[(asset, rule, subject)] = json.loads(state)
+        self._cached_assets.update(assets)
 
     async def load_state(self, asset: str, rule: str, subject: str) -> dict[str, Any] | None:
         if asset in self._cached_assets:
@@ -252,10 +270,25 @@ class FleetTwin:
 
     # ---- agents ---------------------------------------------------------------------------------
     async def register_hello(self, hello: twin_pb2.Hello) -> int:
-        """Record the agent and its asset descriptors; return the watermark for its queue epoch."""
+        """Record the agent and its asset descriptors; return the watermark for its queue epoch.
+
+        One transaction in one database-thread call: a Hello declares every point of the agent,
+        and a thousand agents reconnecting at once must not cost a round trip per point.
+        """
+        async with self._lock:
+            watermark = await run_on_connection(self.db, lambda conn: self._register_hello(conn, hello))
+            for asset, missing in await undeclared_dependencies(self.db, [a.id for a in hello.assets]):
+                log.warning("asset %s (agent %s) depends on %s, which no agent declares: check the id in its "
+                            "depends_on (or the agent that declares it has not connected yet)",
+                            asset, hello.agent_id, missing)
+            return watermark
+
+    @staticmethod
+    def _register_hello(conn: sqlite3.Connection, hello: twin_pb2.Hello) -> int:
         now = time.time_ns()
-        async with self.transaction() as db:
-            await db.execute(
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
                 "INSERT INTO agents (agent_id, site, version, queue_epoch, last_seen_ns, connected, connected_ns) "
                 "VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (agent_id) DO UPDATE SET site = excluded.site, "
                 "version = excluded.version, queue_epoch = excluded.queue_epoch, "
@@ -264,42 +297,40 @@ class FleetTwin:
             for a in hello.assets:
                 # An asset belongs to the agent that first declared it (or claims it after
                 # `twin-collector assets release`): another gateway cannot take it over.
-                await db.execute(
+                conn.execute(
                     "INSERT INTO assets (asset, agent_id, site, type, name, depends_on) VALUES (?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (asset) DO UPDATE SET agent_id = excluded.agent_id, site = excluded.site, "
                     "type = excluded.type, name = excluded.name, depends_on = excluded.depends_on "
                     "WHERE assets.agent_id IN ('', excluded.agent_id)",
                     (a.id, hello.agent_id, hello.site, a.type, a.name, json.dumps(list(a.depends_on))))
-                owner = (await (await db.execute("SELECT agent_id FROM assets WHERE asset = ?", (a.id,))).fetchone())
+                owner = conn.execute("SELECT agent_id FROM assets WHERE asset = ?", (a.id,)).fetchone()
                 if owner is not None and owner[0] != hello.agent_id:
                     log.warning("agent %s declares asset %s, which belongs to agent %s: ignored (release it with "
                                 "`twin-collector assets release %s` if it moved)", hello.agent_id, a.id, owner[0], a.id)
                     continue
                 # Points no longer in the agent's configuration stop being expected (no stale alarms).
-                await db.execute(
+                conn.execute(
                     f"UPDATE points SET expected_interval_s = 0, declared = 0 WHERE asset = ? AND point NOT IN "
                     f"({','.join('?' * len(a.points))})", (a.id, *[p.name for p in a.points]))
-                for p in a.points:
-                    # expected_since_ns: silence counts from when a point is declared (or starts being expected)
-                    await db.execute(
-                        "INSERT INTO points (asset, point, unit, kind, expected_interval_s, declared, "
-                        "expected_since_ns) VALUES (?, ?, ?, ?, ?, 1, ?) "
-                        "ON CONFLICT (asset, point) DO UPDATE SET unit = excluded.unit, kind = excluded.kind, "
-                        "expected_since_ns = CASE WHEN points.declared = 0 OR points.expected_interval_s = 0 "
-                        "THEN excluded.expected_since_ns ELSE points.expected_since_ns END, "
-                        "expected_interval_s = excluded.expected_interval_s, declared = 1",
-                        (a.id, p.name, p.unit, p.kind, p.expected_interval_s, now))
-            for asset, missing in await undeclared_dependencies(db, [a.id for a in hello.assets]):
-                log.warning("asset %s (agent %s) depends on %s, which no agent declares: check the id in its "
-                            "depends_on (or the agent that declares it has not connected yet)",
-                            asset, hello.agent_id, missing)
+                # expected_since_ns: silence counts from when a point is declared (or starts being expected)
+                conn.executemany(
+                    "INSERT INTO points (asset, point, unit, kind, expected_interval_s, declared, "
+                    "expected_since_ns) VALUES (?, ?, ?, ?, ?, 1, ?) "
+                    "ON CONFLICT (asset, point) DO UPDATE SET unit = excluded.unit, kind = excluded.kind, "
+                    "expected_since_ns = CASE WHEN points.declared = 0 OR points.expected_interval_s = 0 "
+                    "THEN excluded.expected_since_ns ELSE points.expected_since_ns END, "
+                    "expected_interval_s = excluded.expected_interval_s, declared = 1",
+                    [(a.id, p.name, p.unit, p.kind, p.expected_interval_s, now) for p in a.points])
             declared = [a.id for a in hello.assets]
-            await db.execute(
+            conn.execute(
                 f"UPDATE points SET expected_interval_s = 0, declared = 0 WHERE asset IN (SELECT asset FROM assets "
                 f"WHERE agent_id = ? AND asset NOT IN ({','.join('?' * len(declared))}))", (hello.agent_id, *declared))
-            cur = await db.execute("SELECT seq FROM watermarks WHERE agent_id = ? AND epoch = ?",
-                                   (hello.agent_id, hello.queue_epoch))
-            row = await cur.fetchone()
+            row = conn.execute("SELECT seq FROM watermarks WHERE agent_id = ? AND epoch = ?",
+                               (hello.agent_id, hello.queue_epoch)).fetchone()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
         return int(row[0]) if row else 0
 
     async def release_asset(self, asset: str) -> bool:
@@ -331,17 +362,81 @@ class FleetTwin:
         An agent catching up after an outage sends many batches back to back; committing them
         together is what lets the collector keep up, with the same all-or-nothing guarantee.
         """
-        changed: list[WorkOrder] = []
-        async with self.transaction() as db:
-            cur = await db.execute("SELECT seq FROM watermarks WHERE agent_id = ? AND epoch = ?", (agent_id, epoch))
-            row = await cur.fetchone()
-            watermark = int(row[0]) if row else 0
-            for batch in batches:
-                if batch.seq <= watermark:
-                    continue
-                changed += await self._commit_one(db, agent_id, epoch, batch)
-                watermark = batch.seq
+        return (await self.commit_groups([(agent_id, epoch, batches)]))[0]
+
+    async def commit_groups(self, groups: Sequence[CommitGroup]) -> list[list[WorkOrder]]:
+        """`commit_batches` for several agents in one transaction; the changed work orders per group.
+
+        All or nothing for the whole call: any error rolls everything back and propagates (the
+        caller may retry the groups one by one to find the one at fault). The batches go in
+        rounds (every group's first batch, then every second one, ...): a round's writes are one
+        database-thread call, and the rules see each batch right after its round is written, so
+        what they read (history, rule state) is what they saw when batches came one at a time.
+        Agents own disjoint assets, so batches of different agents in one round do not meet.
+        Without rules the COMMIT goes into the last round's call: one call per round.
+        """
+        changed: list[list[WorkOrder]] = [[] for _ in groups]
+        rounds = max((len(b) for _, _, b in groups), default=0)
+        if rounds == 0:
+            return changed
+        watermarks: dict[tuple[str, str], int] = {}
+        async with self._lock:
+            db = self.db
+            store = SqliteRuleStore(db) if self.rules else None
+            try:
+                for r in range(rounds):
+                    items = [(g, agent, epoch, batches[r]) for g, (agent, epoch, batches) in enumerate(groups)
+                             if r < len(batches)]
+                    commit = r == rounds - 1 and store is None
+
+                    def write(conn: sqlite3.Connection, items: list[tuple[int, str, str, twin_pb2.Batch]] = items,
+                              first: bool = r == 0, commit: bool = commit) -> tuple[list[tuple[int, twin_pb2.Batch]],
+                                                                                      dict[str, str]]:
+                        return self._write_round(conn, items, watermarks, store, first, commit)
+
+                    fresh, types = await run_on_connection(db, write)
+                    if store is not None:
+                        for g, batch in fresh:
+                            changed[g] += await self._evaluate_rules(db, batch, store, types, groups[g][0])
+                if store is not None:
+                    await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")  # fails harmlessly if the error came before BEGIN
+                raise
         return changed
+
+    def _write_round(self, conn: sqlite3.Connection, items: list[tuple[int, str, str, twin_pb2.Batch]],
+                     watermarks: dict[tuple[str, str], int], store: SqliteRuleStore | None, first: bool,
+                     commit: bool) -> tuple[list[tuple[int, twin_pb2.Batch]], dict[str, str]]:
+        """One round of a group commit, on the database thread: the batches above their watermark
+        are stored; returns them, and the asset types the rules need (their rule state goes into
+        `store`'s cache, read in the same call)."""
+        if first:
+            conn.execute("BEGIN IMMEDIATE")
+        fresh: list[tuple[int, twin_pb2.Batch]] = []
+        now = time.time_ns()
+        for g, agent_id, epoch, batch in items:
+            key = (agent_id, epoch)
+            if key not in watermarks:
+                row = conn.execute("SELECT seq FROM watermarks WHERE agent_id = ? AND epoch = ?", key).fetchone()
+                watermarks[key] = int(row[0]) if row else 0
+            if batch.seq <= watermarks[key]:
+                continue
+            self._store_batch(conn, agent_id, epoch, batch, now)
+            watermarks[key] = batch.seq
+            fresh.append((g, batch))
+        types: dict[str, str] = {}
+        if store is not None and fresh:
+            assets = sorted({s.asset for _, b in fresh for s in b.summaries}
+                            | {v.asset for _, b in fresh for v in b.vibration})
+            types = dict(_select_in(conn, "SELECT asset, type FROM assets WHERE asset IN ({})", assets))
+            missing = sorted(store.missing(assets))
+            store.add_preloaded(missing, _select_in(
+                conn, "SELECT asset, rule, subject, state FROM rule_states WHERE asset IN ({})", missing))
+        if commit:
+            conn.execute("COMMIT")
+        return fresh, types
 
     async def skip_batch(self, agent_id: str, epoch: str, seq: int) -> None:
         """Advance the watermark past a batch that can never be stored, so it does not block the agent."""
@@ -350,31 +445,31 @@ class FleetTwin:
                 "INSERT INTO watermarks (agent_id, epoch, seq, batches) VALUES (?, ?, ?, 0) "
                 "ON CONFLICT (agent_id, epoch) DO UPDATE SET seq = MAX(seq, excluded.seq)", (agent_id, epoch, seq))
 
-    async def _commit_one(self, db: aiosqlite.Connection, agent_id: str, epoch: str,
-                          batch: twin_pb2.Batch) -> list[WorkOrder]:
-        await self._store_summaries(db, batch)
-        await self._store_changes_states(db, batch)
-        await history.record_batch(db, batch, self.history)
-        await db.execute(
+    def _store_batch(self, conn: sqlite3.Connection, agent_id: str, epoch: str, batch: twin_pb2.Batch,
+                     now_ns: int) -> None:
+        """A batch's effects besides the rules: twin, history, watermark, agent (database thread)."""
+        self._store_summaries(conn, batch)
+        self._store_changes_states(conn, batch)
+        history.record_batch_sync(conn, batch, self.history)
+        conn.execute(
             "INSERT INTO watermarks (agent_id, epoch, seq, batches) VALUES (?, ?, ?, 1) "
             "ON CONFLICT (agent_id, epoch) DO UPDATE SET seq = excluded.seq, batches = batches + 1",
             (agent_id, epoch, batch.seq))
-        await db.execute("UPDATE agents SET last_seen_ns = ? WHERE agent_id = ?", (time.time_ns(), agent_id))
+        conn.execute("UPDATE agents SET last_seen_ns = ? WHERE agent_id = ?", (now_ns, agent_id))
         if batch.HasField("health"):
             h = batch.health
             health = {f.name: getattr(h, f.name) for f in h.DESCRIPTOR.fields}
             # started_ns: when the agent process started, in its own clock (silence counts from there)
-            await db.execute("UPDATE agents SET health = ?, started_ns = ? WHERE agent_id = ?",
-                             (history.dumps_finite(health), h.ts_ns - int(h.uptime_s * 1e9) if h.ts_ns else 0,
-                              agent_id))
-        return await self._evaluate_rules(db, batch, agent_id)
+            conn.execute("UPDATE agents SET health = ?, started_ns = ? WHERE agent_id = ?",
+                         (history.dumps_finite(health), h.ts_ns - int(h.uptime_s * 1e9) if h.ts_ns else 0, agent_id))
 
     async def watermark(self, agent_id: str, epoch: str) -> int:
         cur = await self.db.execute("SELECT seq FROM watermarks WHERE agent_id = ? AND epoch = ?", (agent_id, epoch))
         row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def _store_summaries(self, db: aiosqlite.Connection, batch: twin_pb2.Batch) -> None:
+    @staticmethod
+    def _store_summaries(conn: sqlite3.Connection, batch: twin_pb2.Batch) -> None:
         rows = []
         for s in batch.summaries:
             quality = _QUALITY.get(int(s.quality), "BAD")
@@ -384,7 +479,7 @@ class FleetTwin:
             else:  # no good value in the interval: keep the last good value, record the quality
                 rows.append((s.asset, s.point, s.unit, None, None, None, None, None, 0, s.bad_count,
                              quality, s.reason, s.last_ns))
-        await db.executemany(
+        conn.executemany(
             "INSERT INTO points (asset, point, unit, kind, expected_interval_s, mean, min, max, last, last_text, "
             "count, bad, quality, reason, ts_ns) VALUES (?1, ?2, ?3, 'measurement', 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
             "?11, ?12, ?13) ON CONFLICT (asset, point) DO UPDATE SET "
@@ -395,34 +490,33 @@ class FleetTwin:
             "WHERE excluded.ts_ns >= points.ts_ns",
             rows)
 
-    async def _store_changes_states(self, db: aiosqlite.Connection, batch: twin_pb2.Batch) -> None:
-        await db.executemany(
+    @staticmethod
+    def _store_changes_states(conn: sqlite3.Connection, batch: twin_pb2.Batch) -> None:
+        conn.executemany(
             "INSERT INTO changes (asset, point, ts_ns, kind, old_value, new_value) VALUES (?, ?, ?, ?, ?, ?)",
             [(c.asset, c.point, c.ts_ns, c.kind, c.old_value, c.new_value) for c in batch.changes])
-        await db.executemany(
+        conn.executemany(
             "UPDATE assets SET state = ?, health = ?, state_ts_ns = ? WHERE asset = ? AND state_ts_ns <= ?",
             [(s.state, s.health, s.ts_ns, s.asset, s.ts_ns) for s in batch.asset_states])
         for v in batch.vibration:
             doc = {f.name: getattr(v, f.name) for f in v.DESCRIPTOR.fields if f.name != "diagnosis"}
             doc["diagnosis"] = [{"fault": d.fault, "confidence": d.confidence, "evidence": d.evidence}
                                 for d in v.diagnosis]
-            await db.execute(
+            conn.execute(
                 "INSERT INTO vibration VALUES (?, ?, ?, ?) ON CONFLICT (asset, sensor) DO UPDATE SET "
                 "ts_ns = excluded.ts_ns, indicators = excluded.indicators WHERE excluded.ts_ns >= vibration.ts_ns",
                 (v.asset, v.sensor, v.ts_ns, history.dumps_finite(doc)))
             # Waveform points reach the collector as indicators, not summaries: an analysed block is
             # a good, fresh reading of its sensor point (for the twin and the stale-data rule).
-            await db.execute(
+            conn.execute(
                 "UPDATE points SET ts_ns = ?, quality = 'GOOD', reason = '' WHERE asset = ? AND point = ? "
                 "AND ts_ns <= ?", (v.ts_ns, v.asset, v.sensor, v.ts_ns))
 
     async def _evaluate_rules(self, db: aiosqlite.Connection, batch: twin_pb2.Batch,
-                              agent_id: str = "") -> list[WorkOrder]:
+                              store: SqliteRuleStore, types: dict[str, str], agent_id: str = "") -> list[WorkOrder]:
+        """The rules on a batch just written (`types` and `store`'s cache hold its assets)."""
         if not self.rules:
             return []
-        types = {a: t for a, t in await (await db.execute("SELECT asset, type FROM assets")).fetchall()}
-        store = SqliteRuleStore(db)
-        await store.preload({s.asset for s in batch.summaries} | {v.asset for v in batch.vibration})
         observations: list[Any] = [history.summary_obs(s) for s in batch.summaries if not s.last_text]
         observations += [VibrationObs(v.asset, v.sensor, v.ts_ns, history.vibration_doc(v)) for v in batch.vibration]
         findings: list[Finding] = []
@@ -794,3 +888,12 @@ async def undeclared_dependencies(db: aiosqlite.Connection, assets: Sequence[str
         "SELECT a.asset, d.value FROM assets a, json_each(a.depends_on) d "
         "WHERE d.value NOT IN (SELECT asset FROM assets) ORDER BY a.asset, d.value")).fetchall()
     return [(r[0], r[1]) for r in rows if assets is None or r[0] in assets]
+
+
+def _select_in(conn: sqlite3.Connection, sql: str, keys: Sequence[str]) -> list[Any]:
+    """`sql` with `IN ({})` filled for `keys`, in chunks; all rows."""
+    rows: list[Any] = []
+    for i in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[i:i + _IN_CHUNK]
+        rows += conn.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall()
+    return rows

@@ -33,8 +33,8 @@ from protos.twin.v1 import twin_pb2
 from runtime.schema import SchemaPart
 from runtime.tomlconfig import StrictModel
 
-__all__ = ["SCHEMA", "SCHEMA_PART", "HistorySettings", "iter_observations", "prune", "record_batch", "series",
-           "series_label", "series_sync", "summary_obs", "vibration_doc"]
+__all__ = ["SCHEMA", "SCHEMA_PART", "HistorySettings", "iter_observations", "prune", "record_batch",
+           "record_batch_sync", "series", "series_label", "series_sync", "summary_obs", "vibration_doc"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS summary_history (
@@ -119,8 +119,9 @@ def summary_obs(s: twin_pb2.Summary) -> SummaryObs:
                       _QUALITY.get(int(s.quality), "BAD"), s.reason)
 
 
-async def record_batch(db: aiosqlite.Connection, batch: twin_pb2.Batch, settings: HistorySettings) -> None:
-    """Append a batch's numeric summaries and vibration blocks (inside the caller's transaction)."""
+def _batch_rows(batch: twin_pb2.Batch,
+                settings: HistorySettings) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The summary_history and vibration_history rows of a batch."""
     rows = []
     for s in batch.summaries:
         if s.last_text:
@@ -129,12 +130,27 @@ async def record_batch(db: aiosqlite.Connection, batch: twin_pb2.Batch, settings
         rows.append((s.asset, s.point, _bucket(s.interval_end_ns, settings.summary_resolution_s), s.interval_end_ns,
                      s.mean if good else None, s.min if good else None, s.max if good else None,
                      s.last if good else None, s.count, s.bad_count, _QUALITY.get(int(s.quality), "BAD"), s.reason))
-    if rows:
-        await db.executemany(_INSERT_SUMMARY, rows)
     vib = [(v.asset, v.sensor, _bucket(v.ts_ns, settings.vibration_resolution_s), v.ts_ns,
             dumps_finite(vibration_doc(v))) for v in batch.vibration]
+    return rows, vib
+
+
+async def record_batch(db: aiosqlite.Connection, batch: twin_pb2.Batch, settings: HistorySettings) -> None:
+    """Append a batch's numeric summaries and vibration blocks (inside the caller's transaction)."""
+    rows, vib = _batch_rows(batch, settings)
+    if rows:
+        await db.executemany(_INSERT_SUMMARY, rows)
     if vib:
         await db.executemany(_INSERT_VIBRATION, vib)
+
+
+def record_batch_sync(conn: sqlite3.Connection, batch: twin_pb2.Batch, settings: HistorySettings) -> None:
+    """`record_batch` on the database thread (the fleet's group commit writes there in one call)."""
+    rows, vib = _batch_rows(batch, settings)
+    if rows:
+        conn.executemany(_INSERT_SUMMARY, rows)
+    if vib:
+        conn.executemany(_INSERT_VIBRATION, vib)
 
 
 # How people call the vibration indicators a series may follow (the keys are internal names).
