@@ -91,6 +91,8 @@ def _secret(inline: SecretStr | None, file: str, env: str, key: str) -> str:
 class InfluxSettings(StrictModel):
     """The collector's `[influx]` table.
 
+    Both: timeout_s, max_points_per_write (points per HTTP request) and write_concurrency (requests
+    in flight at once; ingest groups the agents' batches into that many writes).
     api = "v2": url, bucket, org (InfluxDB 2.x; ignored by VictoriaMetrics and InfluxDB 1.8) and one
     of token / token_file / token_env, or `anonymous = true` for servers without authentication.
     api = "v1": url, database, optional retention_policy, optional username with one of
