@@ -88,7 +88,8 @@ class AgentDaemon:
                 connector.spec_listener = self.update_point_spec
         u = config.uplink
         self.uplink = UplinkClient(
-            ChannelSettings(u.collector, config.token, u.tls, u.ca_file, u.cert_file, u.key_file, u.server_name),
+            ChannelSettings(u.collector, config.token, u.tls, u.ca_file, u.cert_file, u.key_file, u.server_name,
+                            u.compression),
             self.queue, self._hello, max_in_flight=u.max_in_flight,
             backoff=Backoff(u.backoff_initial_s, u.backoff_max_s),
         )

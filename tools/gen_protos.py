@@ -1,4 +1,4 @@
-"""Regenerate protos/twin/v1/*_pb2*.py from the .proto files (run: `make proto`).
+"""Regenerate protos/twin/v*/*_pb2*.py from the .proto files (run: `make proto`).
 
 The generated modules are committed so that installing the package needs no code generator;
 tests/unit/test_protos_fresh.py fails when they are stale.
@@ -10,14 +10,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTO_DIR = ROOT / "protos" / "twin" / "v1"
+PROTO_ROOT = ROOT / "protos" / "twin"
+PROTO_DIRS = tuple(sorted(p for p in PROTO_ROOT.glob("v*") if p.is_dir()))  # one per wire version
+PROTO_DIR = PROTO_ROOT / "v1"
 
 
 def generate(out_root: Path) -> list[Path]:
-    """Compile every .proto under protos/twin/v1 into out_root (mirroring the package path)."""
+    """Compile every .proto under protos/twin/v* into out_root (mirroring the package path)."""
     from grpc_tools import protoc  # dev dependency only
 
-    protos = sorted(PROTO_DIR.glob("*.proto"))
+    protos = sorted(p for d in PROTO_DIRS for p in d.glob("*.proto"))
     include = str(Path(protoc.__file__).parent / "_proto")
     args = [
         "protoc",
@@ -35,4 +37,4 @@ def generate(out_root: Path) -> list[Path]:
 
 if __name__ == "__main__":
     generate(ROOT)
-    print(f"generated into {PROTO_DIR}", file=sys.stderr)
+    print(f"generated into {', '.join(str(d) for d in PROTO_DIRS)}", file=sys.stderr)

@@ -6,6 +6,10 @@ network gone, stream reset, auth refused) closes the stream and reconnects after
 backoff with jitter (runtime/backoff.py), so that a fleet of gateways does not reconnect in lockstep after a
 collector restart. On every (re)connect the sending restarts from the oldest unacked batch:
 the collector deduplicates by (agent, queue epoch, seq), so a resend never duplicates an effect.
+
+The stream speaks wire v2 (protos/twin/v2: series interned per stream, see agent/uplink/wire.py);
+a collector without it answers UNIMPLEMENTED, and the client speaks v1 from then on. gRPC
+compression (`[uplink] compression`) applies to either.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from pathlib import Path
 import grpc
 
 from agent.uplink.queue import StoreAndForwardQueue
+from agent.uplink.wire import StreamEncoder, encoder
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
+from protos.twin.v2 import twin_pb2_grpc as twin_v2_pb2_grpc
 from runtime.backoff import Backoff
 
 __all__ = ["ChannelSettings", "UplinkClient", "UplinkCounters"]
@@ -55,17 +61,23 @@ class ChannelSettings:
     cert_file: str = ""
     key_file: str = ""
     server_name: str = ""
+    compression: str = "none"  # none | gzip | deflate
+
+
+COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip,
+               "deflate": grpc.Compression.Deflate}
 
 
 def open_channel(s: ChannelSettings) -> grpc.aio.Channel:
     options = list(KEEPALIVE_OPTIONS)
+    compression = COMPRESSION[s.compression]
     if not s.tls:
-        return grpc.aio.insecure_channel(s.target, options=options)
+        return grpc.aio.insecure_channel(s.target, options=options, compression=compression)
     read = lambda p: Path(p).read_bytes() if p else None  # noqa: E731
     creds = grpc.ssl_channel_credentials(read(s.ca_file), read(s.key_file), read(s.cert_file))
     if s.server_name:
         options.append(("grpc.ssl_target_name_override", s.server_name))
-    return grpc.aio.secure_channel(s.target, creds, options=options)
+    return grpc.aio.secure_channel(s.target, creds, options=options, compression=compression)
 
 
 class UplinkClient:
@@ -76,6 +88,7 @@ class UplinkClient:
         hello: Callable[[], twin_pb2.Hello],
         max_in_flight: int = 16,
         backoff: Backoff | None = None,
+        wire: str = "v2",
     ) -> None:
         self.channel_settings = channel
         self.queue = queue
@@ -83,6 +96,7 @@ class UplinkClient:
         self.max_in_flight = max_in_flight
         self.backoff = backoff or Backoff(0.5, 60.0)
         self.counters = UplinkCounters()
+        self.wire = wire  # "v1" once a collector has answered v2 with UNIMPLEMENTED
 
     async def run(self) -> None:
         """Stream forever; returns only when cancelled."""
@@ -92,6 +106,10 @@ class UplinkClient:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED and self.wire == "v2":
+                    log.info("uplink: %s does not speak wire v2; using v1", self.channel_settings.target)
+                    self.wire = "v1"
+                    continue
                 self._failed(f"{exc.code().name}: {exc.details()}",
                              level=logging.ERROR if exc.code() in (grpc.StatusCode.UNAUTHENTICATED,
                                                                   grpc.StatusCode.PERMISSION_DENIED)
@@ -112,12 +130,13 @@ class UplinkClient:
 
     async def _session(self) -> None:
         async with open_channel(self.channel_settings) as channel:
-            stub = twin_pb2_grpc.CollectorStub(channel)
+            stub = (twin_v2_pb2_grpc if self.wire == "v2" else twin_pb2_grpc).CollectorStub(channel)
             call = stub.Connect(metadata=(("authorization", f"Bearer {self.channel_settings.token}"),))
-            await call.write(twin_pb2.AgentMessage(hello=self.hello()))
+            wire = encoder(self.wire)  # v2's series table lives as long as this stream
+            await call.write(wire.hello(self.hello()))
             window = asyncio.Semaphore(self.max_in_flight)
             in_flight: deque[int] = deque()
-            sender = asyncio.create_task(self._send_loop(call, window, in_flight))
+            sender = asyncio.create_task(self._send_loop(call, window, in_flight, wire))
             try:
                 while True:
                     msg = await call.read()
@@ -144,7 +163,7 @@ class UplinkClient:
             window.release()
 
     async def _send_loop(self, call: grpc.aio.StreamStreamCall, window: asyncio.Semaphore,
-                         in_flight: deque[int]) -> None:
+                         in_flight: deque[int], wire: StreamEncoder) -> None:
         last_sent = 0
         while True:
             self.queue.changed.clear()
@@ -155,6 +174,6 @@ class UplinkClient:
             for seq, payload in batches:
                 await window.acquire()
                 in_flight.append(seq)
-                await call.write(twin_pb2.AgentMessage(batch=twin_pb2.Batch.FromString(payload)))
+                await call.write(wire.batch(payload))
                 last_sent = seq
                 self.counters.sent += 1
