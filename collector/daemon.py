@@ -30,13 +30,12 @@ from collector.config import CollectorConfig
 from collector.fleet import AssetStatus, FleetTwin
 from collector.health import CollectorHealth
 from collector.influx import build_sink
-from collector.ingest import IngestServicer
+from collector.ingest import MAX_MESSAGE_BYTES, IngestServicer, register_ingest
 from collector.itsm import Forwarder, Outbox
 from collector.points import PointsRejectedError, asset_status_point
 from collector.prognosis.export import RemainingLifeExport
 from collector.workorders.annotations import WorkOrderAnnotations
 from collector.workorders.collector_health import Outage, collector_health_rule, outage_findings
-from protos.twin.v1 import twin_pb2_grpc
 from runtime.cancellation import cancel_and_wait
 from runtime.errors import SinkError
 from runtime.logs import RateLimitedLog
@@ -50,7 +49,12 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 0),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # A larger message is refused (RESOURCE_EXHAUSTED) as soon as its length prefix arrives.
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Keep each stream's HTTP/2 receive window at its initial 64 KiB rather than letting it grow to
+    # megabytes: what a thousand agents may have in flight in the collector's buffers stays small,
+    # and the ingest receive budget (collector/ingest.py) is what decides how much is read.
+    ("grpc.http2.bdp_probe", 0),
 ]
 PRUNE_INTERVAL_S = 3600.0
 ASSET_STATUS_REFRESH_S = 300.0  # every asset's link and condition reach the sink at least this often
@@ -117,7 +121,7 @@ class CollectorDaemon:
             self.api = ApiServer(self.config.api, app)
             await self.api.start()
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
-        twin_pb2_grpc.add_CollectorServicer_to_server(self.servicer, self.server)
+        register_ingest(self.server, self.servicer)
         creds = server_credentials(self.config)
         listen = self.config.collector.listen
         self.port = (self.server.add_secure_port(listen, creds) if creds
@@ -143,6 +147,7 @@ class CollectorDaemon:
             self.server = None
             if not await self.servicer.wait_idle(STREAM_GRACE_S):
                 log.warning("stream handlers still running after %gs; closing the stores anyway", STREAM_GRACE_S)
+        await self.servicer.close()
         if self.api is not None:
             await self.api.stop()
             self.api = None

@@ -1,14 +1,29 @@
 """The collector's gRPC servicer: authenticate, deduplicate, store, then ack.
 
-One stream per agent. The bearer token in the call metadata identifies the agent (tokens are
-stored hashed); the Hello's agent id must match it. Batches are handled in order, each one (or a
-group of consecutive ones that arrived together, when an agent catches up) like this:
+One stream per agent, over wire v1 or v2 (collector/wire.py; both are served for one release).
+The bearer token in the call metadata identifies the agent (tokens are stored hashed) and is
+checked before any message is read: a client without a valid token gets UNAUTHENTICATED and
+never has a byte of its messages held by the collector. The Hello (first message) may be at most
+MAX_HELLO_BYTES, any message at most MAX_MESSAGE_BYTES (also gRPC's receive limit); its agent id
+must match the token's. Client mistakes (refused tokens, corrupt or oversized messages) are one
+rate-limited log line each and a precise status (UNAUTHENTICATED, PERMISSION_DENIED,
+INVALID_ARGUMENT), never a traceback.
+
+Batches are handled in order, each one (or a group of consecutive ones that arrived together,
+when an agent catches up) like this:
 
 1. duplicate? (seq at or below the (agent, queue epoch) watermark) -> ack again, store nothing;
-2. write its points to the sink (InfluxDB or SQLite), retrying with backoff while the sink is
-   down: the agent gets no ack meanwhile, so its own disk queue absorbs the outage;
-3. commit the fleet twin, the watermark and any work orders in one SQLite transaction;
+2. encode its points for the sink (the sink's own record form, straight from the protobuf) and
+   hand the group to the group committer (collector/group_commit.py), which writes the groups of
+   all streams that are ready in one sink write, retrying with backoff while the sink is down
+   (the agent gets no ack meanwhile, so its own disk queue absorbs the outage) ...
+3. ... then commits them to the fleet twin (twin, watermarks, work orders) in one transaction;
 4. ack. Only now may the agent delete the batch.
+
+Memory is bounded however many agents send at once: the stream readers together hold at most
+RECEIVE_BUDGET_BYTES of received, not yet stored messages (then they stop reading and HTTP/2 flow
+control holds the agents back), and at most CONVERSION_SLOTS streams at a time hold decoded and
+encoded batches (steps 2-4); the others wait their turn with their messages still compact.
 
 At shutdown (`close_streams`) each stream finishes the group it is storing, acks it and ends, so
 the agents reconnect elsewhere or later without a batch stored but left unacked; a group still
@@ -26,31 +41,51 @@ waiting (sink down, catching up) is never called offline.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hmac
 import logging
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
+from collector.budget import ByteBudget
 from collector.config import hash_token
 from collector.fleet import FleetTwin
+from collector.group_commit import GroupCommitter
 from collector.health import CollectorHealth
-from collector.points import Point, PointSink, PointsRejectedError, batch_to_points
+from collector.points import BatchEncoder, PointSink, PointsRejectedError
+from collector.wire import StreamDecoder, WireError, decoder
 from collector.workorders.annotations import WorkOrderAnnotations
 from collector.workorders.store import WorkOrder
-from protos.twin.v1 import twin_pb2, twin_pb2_grpc
+from protos.twin.v1 import twin_pb2
 from runtime.errors import SinkError
+from runtime.logs import RateLimitedLog
 
-__all__ = ["AgentIngestStats", "IngestServicer", "authenticate"]
+__all__ = [
+    "CONVERSION_SLOTS",
+    "MAX_HELLO_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "RECEIVE_BUDGET_BYTES",
+    "AgentIngestStats",
+    "IngestServicer",
+    "authenticate",
+    "register_ingest",
+]
 
 log = logging.getLogger("twin.collector.ingest")
 
-MAX_GROUP = 32  # batches of one agent stored in one sink write and one SQLite transaction
+MAX_GROUP = 16  # batches of one agent stored together (an agent's default window is 16)
+MAX_HELLO_BYTES = 1024 * 1024  # ~50 bytes per declared point: room for ~20,000 points per agent
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a batch: ~180,000 summaries (v1), far beyond one interval of a gateway
+RECEIVE_BUDGET_BYTES = 32 * 1024 * 1024  # received, not yet stored, all streams together
+CONVERSION_SLOTS = 32  # streams holding decoded/encoded batches at once
+CLIENT_ERROR_LOG_INTERVAL_S = 60.0
 
 
 @dataclass(slots=True)
@@ -72,7 +107,7 @@ class AgentIngestStats:
 class StreamPresence:
     """One open stream of an agent: when it last sent something, and what the collector holds of it."""
 
-    inbox: asyncio.Queue[twin_pb2.Batch | None]
+    inbox: asyncio.Queue[tuple[bytes, int] | None]
     last_rx_ns: int = 0
     storing: int = 0  # batches of the group being stored (not acked yet)
 
@@ -83,10 +118,27 @@ class StreamPresence:
 @dataclass(slots=True)
 class IngestTotals:
     refused_streams: int = 0
+    invalid_messages: int = 0
     sink_errors: int = 0
     sink_write_seconds: float = 0.0
     sink_writes: int = 0
     per_agent: dict[str, AgentIngestStats] = field(default_factory=dict)
+
+
+@dataclass(eq=False, slots=True)
+class Submission:
+    """One stream's group on its way through the group committer."""
+
+    agent_id: str
+    epoch: str
+    batches: list[twin_pb2.Batch]
+    records: list[Any]
+    stats: AgentIngestStats
+    changed: list[WorkOrder] = field(default_factory=list)
+
+
+class _NotStored(Exception):
+    """The collector is shutting down while the sink is unavailable: nothing committed, no ack."""
 
 
 def authenticate(metadata: Mapping[str, str] | None, token_hashes: Mapping[str, str]) -> str | None:
@@ -128,10 +180,25 @@ def _transient(exc: BaseException) -> bool:
     return any(word in text for word in ("locked", "busy", "disk", "full", "i/o", "unable to open"))
 
 
-class IngestServicer(twin_pb2_grpc.CollectorServicer):
+def register_ingest(server: grpc.aio.Server, servicer: IngestServicer) -> None:
+    """Serve `twin.v1.Collector/Connect` and `twin.v2.Collector/Connect` with `servicer`.
+
+    Registered without a request deserializer: the servicer gets each message as bytes, checks
+    its size and parses it itself (a corrupt message is then the client's INVALID_ARGUMENT).
+    """
+    for version, connect in (("v1", servicer.Connect), ("v2", servicer.ConnectV2)):
+        handler = grpc.stream_stream_rpc_method_handler(
+            connect, request_deserializer=None,
+            response_serializer=twin_pb2.CollectorMessage.SerializeToString)
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(f"twin.{version}.Collector",
+                                                                              {"Connect": handler})])
+
+
+class IngestServicer:
     def __init__(self, fleet: FleetTwin, sink: PointSink, token_hashes: Mapping[str, str], site: str,
                  sink_retry_max_s: float = 30.0, annotations: WorkOrderAnnotations | None = None,
-                 health: CollectorHealth | None = None) -> None:
+                 health: CollectorHealth | None = None, receive_budget_bytes: int = RECEIVE_BUDGET_BYTES,
+                 conversion_slots: int = CONVERSION_SLOTS) -> None:
         self.fleet = fleet
         self.health = health or CollectorHealth("sink", "sink", str(fleet.path))
         self._streams: dict[str, list[StreamPresence]] = {}
@@ -141,8 +208,17 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         self.site = site
         self.sink_retry_max_s = sink_retry_max_s
         self.totals = IngestTotals()
+        self.budget = ByteBudget(receive_budget_bytes)
+        self.conversion_slots = conversion_slots
+        self._slots = asyncio.Semaphore(conversion_slots)
+        self.converting = 0
+        self.converting_peak = 0
+        self.committer: GroupCommitter[Submission] = GroupCommitter(
+            self._write_stage, self._commit_stage, writers=sink.write_concurrency,
+            max_records=sink.records_per_write)
+        self._client_errors = RateLimitedLog(log, CLIENT_ERROR_LOG_INTERVAL_S)
         self._closing = asyncio.Event()
-        self._inboxes: set[asyncio.Queue[twin_pb2.Batch | None]] = set()
+        self._inboxes: set[asyncio.Queue[tuple[bytes, int] | None]] = set()
         self._handlers = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -163,6 +239,10 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
             return False
         return True
 
+    async def close(self) -> None:
+        """Stop the group committer (after `wait_idle`: nothing is waiting on it any more)."""
+        await self.committer.close()
+
     def presence(self, now_ns: int | None = None) -> dict[str, int]:
         """When each agent was last known present: now while a stream of it is open and the collector
         holds batches of it (it waits for us), else its stream's last message or its disconnection."""
@@ -177,12 +257,21 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         """Batches received and not yet acknowledged, over every stream."""
         return sum(s.held() for streams in self._streams.values() for s in streams)
 
-    async def Connect(
-        self, request_iterator: AsyncIterator[twin_pb2.AgentMessage], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[twin_pb2.CollectorMessage]:
+    async def Connect(self, request_iterator: AsyncIterator[bytes],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[twin_pb2.CollectorMessage]:
+        async for reply in self._handle(request_iterator, context, "v1"):
+            yield reply
+
+    async def ConnectV2(self, request_iterator: AsyncIterator[bytes],
+                        context: grpc.aio.ServicerContext) -> AsyncIterator[twin_pb2.CollectorMessage]:
+        async for reply in self._handle(request_iterator, context, "v2"):
+            yield reply
+
+    async def _handle(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext,
+                      wire: str) -> AsyncIterator[twin_pb2.CollectorMessage]:
         self._handlers += 1
         self._idle.clear()
-        replies = self._serve(request_iterator, context)
+        replies = self._serve(request_iterator, context, wire)
         try:
             async for reply in replies:
                 yield reply
@@ -192,34 +281,35 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
             if self._handlers == 0:
                 self._idle.set()
 
-    async def _serve(
-        self, request_iterator: AsyncIterator[twin_pb2.AgentMessage], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[twin_pb2.CollectorMessage]:
+    async def _refuse(self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, reason: str,
+                      detail: str = "") -> None:
+        """End the stream with `code`; one log line per reason per interval, however many clients."""
+        self.totals.refused_streams += 1
+        self._client_errors.warning(f"refused:{reason}", f"refused stream from {context.peer()}: {reason}"
+                                    + (f" ({detail})" if detail else ""))
+        await context.abort(code, reason)
+
+    async def _serve(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext,
+                     wire: str) -> AsyncIterator[twin_pb2.CollectorMessage]:
         if self._closing.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the collector is shutting down")
         peer = context.peer()
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         agent_id = authenticate(metadata, self.token_hashes)
-        # The first message is read before refusing: aborting while the client is still sending it
-        # makes the client see a transport error instead of the reason.
-        first = await anext(aiter(request_iterator), None)
-        if agent_id is None:
-            self.totals.refused_streams += 1
-            log.warning("refused stream from %s: missing or unknown token", peer)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown agent token")
-        if first is None or not first.HasField("hello"):
-            self.totals.refused_streams += 1
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello")
-        hello = first.hello
+        if agent_id is None:  # before reading anything: an unknown client's bytes are never held
+            await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "missing or unknown agent token")
+        assert agent_id is not None
+        stream_decoder = decoder(wire)
+        hello = await self._read_hello(request_iterator, context, stream_decoder)
+        if hello is None:
+            return  # the client went away before its Hello
         if hello.agent_id != agent_id:
-            self.totals.refused_streams += 1
-            log.warning("refused stream from %s: token belongs to agent %r but Hello says %r",
-                        peer, agent_id, hello.agent_id)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "agent id in Hello does not match the agent of the token")
+            await self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
+                               "agent id in Hello does not match the agent of the token",
+                               f"token of {agent_id!r}, Hello says {hello.agent_id!r}")
         stats = self.totals.per_agent.setdefault(agent_id, AgentIngestStats())
         # Bounded: a client that ignores its in-flight window waits here instead of filling memory.
-        inbox: asyncio.Queue[twin_pb2.Batch | None] = asyncio.Queue(maxsize=MAX_GROUP * 4)
+        inbox: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue(maxsize=MAX_GROUP * 2)
         # present from its Hello on: a registration waiting for a busy collector is the collector's delay
         presence = StreamPresence(inbox, time.time_ns(), storing=1)
         self._streams.setdefault(agent_id, []).append(presence)
@@ -234,32 +324,41 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
             raise
         presence.storing = 0
         site = hello.site or self.site
+        encoder = self.sink.encoder(agent_id, site, asset_types)
         stats.connected = True
         stats.streams += 1
-        log.info("agent %s connected from %s (version %s, epoch %s, watermark %d)",
-                 agent_id, peer, hello.version, hello.queue_epoch[:8], watermark)
+        log.info("agent %s connected from %s (wire %s, version %s, epoch %s, watermark %d)",
+                 agent_id, peer, wire, hello.version, hello.queue_epoch[:8], watermark)
         self._inboxes.add(inbox)
         reader = asyncio.create_task(self._read(request_iterator, inbox, presence))
         try:
             # Answer the Hello with the watermark: the agent may drop anything at or below it.
             yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=watermark))
             while not self._closing.is_set() and (group := await self._next_group(inbox)) is not None:
-                stats.last_seen_ns = time.time_ns()
-                fresh = [b for b in group if b.seq > watermark]
-                stats.duplicates += len(group) - len(fresh)
-                if fresh:
-                    presence.storing = len(group)
-                    if not await self._store(agent_id, site, hello.queue_epoch, fresh, asset_types, stats):
-                        break  # shutting down with the sink unavailable: unacked, the agent resends
-                    watermark = fresh[-1].seq
+                granted = sum(n for _, n in group)
+                presence.storing = len(group)
+                try:
+                    acked = await self._process(context, group, stream_decoder, encoder, agent_id, hello.queue_epoch,
+                                                asset_types, stats, watermark)
+                finally:
+                    self.budget.release(granted)
                 presence.storing = 0
+                if acked is None:
+                    break  # shutting down with the sink unavailable: unacked, the agent resends
+                watermark = max(watermark, acked)
                 # Acks are cumulative: one for the whole group.
-                yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=max(b.seq for b in group)))
+                yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=acked))
         finally:
             self._inboxes.discard(inbox)
             self._streams[agent_id].remove(presence)
             stats.disconnected_ns = time.time_ns()
             reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            while not inbox.empty():  # what was read but will not be stored gives its budget back
+                item = inbox.get_nowait()
+                if item is not None:
+                    self.budget.release(item[1])
             # After a network blip the new stream may be up before the old one is noticed dead:
             # the agent is disconnected only when its last stream ends.
             stats.streams -= 1
@@ -268,15 +367,44 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
                 stats.connected = False
                 await asyncio.shield(self.fleet.set_connected(agent_id, False))
 
-    @staticmethod
-    async def _read(request_iterator: AsyncIterator[twin_pb2.AgentMessage],
-                    inbox: asyncio.Queue[twin_pb2.Batch | None], presence: StreamPresence) -> None:
-        """Move the agent's batches into `inbox` while earlier ones are being stored."""
+    async def _read_hello(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext,
+                          stream_decoder: StreamDecoder) -> twin_pb2.Hello | None:
         try:
-            async for msg in request_iterator:
+            raw = await anext(aiter(request_iterator), None)
+        except Exception as exc:  # the stream broke before its first message
+            log.debug("stream from %s ended before its Hello: %s", context.peer(), exc)
+            return None
+        if raw is None:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello",
+                               "the stream ended without one")
+        assert raw is not None
+        if len(raw) > MAX_HELLO_BYTES:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
+                               f"the Hello may be at most {MAX_HELLO_BYTES} bytes", f"got {len(raw)}")
+        try:
+            hello = stream_decoder.first(raw)
+        except WireError as exc:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "corrupt first message", str(exc))
+        if hello is None:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello")
+        return hello
+
+    async def _read(self, request_iterator: AsyncIterator[bytes],
+                    inbox: asyncio.Queue[tuple[bytes, int] | None], presence: StreamPresence) -> None:
+        """Move the agent's messages into `inbox` while earlier ones are being stored.
+
+        Each message takes its size from the shared receive budget first; while the budget is
+        spent, no stream reads, and gRPC's flow control makes the agents wait.
+        """
+        try:
+            async for raw in request_iterator:
                 presence.last_rx_ns = time.time_ns()
-                if msg.HasField("batch"):
-                    await inbox.put(msg.batch)
+                granted = await self.budget.acquire(len(raw))
+                try:
+                    await inbox.put((raw, granted))
+                except BaseException:
+                    self.budget.release(granted)
+                    raise
         except asyncio.CancelledError:
             raise  # the handler is gone: nobody waits for the end mark
         except Exception as exc:  # the stream broke (agent gone, network): end like a closed stream
@@ -284,11 +412,11 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
         await inbox.put(None)
 
     @staticmethod
-    async def _next_group(inbox: asyncio.Queue[twin_pb2.Batch | None]) -> list[twin_pb2.Batch] | None:
-        """The next batch plus whatever else has already arrived (up to MAX_GROUP), in seq order.
+    async def _next_group(inbox: asyncio.Queue[tuple[bytes, int] | None]) -> list[tuple[bytes, int]] | None:
+        """The next message plus whatever else has already arrived (up to MAX_GROUP), in order.
 
         A live agent sends one batch per interval and gets a group of one; an agent catching up
-        after an outage has many in flight, and storing them together saves a disk sync per batch.
+        after an outage has many in flight, and storing them together saves work per batch.
         Returns None when the stream has ended.
         """
         first = await inbox.get()
@@ -303,10 +431,55 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
             group.append(nxt)
         return group
 
-    async def _store(self, agent_id: str, site: str, epoch: str, batches: list[twin_pb2.Batch],
+    async def _process(self, context: grpc.aio.ServicerContext, group: list[tuple[bytes, int]],
+                       stream_decoder: StreamDecoder, encoder: BatchEncoder, agent_id: str, epoch: str,
+                       asset_types: dict[str, str], stats: AgentIngestStats, watermark: int) -> int | None:
+        """Decode, deduplicate and store a group; the seq to ack, None when it could not be stored."""
+        async with self._slots:
+            self.converting += 1
+            self.converting_peak = max(self.converting_peak, self.converting)
+            try:
+                batches: list[twin_pb2.Batch] = []
+                for raw, _ in group:
+                    if len(raw) > MAX_MESSAGE_BYTES:
+                        await self._invalid(context, agent_id, f"a message may be at most {MAX_MESSAGE_BYTES} bytes, "
+                                                               f"got {len(raw)}")
+                    try:
+                        batch = stream_decoder.batch(raw)
+                    except WireError as exc:
+                        await self._invalid(context, agent_id, str(exc))
+                    if batch is not None:  # anything else (a second Hello) is ignored, as before
+                        batches.append(batch)
+                if not batches:
+                    return watermark
+                stats.last_seen_ns = time.time_ns()
+                fresh = [b for b in batches if b.seq > watermark]
+                stats.duplicates += len(batches) - len(fresh)
+                if fresh:
+                    try:
+                        stored = await self._store(agent_id, epoch, fresh, encoder, asset_types, stats)
+                    except Exception as exc:
+                        if not _transient(exc):
+                            raise
+                        self._client_errors.warning(
+                            "state-store", f"the fleet twin cannot be written, agents are asked to retry: {exc}")
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, "the collector's state store is unavailable")
+                    if not stored:
+                        return None
+                return max(b.seq for b in batches)
+            finally:
+                self.converting -= 1
+
+    async def _invalid(self, context: grpc.aio.ServicerContext, agent_id: str, reason: str) -> None:
+        self.totals.invalid_messages += 1
+        self._client_errors.warning(f"invalid:{agent_id}", f"agent {agent_id} ({context.peer()}): invalid message, "
+                                                           f"stream ended: {reason}")
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid message: {reason}")
+
+    async def _store(self, agent_id: str, epoch: str, batches: list[twin_pb2.Batch], encoder: BatchEncoder,
                      asset_types: dict[str, str], stats: AgentIngestStats) -> bool:
         """Store a group; False when shutdown came while the sink was unavailable (nothing committed)."""
-        points: list[Point] = []
+        records: list[Any] = []
         for batch in batches:
             foreign = keep_owned(batch, asset_types)
             if foreign:
@@ -314,19 +487,53 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
                 log.warning("agent %s batch %d: %d entries for assets it does not own were dropped",
                             agent_id, batch.seq, foreign)
             try:
-                points += batch_to_points(batch, agent_id=agent_id, site=site, asset_types=asset_types)
+                encoded, refused = encoder.encode(batch)
             except ValueError as exc:
                 # Can never be stored as points; keep its twin effects and move on rather than block the agent.
                 stats.malformed_batches += 1
                 log.warning("agent %s batch %d: malformed, points not stored: %s", agent_id, batch.seq, exc)
-        if not await self._write_with_retry(agent_id, points, stats):
+                continue
+            records += encoded
+            if refused:
+                stats.rejected_points += len(refused)
+                self.sink.stats.points_rejected += len(refused)
+                log.warning("agent %s batch %d: %d points no store accepts were left out; first: %s",
+                            agent_id, batch.seq, len(refused), refused[0])
+        submission = Submission(agent_id, epoch, batches, records, stats)
+        try:
+            await self.committer.submit(submission, len(records))
+        except _NotStored:
             return False
-        changed = await self._commit(agent_id, epoch, batches, stats)
         stats.batches += len(batches)
         stats.summaries += sum(len(b.summaries) for b in batches)
-        if changed:
-            await self.work_orders_changed(changed)
+        if submission.changed:
+            await self.work_orders_changed(submission.changed)
         return True
+
+    # ---- the group committer's stages ------------------------------------------------------------
+    async def _write_stage(self, subs: Sequence[Submission]) -> None:
+        """Sink write of several streams' records at once; raises _NotStored at shutdown."""
+        records = [r for s in subs for r in s.records]
+        if not await self._write_with_retry(records, subs):
+            raise _NotStored()
+
+    async def _commit_stage(self, subs: Sequence[Submission]) -> None:
+        """The fleet-twin commit of several streams' groups in one transaction.
+
+        If the shared transaction fails for a reason of its own (not the store's: a batch it
+        cannot take), each group is committed on its own to isolate the batch at fault.
+        """
+        try:
+            results = await self.fleet.commit_groups([(s.agent_id, s.epoch, s.batches) for s in subs])
+        except Exception as exc:
+            if _transient(exc):
+                self.health.state.failed(f"{type(exc).__name__}: {exc}")
+                raise
+            results = [await self._commit(s.agent_id, s.epoch, s.batches, s.stats) for s in subs]
+        else:
+            self.health.state.succeeded(self.held_batches())
+        for sub, changed in zip(subs, results, strict=True):
+            sub.changed = changed
 
     async def _commit(self, agent_id: str, epoch: str, batches: list[twin_pb2.Batch],
                       stats: AgentIngestStats) -> list[WorkOrder]:
@@ -356,23 +563,24 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
             changed += await self._commit(agent_id, epoch, [batch], stats)
         return changed
 
-    async def _write_with_retry(self, agent_id: str, points: list[Point], stats: AgentIngestStats) -> bool:
-        """Write until the sink takes the points (True) or the collector is shutting down (False)."""
+    async def _write_with_retry(self, records: list[Any], subs: Sequence[Submission]) -> bool:
+        """Write until the sink takes the records (True) or the collector is shutting down (False)."""
         delay = 0.5
-        while points:
+        agents = sorted({s.agent_id for s in subs})
+        while records:
             started = time.perf_counter()
             try:
-                await self.sink.write(points)
+                await self.sink.write_records(records)
             except PointsRejectedError as exc:
-                stats.rejected_points += len(exc.rejected)
-                log.warning("agent %s: %d points permanently rejected by the sink: %s",
-                            agent_id, len(exc.rejected), exc)
+                self._count_rejected(exc, subs)
             except SinkError as exc:
                 self.totals.sink_errors += 1
-                stats.sink_retries += 1
+                for s in subs:
+                    s.stats.sink_retries += 1
                 self.health.sink.failed(str(exc).removeprefix(f"{self.health.sink.label}: "))
-                log.debug("sink write failed (agent %s, %d points), retrying in %.1fs: %s",
-                          agent_id, len(points), delay, exc)
+                log.debug("sink write failed (%d points of %d agents: %s), retrying in %.1fs: %s",
+                          len(records), len(agents), ", ".join(agents[:3]) + (", ..." if len(agents) > 3 else ""),
+                          delay, exc)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay * random.uniform(0.8, 1.2)):
                         await self._closing.wait()
@@ -385,6 +593,22 @@ class IngestServicer(twin_pb2_grpc.CollectorServicer):
             self.health.sink.succeeded(self.held_batches())
             return True
         return True
+
+    @staticmethod
+    def _count_rejected(exc: PointsRejectedError, subs: Sequence[Submission]) -> None:
+        """Charge each refused record to the agent whose batch it came from."""
+        starts: list[int] = []
+        offset = 0
+        for s in subs:
+            starts.append(offset)
+            offset += len(s.records)
+        per_agent: dict[str, int] = {}
+        for index in exc.indices:
+            sub = subs[bisect.bisect_right(starts, index) - 1]
+            sub.stats.rejected_points += 1
+            per_agent[sub.agent_id] = per_agent.get(sub.agent_id, 0) + 1
+        for agent_id, n in sorted(per_agent.items()):
+            log.warning("agent %s: %d points permanently rejected by the sink: %s", agent_id, n, exc)
 
     async def work_orders_changed(self, changed: list[WorkOrder]) -> None:
         """Log the changes and bring the `work_order` measurement up to date right away; a sink that

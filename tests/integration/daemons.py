@@ -20,6 +20,7 @@ __all__ = [
     "collector_process",
     "collector_toml",
     "exchange",
+    "fleet_token",
     "pattern_agent_toml",
     "pattern_device",
     "read_status",
@@ -58,12 +59,20 @@ def collector_toml(state_dir: Path, port: int, influx: str = "", rules: str = FI
         """) + collector_extra + influx + "\n" + agents + rules
 
 
+def fleet_token(i: int) -> str:
+    """The token of agent `fleet-<i>` of a collector started with `fleet_agents`."""
+    return f"token-for-fleet-{i:04d}-0123456789abcdef"
+
+
 def collector_process(workdir: Path, influx: str = "", rules: str = FILTER_RULE, port: int = 0,
-                      collector_extra: str = "") -> ServerProcess:
+                      collector_extra: str = "", fleet_agents: int = 0) -> ServerProcess:
+    """The collector as a process; `fleet_agents` more agents `fleet-<i>` with `fleet_token(i)`."""
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "collector.toml"
-    cfg.write_text(collector_toml(workdir / "state", port, influx, rules, collector_extra))
+    fleet = "".join(f'[[agents]]\nid = "fleet-{i}"\ntoken_sha256 = "{hash_token(fleet_token(i))}"\n'
+                    for i in range(fleet_agents))
+    cfg.write_text(collector_toml(workdir / "state", port, influx, rules, collector_extra) + "\n" + fleet)
     proc = ServerProcess("collector", [sys.executable, "-m", "collector", "run", "--config", str(cfg)],
                          workdir, lambda: tcp_open(port), port)
     proc.config_path = cfg  # type: ignore[attr-defined]
