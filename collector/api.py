@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import Field, field_validator, model_validator
 
 from collector.fleet import FleetTwin
@@ -52,6 +53,7 @@ from collector.workorders.evaluate import Rule, parse_rules
 from collector.workorders.rules import CATEGORIES, SEVERITIES
 from collector.workorders.store import STATUSES, close_warning, parse_ref
 from runtime.errors import ConfigError
+from runtime.logs import RateLimitedLog
 from runtime.secrets import read_secret
 from runtime.tomlconfig import StrictModel
 
@@ -386,6 +388,29 @@ def build_app(fleet: FleetTwin, *, token: str = "", rules: Sequence[Rule] = (),
     return app
 
 
+class BadRequestLog(logging.Filter):
+    """A request aiohttp cannot parse is the client's fault: one rate-limited line, no traceback.
+
+    aiohttp logs each one as "Error handling request" with the parser's traceback (10k malformed
+    requests made 10k tracebacks); the client already gets its 400. Errors of the API's own
+    handlers are not HttpProcessingError and keep their traceback.
+    """
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        super().__init__()
+        self._lines = RateLimitedLog(log, interval_s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        reason = (exc.message or type(exc).__name__).strip().splitlines()[0]
+        self._lines.warning(f"bad-request:{type(exc).__name__}",
+                            f"unparseable HTTP request from {peer} answered 400: {reason}")
+        return False
+
+
 class ApiServer:
     """The API on its own aiohttp runner inside the daemon's event loop."""
 
@@ -394,8 +419,10 @@ class ApiServer:
         self.app = app
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self._bad_requests = BadRequestLog()
 
     async def start(self) -> None:
+        logging.getLogger("aiohttp.server").addFilter(self._bad_requests)
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
@@ -408,6 +435,7 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        logging.getLogger("aiohttp.server").removeFilter(self._bad_requests)
 
 
 def read_api_token(settings: ApiSettings, key: str = "api") -> str:
