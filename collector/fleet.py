@@ -415,6 +415,7 @@ class FleetTwin:
         if first:
             conn.execute("BEGIN IMMEDIATE")
         fresh: list[tuple[int, twin_pb2.Batch]] = []
+        touched: set[str] = set()
         now = time.time_ns()
         for g, agent_id, epoch, batch in items:
             key = (agent_id, epoch)
@@ -423,13 +424,12 @@ class FleetTwin:
                 watermarks[key] = int(row[0]) if row else 0
             if batch.seq <= watermarks[key]:
                 continue
-            self._store_batch(conn, agent_id, epoch, batch, now)
+            touched |= self._store_batch(conn, agent_id, epoch, batch, now)
             watermarks[key] = batch.seq
             fresh.append((g, batch))
         types: dict[str, str] = {}
         if store is not None and fresh:
-            assets = sorted({s.asset for _, b in fresh for s in b.summaries}
-                            | {v.asset for _, b in fresh for v in b.vibration})
+            assets = sorted(touched)
             types = dict(_select_in(conn, "SELECT asset, type FROM assets WHERE asset IN ({})", assets))
             missing = sorted(store.missing(assets))
             store.add_preloaded(missing, _select_in(
@@ -446,9 +446,12 @@ class FleetTwin:
                 "ON CONFLICT (agent_id, epoch) DO UPDATE SET seq = MAX(seq, excluded.seq)", (agent_id, epoch, seq))
 
     def _store_batch(self, conn: sqlite3.Connection, agent_id: str, epoch: str, batch: twin_pb2.Batch,
-                     now_ns: int) -> None:
-        """A batch's effects besides the rules: twin, history, watermark, agent (database thread)."""
-        self._store_summaries(conn, batch)
+                     now_ns: int) -> set[str]:
+        """A batch's effects besides the rules: twin, history, watermark, agent (database thread).
+
+        Returns the assets its summaries and vibration blocks are about (what the rules look at).
+        """
+        rows = self._store_summaries(conn, batch)
         self._store_changes_states(conn, batch)
         history.record_batch_sync(conn, batch, self.history)
         conn.execute(
@@ -462,6 +465,7 @@ class FleetTwin:
             # started_ns: when the agent process started, in its own clock (silence counts from there)
             conn.execute("UPDATE agents SET health = ?, started_ns = ? WHERE agent_id = ?",
                          (history.dumps_finite(health), h.ts_ns - int(h.uptime_s * 1e9) if h.ts_ns else 0, agent_id))
+        return {row[0] for row in rows} | {v.asset for v in batch.vibration}
 
     async def watermark(self, agent_id: str, epoch: str) -> int:
         cur = await self.db.execute("SELECT seq FROM watermarks WHERE agent_id = ? AND epoch = ?", (agent_id, epoch))
@@ -469,8 +473,8 @@ class FleetTwin:
         return int(row[0]) if row else 0
 
     @staticmethod
-    def _store_summaries(conn: sqlite3.Connection, batch: twin_pb2.Batch) -> None:
-        rows = []
+    def _store_summaries(conn: sqlite3.Connection, batch: twin_pb2.Batch) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
         for s in batch.summaries:
             quality = _QUALITY.get(int(s.quality), "BAD")
             if s.count:
@@ -489,6 +493,7 @@ class FleetTwin:
             "quality = excluded.quality, reason = excluded.reason, ts_ns = excluded.ts_ns "
             "WHERE excluded.ts_ns >= points.ts_ns",
             rows)
+        return rows
 
     @staticmethod
     def _store_changes_states(conn: sqlite3.Connection, batch: twin_pb2.Batch) -> None:
