@@ -8,7 +8,7 @@ collector restart. On every (re)connect the sending restarts from the oldest una
 the collector deduplicates by (agent, queue epoch, seq), so a resend never duplicates an effect.
 
 The stream speaks wire v2 (protos/twin/v2: series interned per stream, see agent/uplink/wire.py);
-a collector without it answers UNIMPLEMENTED, and the client speaks v1 from then on. gRPC
+a collector without it answers UNIMPLEMENTED, and the client speaks v1 until the agent restarts. gRPC
 compression (`[uplink] compression`) applies to either.
 """
 
