@@ -86,6 +86,11 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a batch: ~180,000 summaries (v1), far be
 RECEIVE_BUDGET_BYTES = 32 * 1024 * 1024  # received, not yet stored, all streams together
 CONVERSION_SLOTS = 32  # streams holding decoded/encoded batches at once
 CLIENT_ERROR_LOG_INTERVAL_S = 60.0
+# A client is refused from its metadata, before anything it sends is read. Ending its stream at once
+# cuts off the write of its Hello, and gRPC's asyncio client (the agent's) then reports its own
+# broken write (INTERNAL) instead of the collector's reason; a moment's grace lets that write finish.
+# Nothing is read meanwhile: at most the stream's 32 KiB HTTP/2 window is buffered by gRPC.
+REFUSAL_GRACE_S = 0.5
 
 
 @dataclass(slots=True)
@@ -297,6 +302,7 @@ class IngestServicer:
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         agent_id = authenticate(metadata, self.token_hashes)
         if agent_id is None:  # before reading anything: an unknown client's bytes are never held
+            await asyncio.sleep(REFUSAL_GRACE_S)
             await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "missing or unknown agent token")
         assert agent_id is not None
         stream_decoder = decoder(wire)
