@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import itertools
 import logging
 import socket
 import stat
@@ -92,15 +93,22 @@ def test_a_certificate_refused_at_open_secure_channel_names_the_file_to_trust(
 
     assert all(r.quality is Quality.GOOD and 229.0 < r.value < 232.0 for r in got["trusted"])  # type: ignore[operator]
     assert connectors["trusted"].stats.errors == 0
-    # Marked BAD once, with the server's reason (node-opcua does not tell an untrusted certificate
-    # from other security failures: OPC 10000-4 lets it answer BadSecurityChecksFailed).
-    assert [(r.quality, r.value, r.reason) for r in got["stranger"]] == [(Quality.BAD, None, "BadSecurityChecksFailed")]
+    # Marked BAD once with the server's reason (node-opcua does not tell an untrusted certificate
+    # from other security failures: OPC 10000-4 lets it answer BadSecurityChecksFailed), however many
+    # times the refusal repeats. On a loaded machine a first attempt may time out before the server
+    # answers: that is a different reason, reported before it.
+    marks = [(r.quality, r.value, r.reason) for r in got["stranger"]]
+    refused = (Quality.BAD, None, "BadSecurityChecksFailed")
+    assert marks[-1] == refused and all(a != b for a, b in itertools.pairwise(marks)), marks
+    assert all(m[0] is Quality.BAD and m[1] is None for m in marks), marks
     stats = connectors["stranger"].stats
     assert stats.devices_online == {endpoint: False}
     assert stats.last_error.startswith("the server refused the client certificate (BadSecurityChecksFailed); "
                                        f"trust {stranger.certificate} on the server")
     ours = [r.getMessage() for r in caplog.records if r.name == "twin.connector.opcua" and r.levelno >= logging.WARNING]
-    assert ours == [f"stranger ({endpoint}): {stats.last_error}; retrying with backoff"]
+    assert ours[-1] == f"stranger ({endpoint}): {stats.last_error}; retrying with backoff"
+    assert sum("refused the client certificate" in m for m in ours) == marks.count(refused), ours
+    assert len(ours) == len(marks), (ours, marks)  # one warning per change of reason, never per retry
     # No tracebacks, no parse errors: the refusal is an expected event, reported once.
     assert [r for r in caplog.records if r.exc_info] == []
     assert not any(word in r.getMessage() for r in caplog.records
