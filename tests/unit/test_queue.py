@@ -97,3 +97,92 @@ def test_new_database_gets_new_epoch(tmp_path: Path) -> None:
         await b.close()
 
     run(scenario())
+
+
+def on_disk(path: Path) -> dict[str, object]:
+    """What a separate connection reads from the queue file: the rows and the persisted counters."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        seqs = [s for (s,) in conn.execute("SELECT seq FROM batches ORDER BY seq")]
+        size = conn.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM batches").fetchone()[0]
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+    return {"seqs": seqs, "bytes": size, "next_seq": int(meta.get("next_seq", 1)),
+            "dropped": int(meta.get("dropped", 0)), "summaries_total": int(meta.get("summaries_total", 0)),
+            "summaries_dropped": int(meta.get("summaries_dropped", 0))}
+
+
+def test_a_refused_store_changes_nothing_and_waits_in_memory(tmp_path: Path) -> None:
+    """SQLite's own 'database or disk is full' (max_page_count) stands in for a full disk here; the
+    integration test fills a real filesystem."""
+    async def scenario() -> None:
+        q = StoreAndForwardQueue(tmp_path / "q.sqlite", 10**6, max_overflow_bytes=3 * 2000)
+        await q.open()
+        assert await q.put(payload(2000), 0, summaries=4, interval_end_ns=10) == 1
+        assert await q.put(payload(2000), 0, summaries=4, interval_end_ns=20) == 2
+        pages = (await (await q.db.execute("PRAGMA page_count")).fetchone())[0]
+        await q.db.execute(f"PRAGMA max_page_count = {pages}")  # the file may not grow: "disk full"
+
+        assert await q.put(payload(2000), 0, summaries=4, interval_end_ns=30) is None
+        st = q.stats()
+        assert st.storage_error == "disk full"
+        assert (st.batches, st.next_seq, st.summaries_total, st.overflow_batches) == (2, 3, 8, 1)
+        disk = on_disk(q.path)
+        assert disk["seqs"] == [1, 2] and disk["next_seq"] == 3 and disk["summaries_total"] == 8
+        assert st.bytes == disk["bytes"], "the counters say what is on disk"
+        assert q.last_interval_end_ns == 20
+
+        for end in (40, 50, 60, 70):  # the overflow holds 3 batches of 2000 bytes: 2 go
+            assert await q.put(payload(2000), 0, summaries=4, interval_end_ns=end) is None
+        st = q.stats()
+        assert (st.overflow_batches, st.dropped, st.summaries_dropped) == (3, 2, 8)
+        assert not await q.retry(), "still full"
+
+        await q.db.execute("PRAGMA max_page_count = 1000000")  # space again
+        assert await q.retry()
+        st = q.stats()
+        assert st.storage_error == "" and st.overflow_batches == 0
+        assert [s for s, _ in await q.peek(0, 100)] == [1, 2, 3, 4, 5], "seq stays contiguous: no gaps, no reuse"
+        seq_of_sixth = await q.put(payload(2000), 0, summaries=4, interval_end_ns=80)
+        assert seq_of_sixth == 6
+        disk = on_disk(q.path)
+        assert disk == {"seqs": [1, 2, 3, 4, 5, 6], "bytes": 6 * 2000, "next_seq": 7, "dropped": 2,
+                        "summaries_total": 24, "summaries_dropped": 8}
+        st = q.stats()
+        assert (st.batches, st.bytes, st.next_seq, st.dropped, st.summaries_total) == (6, 12000, 7, 2, 24)
+        assert q.last_interval_end_ns == 80
+        await q.close()
+
+    run(scenario())
+
+
+def test_one_commit_per_interval(tmp_path: Path) -> None:
+    """An ack only moves the watermark; the rows go with the next stored batch (one fsynced commit)."""
+    import sqlite3
+
+    async def scenario() -> None:
+        q = StoreAndForwardQueue(tmp_path / "q.sqlite", 10**6)
+        await q.open()
+        watcher = sqlite3.connect(q.path)
+        version = lambda: watcher.execute("PRAGMA data_version").fetchone()[0]  # noqa: E731
+        await q.put(payload(500), 0)
+        await q.put(payload(500), 0)
+        before = version()
+        assert await q.ack(2) == 2
+        assert version() == before, "an ack writes nothing"
+        assert q.stats().batches == 0 and q.stats().bytes == 0
+        assert on_disk(q.path)["seqs"] == [1, 2]
+        assert await q.peek(0, 10) == [], "acked rows are never sent again"
+        await q.put(payload(500), 0)
+        assert version() == before + 1, "deleting the acked rows and storing the new one: one commit"
+        assert on_disk(q.path)["seqs"] == [3]
+        await q.ack(3)
+        await q.close()
+        assert on_disk(q.path)["seqs"] == [], "acked rows are deleted at close"
+        watcher.close()
+        q2 = StoreAndForwardQueue(tmp_path / "q.sqlite", 10**6)
+        await q2.open()
+        assert q2.stats().batches == 0 and q2.stats().next_seq == 4
+        await q2.close()
+
+    run(scenario())
