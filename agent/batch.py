@@ -23,7 +23,7 @@ def summary_message(s: PointSummary, spec: PointSpec | None, interval_end_ns: in
         first_ns=s.first_ns, last_ns=s.last_ns, interval_end_ns=interval_end_ns,
         mean=_finite(s.mean), min=_finite(s.min), max=_finite(s.max), last=_finite(s.last),
         count=s.count, bad_count=s.bad_count, quality=int(s.quality), reason=s.reason,
-        last_text=s.last_text,
+        last_text=s.last_text, increase=s.increase, resets=s.resets,
     )
 
 

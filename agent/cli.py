@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -38,6 +39,8 @@ __all__ = ["DEFAULT_CONFIG", "LOCK_FILE", "main"]
 DEFAULT_CONFIG = Path("/etc/twin-agent/agent.toml")
 LOCK_FILE = "twin-agent.pid"  # in state_dir: held by the running agent (runtime/instance_lock.py)
 SERVICE_GROUP = "twin-agent"
+
+LOW_DISK_BYTES = 1024 * 1024  # below this, `status` says the state directory's disk is full
 
 # Optional subcommands live in their own modules: (module, help). Each exposes add_arguments/run.
 TOOL_COMMANDS = {
@@ -117,12 +120,23 @@ def _check_fragment(path: Path, data: dict[str, Any], strict: bool) -> int:
                         unreadable, strict)
 
 
+def _disk_free(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
+    from agent.status_file import STATUS_FILE, ask_for_status
     from runtime.instance_lock import probe_instance
 
     config, _ = _load(args, SecretPolicy.SKIP)
     instance = probe_instance(config.state_dir / LOCK_FILE)
-    path = config.state_dir / "status.json"
+    # The daemon rewrites its status file only now and then (flash wear): ask it for a fresh one.
+    unanswered = ask_for_status(config.state_dir, pid=instance.pid) if instance.running is True else ""
+    path = config.state_dir / STATUS_FILE
     try:
         status: dict[str, Any] | None = json.loads(path.read_text())
     except FileNotFoundError:
@@ -147,7 +161,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if status is None:
         print("no status written yet")
         return 0
-    _print_state(status, instance.running is True)
+    _print_state(status, instance.running is True, config.state_dir, unanswered)
     return 0 if instance.running is not False else 3
 
 
@@ -166,19 +180,35 @@ def _running_line(config: AgentConfig, instance: Any, status: dict[str, Any] | N
     return head + "NOT RUNNING"
 
 
-def _print_state(status: dict[str, Any], running: bool) -> None:
+def _print_state(status: dict[str, Any], running: bool, state_dir: Path, unanswered: str = "") -> None:
     written = status.get("updated_ns", 0)
     if running:
-        print(f"status written {age_text(written)}, uptime {status['uptime_s']:.0f}s")
+        note = f" (the agent could not be asked for a fresh one: {unanswered})" if unanswered in (
+            "not permitted", "no answer") else ""
+        print(f"status written {age_text(written)}, uptime {status['uptime_s']:.0f}s{note}")
     else:
         print(f"last known state, as of {utc_text(written)} ({age_text(written)}); nothing below is current:")
     q, u = status["queue"], status["uplink"]
-    link = "connected" if u["connected"] else "DISCONNECTED"
+    link = u.get("link") or ("connected" if u["connected"] else "disconnected")
+    link = {"stalled": f"STALLED (no ack for {u.get('waiting_for_ack_s', 0):.0f}s)",
+            "disconnected": "DISCONNECTED"}.get(link, link)
     if not running:
         link = "was connected" if u["connected"] else "was disconnected"
     error = f", last error: {u['last_error']}" if u["last_error"] else ""
     print(f"uplink: {link}, sent {u['sent']}, acked {u['acked']}, reconnects {u['reconnects']}{error}")
-    print(f"queue: {q['batches']} batches, {q['bytes'] / 1024:.1f} KiB, dropped {q['dropped']}")
+    print(f"queue: {q['batches']} batches, {q['bytes'] / 1024:.1f} KiB, dropped {q['dropped']}"
+          + (f", {q['overflow_batches']} batches waiting in memory" if q.get("overflow_batches") else ""))
+    free = _disk_free(state_dir)
+    storage = status.get("storage", "ok")
+    if storage != "ok":
+        print(f"storage: {storage.upper() if storage == 'disk full' else storage}"
+              + (f" since {age_text(q['storage_error_since_ns'])}" if q.get("storage_error_since_ns") else ""))
+    if free is not None and free < LOW_DISK_BYTES:
+        print(f"storage: DISK FULL: {free / 1024:.0f} KiB free on the filesystem of {state_dir}")
+    behind = status.get("intervals", {}).get("clock_behind_s", 0)
+    if behind:
+        print(f"clock: {behind:.0f}s behind the last stored interval (stepped back); intervals are stored "
+              "just after it until the clock catches up")
     for name, c in status["connectors"].items():
         word = ("online", "OFFLINE") if running else ("was online", "was OFFLINE")
         online = ", ".join(f"{d}={word[0] if o else word[1]}" for d, o in c["devices_online"].items())

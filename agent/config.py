@@ -37,7 +37,12 @@ class AgentSettings(StrictModel):
     site: str = Field(default="default", pattern=ID_PATTERN)
     state_dir: str = DEFAULT_STATE_DIR
     summary_interval_s: float = Field(default=10.0, gt=0, le=3600)
-    twin_flush_interval_s: float = Field(default=5.0, gt=0, le=600)
+    # The latest values are written to disk this often (and at shutdown); the change log goes to the
+    # uplink with every batch anyway. Each flush rewrites every point read since the last one.
+    twin_flush_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    # status.json is rewritten this often, and whenever `twin-agent status` asks (SIGUSR1): at 1000
+    # points it is ~120 KB, so rewriting it every interval would wear the gateway's flash.
+    status_interval_s: float = Field(default=600.0, ge=1, le=86400)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -52,12 +57,18 @@ class UplinkSettings(StrictModel):
     key_file: str = ""
     server_name: str = ""
     max_queue_mb: float = Field(default=64.0, gt=0)
+    # While the disk refuses writes (full), closed intervals wait in memory up to this much; the
+    # oldest beyond it are dropped and counted.
+    max_overflow_mb: float = Field(default=8.0, gt=0)
     max_in_flight: int = Field(default=16, ge=1, le=1024)
     # gRPC message compression of the uplink: ~3x fewer bytes for ~1 us of CPU per summary (README
     # Performance); "none" for a collector on the same LAN.
     compression: Literal["none", "gzip", "deflate"] = "gzip"
     backoff_initial_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
+    # Batches (or the Hello) unanswered this long: the stream is closed and opened again. The collector
+    # withholds acks while its sink is down, so this also reconnects every ack_timeout_s then (harmless).
+    ack_timeout_s: float = Field(default=30.0, ge=1, le=3600)
     # At SIGTERM, how long a connected uplink may take to deliver the last batches (they stay queued
     # otherwise); keep it well below the unit's TimeoutStopSec (30 s).
     shutdown_drain_s: float = Field(default=5.0, ge=0, le=20)

@@ -2,15 +2,18 @@
 
 Every long-running piece is its own task wrapped in `supervise`, so a bug in one connector is
 logged and that connector restarted after a pause, while the others, the queue and the uplink go on.
+Summary intervals are scheduled as agent/intervals.py describes (monotonic waits, wall-clock
+labels, early close). A disk that refuses writes never stops the summarizer: intervals keep
+closing into the queue's in-memory overflow, and the twin flush and status file retry later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -21,38 +24,27 @@ from agent import __version__
 from agent.analytics.summarize import Summarizer
 from agent.batch import build_batch, build_hello
 from agent.config import AgentConfig
+from agent.intervals import IntervalCompletion, interval_label_ns, next_target_ns
 from agent.model import PointSpec, Quality, Reading
+from agent.status_file import ASK_SIGNAL, STATUS_FILE, write_status
 from agent.twin import LocalTwin
 from agent.uplink.client import ChannelSettings, UplinkClient
-from agent.uplink.queue import StoreAndForwardQueue
+from agent.uplink.queue import StoreAndForwardQueue, storage_problem
 from agent.vibration_monitor import VibrationMonitor
 from protos.twin.v1 import twin_pb2
 from runtime.backoff import Backoff
 from runtime.cancellation import cancel_and_wait
+from runtime.logs import RateLimitedLog
 from runtime.memory import rss_mb
 from runtime.supervise import supervise
 
-__all__ = ["AgentDaemon"]
+__all__ = ["STATUS_FILE", "AgentDaemon"]
 
 log = logging.getLogger("twin.agent")
 
-STATUS_FILE = "status.json"
-CLOCK_BACK_WARN_NS = 60 * 10**9
-MIN_STEP_NS = 1_000_000
 MAX_CLOCK_AHEAD_NS = 300 * 10**9  # device timestamps further ahead than this are not trusted
-
-
-def next_boundary_ns(now_ns: int, interval_ns: int, previous_ns: int) -> int:
-    """The wall-clock interval boundary the next batch closes at: the one after `previous_ns`.
-
-    Exact boundaries (integer ns) line every agent's intervals up in Grafana; a wake-up that comes
-    late on a busy gateway still closes its own interval, and a gateway that fell behind by more
-    than an interval (suspend, clock step) skips to the next boundary ahead.
-    """
-    following = previous_ns + interval_ns
-    if previous_ns and following > now_ns - interval_ns:
-        return following
-    return (now_ns // interval_ns + 1) * interval_ns
+STORAGE_RETRY_S = 1.0  # while the disk refuses writes: how often the queue's overflow is retried
+STATUS_MIN_SPACING_S = 0.05  # status requests beyond this rate are answered by one write
 
 
 def guard_clock_skew(readings: Sequence[Reading], now_ns: int) -> Sequence[Reading]:
@@ -79,25 +71,34 @@ class AgentDaemon:
         state_dir = config.state_dir
         self.twin = LocalTwin(config.assets, state_dir / "twin.sqlite")
         self.queue = StoreAndForwardQueue(state_dir / "queue.sqlite", int(config.uplink.max_queue_mb * 1024 * 1024),
-                                          unacked_window=config.uplink.max_in_flight)
-        self.summarizer = Summarizer()
-        self.vibration = VibrationMonitor(config.assets)
+                                          unacked_window=config.uplink.max_in_flight,
+                                          max_overflow_bytes=int(config.uplink.max_overflow_mb * 1024 * 1024))
         self.point_specs = {(p.asset, p.name): p for a in config.assets for p in a.points}
         for connector in config.connectors:  # connectors that learn metadata from the device (BACnet units)
             if hasattr(connector, "spec_listener"):
                 connector.spec_listener = self.update_point_spec
+        self.summarizer = Summarizer(counters=[k for k, p in self.point_specs.items() if p.kind == "counter"])
+        self.completion = IntervalCompletion(self.point_specs.values())
+        self.vibration = VibrationMonitor(config.assets)
         u = config.uplink
         self.uplink = UplinkClient(
             ChannelSettings(u.collector, config.token, u.tls, u.ca_file, u.cert_file, u.key_file, u.server_name,
                             u.compression),
             self.queue, self._hello, max_in_flight=u.max_in_flight,
-            backoff=Backoff(u.backoff_initial_s, u.backoff_max_s),
+            backoff=Backoff(u.backoff_initial_s, u.backoff_max_s), ack_timeout_s=u.ack_timeout_s,
         )
         self.started = time.monotonic()
         self.readings = 0
+        self.intervals_closed = 0
+        self.status_requests = 0  # answered SIGUSR1s: lets `twin-agent status` see its answer
+        self.twin_flush_error = ""
+        self.status_error = ""
         self._stop = asyncio.Event()
+        self._status_wanted = asyncio.Event()
         self.running = asyncio.Event()  # set once every task is up
         self._last_end_ns = 0
+        self.clock_behind_ns = 0  # how far the wall clock is behind the last stored interval
+        self._errors = RateLimitedLog(log, 300.0)
 
     # ---- data path ------------------------------------------------------------------------------
     def emit(self, readings: Sequence[Reading]) -> None:
@@ -105,6 +106,7 @@ class AgentDaemon:
         self.readings += len(readings)
         self.twin.apply(readings)
         self.summarizer.add(readings)
+        self.completion.observe(readings)
         for r in readings:
             if isinstance(r.value, np.ndarray) and r.quality != Quality.BAD:
                 self.vibration.submit(r)
@@ -131,21 +133,17 @@ class AgentDaemon:
             uptime_s=round(time.monotonic() - self.started, 1),
         )
 
-    async def emit_batch(self, end_ns: int | None = None) -> int:
+    async def emit_batch(self, end_ns: int | None = None) -> int | None:
         """Close the current summary interval into a batch and store it in the queue.
 
-        `end_ns` is the interval boundary the batch is stored under; it is strictly increasing
-        so that two batches never write the same InfluxDB point (same series + timestamp).
+        `end_ns` is the interval boundary the batch is stored under; it is kept strictly after the
+        last stored one so that two batches never write the same InfluxDB point (same series +
+        timestamp). Returns the batch's seq, or None when the disk refused it and it waits in memory.
         """
         now_ns = time.time_ns()
         proposed = end_ns or now_ns
-        if proposed <= self._last_end_ns - CLOCK_BACK_WARN_NS:
-            # A gateway without a real-time clock may boot in the past until NTP syncs: never write
-            # under timestamps that already hold data (InfluxDB would silently overwrite them).
-            log.warning("system clock is %.0fs behind the last stored interval; batches stay after it",
-                        (self._last_end_ns - proposed) / 1e9)
-        # Never the same timestamp twice; 1 ms apart so stores with ms resolution keep both.
-        end_ns = max(proposed, self._last_end_ns + MIN_STEP_NS)
+        self._note_clock(proposed)
+        end_ns = interval_label_ns(proposed, self._last_end_ns)
         self._last_end_ns = end_ns
         self.twin.refresh_states()
         vib = await self.vibration.drain()
@@ -160,25 +158,101 @@ class AgentDaemon:
             batch.seq = seq
             return batch.SerializeToString()
 
+        self.intervals_closed += 1
+        had_error = self.queue.storage_error
         # Shielded: a cancellation (shutdown, reload) must not cut a store between insert and commit.
-        return await asyncio.shield(self.queue.put(encode, now_ns, summaries=len(batch.summaries),
-                                                   interval_end_ns=end_ns))
+        seq = await asyncio.shield(self.queue.put(encode, now_ns, summaries=len(batch.summaries),
+                                                  interval_end_ns=end_ns))
+        if self.queue.storage_error != had_error:
+            self._status_wanted.set()  # disk full, or writable again: worth a status update
+        return seq
+
+    def _note_clock(self, proposed_ns: int) -> None:
+        """Log (once per episode) a wall clock that is behind the last stored interval.
+
+        A gateway without a real-time clock may boot in the past until NTP syncs, and NTP may step
+        the clock back: batches are then stored just after the last stored interval, 1 ms apart,
+        until the clock has caught up, never under timestamps that already hold data.
+        """
+        behind = self._last_end_ns - proposed_ns
+        if behind <= int(self.config.agent.summary_interval_s * 1e9):
+            behind = 0  # an interval closed early is stored under its boundary, up to one interval ahead
+        if behind > 0 and not self.clock_behind_ns:
+            log.warning("system clock is %.0fs behind the last stored interval: intervals are stored 1 ms "
+                        "after it until the clock catches up (delivery goes on)", behind / 1e9)
+        elif not behind and self.clock_behind_ns:
+            log.info("system clock has caught up with the stored intervals")
+        self.clock_behind_ns = behind
 
     # ---- loops ----------------------------------------------------------------------------------
     async def _summary_loop(self) -> None:
-        interval_ns = int(self.config.agent.summary_interval_s * 1e9)
-        boundary = 0
+        """Close intervals at their boundary, or earlier once every point due in them has been read.
+
+        The wait is measured on the monotonic clock (agent/intervals.py), so a wall clock that steps
+        back or forward cannot stall it; at most two intervals pass between two closes.
+        """
+        interval_s = self.config.agent.summary_interval_s
+        interval_ns = int(interval_s * 1e9)
+        target = 0
         while True:
-            # Sleep to the next wall-clock boundary so every agent's intervals line up in Grafana.
-            boundary = next_boundary_ns(time.time_ns(), interval_ns, boundary)
-            await asyncio.sleep(max(0.0, (boundary - time.time_ns()) / 1e9))
-            await self.emit_batch(boundary)
-            self.write_status()
+            wall, mono = time.time_ns(), time.monotonic()
+            target = next_target_ns(wall, interval_ns, target)
+            deadline = mono + (target - wall) / 1e9
+            self.completion.start(deadline, interval_s, mono)
+            early = True
+            try:
+                async with asyncio.timeout(deadline - mono):
+                    if self.completion.earliest > mono:  # closed early last time: not before the boundary
+                        await asyncio.sleep(self.completion.earliest - mono)
+                        self.completion.check()
+                    await self.completion.complete.wait()
+            except TimeoutError:
+                early = False
+            self.completion.closed(early)
+            await self.emit_batch(target)
+
+    async def _storage_loop(self) -> None:
+        """Retry storing the queue's in-memory overflow while the disk refuses writes."""
+        while True:
+            await asyncio.sleep(STORAGE_RETRY_S)
+            if self.queue.stats().overflow_batches:
+                had_error = self.queue.storage_error
+                await self.queue.retry()
+                if self.queue.storage_error != had_error:
+                    self._status_wanted.set()
 
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.agent.twin_flush_interval_s)
+            await self._flush_twin()
+
+    async def _flush_twin(self) -> None:
+        try:
             await self.twin.flush()
+        except (OSError, sqlite3.Error) as exc:  # disk full: the rows are kept for the next flush
+            self.twin_flush_error = storage_problem(exc)
+            self._errors.warning("twin flush", f"twin: latest values not saved ({self.twin_flush_error}); "
+                                               "retrying at the next flush")
+        else:
+            self.twin_flush_error = ""
+
+    async def _status_loop(self) -> None:
+        """Rewrite status.json every status_interval_s, and when asked or when storage changes state."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.agent.status_interval_s):
+                    await self._status_wanted.wait()
+            self._status_wanted.clear()
+            self.write_status()
+            await asyncio.sleep(STATUS_MIN_SPACING_S)
+
+    def _ask_status(self) -> None:
+        self.status_requests += 1
+        self._status_wanted.set()
+
+    def storage_state(self) -> str:
+        """ok, or what the disk refused last: "disk full" when that is the reason."""
+        return self.queue.storage_error or self.twin_flush_error or self.status_error or "ok"
 
     def status(self) -> dict[str, object]:
         q = self.queue.stats()
@@ -186,11 +260,18 @@ class AgentDaemon:
         return {
             "agent": self.config.agent.id, "site": self.config.agent.site, "pid": os.getpid(),
             "updated_ns": time.time_ns(), "uptime_s": round(time.monotonic() - self.started, 1),
-            "readings": self.readings,
+            "status_requests": self.status_requests, "readings": self.readings,
+            "storage": self.storage_state(),
             "queue": {"batches": q.batches, "bytes": q.bytes, "dropped": q.dropped, "next_seq": q.next_seq,
-                      "summaries_total": q.summaries_total},
-            "uplink": {"connected": c.connected, "sent": c.sent, "acked": c.acked,
-                       "reconnects": c.reconnects, "last_error": c.last_error},
+                      "summaries_total": q.summaries_total, "summaries_dropped": q.summaries_dropped,
+                      "overflow_batches": q.overflow_batches, "overflow_bytes": q.overflow_bytes,
+                      "storage_error": q.storage_error, "storage_error_since_ns": q.storage_error_since_ns,
+                      "payload_bytes_stored": q.payload_bytes_stored},
+            "uplink": {"connected": c.connected, "link": self.uplink.link_state(),
+                       "waiting_for_ack_s": round(c.waiting_s(), 1), "sent": c.sent, "acked": c.acked,
+                       "reconnects": c.reconnects, "ack_timeouts": c.ack_timeouts, "last_error": c.last_error},
+            "intervals": {"closed": self.intervals_closed, "closed_early": self.completion.early_closes,
+                          "clock_behind_s": round(self.clock_behind_ns / 1e9, 3)},
             "connectors": {
                 x.name: {"polls": x.stats.polls, "errors": x.stats.errors,
                          "decode_errors": x.stats.decode_errors, "last_error": x.stats.last_error,
@@ -203,11 +284,14 @@ class AgentDaemon:
         }
 
     def write_status(self) -> None:
-        """Atomically replace state_dir/status.json (read by `twin-agent status` and the demo)."""
-        path = self.config.state_dir / STATUS_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), default=str))
-        tmp.replace(path)
+        """Atomically replace state_dir/status.json; a full disk is logged, never raised."""
+        try:
+            write_status(self.config.state_dir, self.status())
+        except OSError as exc:
+            self.status_error = storage_problem(exc)
+            self._errors.warning("status", f"{STATUS_FILE} not written: {self.status_error}")
+        else:
+            self.status_error = ""
 
     async def run(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -225,15 +309,20 @@ class AgentDaemon:
                      for c in self.config.connectors]
         producers += [
             asyncio.create_task(supervise("summarizer", self._summary_loop)),
+            asyncio.create_task(supervise("storage retry", self._storage_loop)),
             asyncio.create_task(supervise("twin flush", self._flush_loop)),
+            asyncio.create_task(supervise("status", self._status_loop)),
         ]
         uplink = asyncio.create_task(supervise("uplink", self.uplink.run))
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(ASK_SIGNAL, self._ask_status)
         self.write_status()
         self.running.set()
         try:
             await self._stop.wait()
         finally:
             log.info("agent stopping: storing the last interval and closing stores")
+            loop.remove_signal_handler(ASK_SIGNAL)
             await cancel_and_wait(producers)
             try:
                 await self.emit_batch()
@@ -242,9 +331,11 @@ class AgentDaemon:
             await self._drain_uplink(self.config.uplink.shutdown_drain_s)
             await cancel_and_wait([uplink])
             self.uplink.counters.connected = False
-            self.write_status()
-            await self.twin.close()
+            await self._flush_twin()
             await self.queue.close()
+            self.write_status()
+            with contextlib.suppress(OSError, sqlite3.Error):
+                await self.twin.close()
             with contextlib.suppress(OSError):
                 self.vibration.save_last_blocks(self.config.state_dir / "waveforms")
             await self.vibration.close()

@@ -13,9 +13,12 @@ queue, uplink and vibration monitor already keep, when Prometheus scrapes. The H
     twin_agent_points{quality="good|uncertain|bad"}, twin_agent_points_stale
     twin_agent_assets{state}
     twin_agent_queue_{batches,bytes,max_bytes}, twin_agent_queue_dropped_batches_total,
-    twin_agent_queue_{batches,summaries}_stored_total
-    twin_agent_uplink_connected, twin_agent_uplink_{sent,acked}_batches_total,
-    twin_agent_uplink_reconnects_total
+    twin_agent_queue_{batches,summaries}_stored_total, twin_agent_queue_dropped_summaries_total,
+    twin_agent_queue_overflow_{batches,bytes}, twin_agent_queue_payload_bytes_stored_total
+    twin_agent_disk_full                                      1 while the state directory refuses writes
+    twin_agent_uplink_connected, twin_agent_uplink_stalled, twin_agent_uplink_{sent,acked}_batches_total,
+    twin_agent_uplink_reconnects_total, twin_agent_uplink_ack_timeouts_total
+    twin_agent_intervals_closed_total, twin_agent_intervals_closed_early_total, twin_agent_clock_behind_seconds
     twin_agent_vibration_blocks_{analysed,dropped}_total, twin_agent_vibration_analysis_errors_total
     twin_agent_resident_memory_bytes
     + the standard process_* metrics (CPU, open fds, ...) of prometheus_client
@@ -137,11 +140,32 @@ class AgentMetrics(Collector):
                                   value=max(q.next_seq - 1, 0))
         yield CounterMetricFamily("twin_agent_queue_summaries_stored", "Summaries stored in this queue epoch.",
                                   value=q.summaries_total)
+        yield CounterMetricFamily("twin_agent_queue_dropped_summaries", "Summaries in batches dropped from the "
+                                  "in-memory overflow (disk full).", value=q.summaries_dropped)
+        yield GaugeMetricFamily("twin_agent_queue_overflow_batches", "Closed intervals waiting in memory because "
+                                "the disk refuses writes.", value=q.overflow_batches)
+        yield GaugeMetricFamily("twin_agent_queue_overflow_bytes", "Bytes of those batches.", value=q.overflow_bytes)
+        yield CounterMetricFamily("twin_agent_queue_payload_bytes_stored", "Batch payload bytes stored since the "
+                                  "agent started.", value=q.payload_bytes_stored)
+        yield GaugeMetricFamily("twin_agent_disk_full", "1 while the state directory's disk is full (queue, twin "
+                                "or status writes refused).", value=float(self.daemon.storage_state() == "disk full"))
         yield GaugeMetricFamily("twin_agent_uplink_connected", "1 while the collector stream is up.",
                                 value=float(c.connected))
+        yield GaugeMetricFamily("twin_agent_uplink_stalled", "1 while batches in flight wait unusually long for an "
+                                "ack (collector or network stalled).",
+                                value=float(self.daemon.uplink.link_state() == "stalled"))
+        yield CounterMetricFamily("twin_agent_uplink_ack_timeouts", "Streams closed because no ack came within "
+                                  "ack_timeout_s.", value=c.ack_timeouts)
         yield CounterMetricFamily("twin_agent_uplink_sent_batches", "Batches sent (resends included).", value=c.sent)
         yield CounterMetricFamily("twin_agent_uplink_acked_batches", "Batches acked by the collector.", value=c.acked)
         yield CounterMetricFamily("twin_agent_uplink_reconnects", "Stream reconnects.", value=c.reconnects)
+        d = self.daemon
+        yield CounterMetricFamily("twin_agent_intervals_closed", "Summary intervals closed.", value=d.intervals_closed)
+        yield CounterMetricFamily("twin_agent_intervals_closed_early", "Summary intervals closed before their "
+                                  "boundary because every point due in them had been read.",
+                                  value=d.completion.early_closes)
+        yield GaugeMetricFamily("twin_agent_clock_behind_seconds", "How far the wall clock is behind the last "
+                                "stored interval (after a backward step); 0 normally.", value=d.clock_behind_ns / 1e9)
 
 
 def agent_registry(daemon: AgentDaemon) -> CollectorRegistry:

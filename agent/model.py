@@ -44,7 +44,7 @@ class PointSpec:
     asset: str
     name: str
     unit: str = ""
-    kind: str = "measurement"  # measurement | setpoint | state | waveform
+    kind: str = "measurement"  # measurement | setpoint | state | counter | waveform
     expected_interval_s: float = 10.0  # silent for ~3x this => stale
     deadband: float = 0.0
     sample_rate_hz: float = 0.0  # waveform points only

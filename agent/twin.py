@@ -2,15 +2,18 @@
 
 Per point it keeps the latest value, quality, reason and source timestamp; per asset a derived
 state (online / degraded / offline / unknown); and a change log of what a technician wants to know
-happened (setpoint and state-point changes, quality transitions, asset state transitions). Changes
+happened (setpoint and state-point changes, quality transitions, asset state transitions, counter
+resets: a counter point whose value went down, e.g. a meter that restarted). Changes
 are also handed to the uplink (`drain_changes`) so the collector's fleet twin sees them.
 
 Updates are synchronous and in memory (connectors call them on every reading); SQLite writes
 happen in `flush()`, periodically and at shutdown, so a busy MQTT waveform stream never waits on disk.
+A flush that fails (disk full) is rolled back and its rows are kept for the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -151,6 +154,15 @@ class LocalTwin:
             ):
                 self._record(Change(r.asset, r.point, r.ts_ns, ps.spec.kind, _display(ps.value),
                                     _display(r.value)))
+            elif (
+                ps.spec.kind == "counter"
+                and r.quality == Quality.GOOD
+                and isinstance(ps.value, int | float)
+                and isinstance(r.value, int | float)
+                and r.value < ps.value
+            ):
+                self._record(Change(r.asset, r.point, r.ts_ns, "counter_reset", _display(ps.value),
+                                    _display(r.value)))
             if r.value is not None or r.quality != Quality.GOOD:
                 # A BAD reading keeps the last value for display but its own timestamp and quality.
                 ps.value = r.value if r.value is not None else ps.value
@@ -228,12 +240,23 @@ class LocalTwin:
     async def flush(self) -> None:
         if self._db is None:
             return
+        dirty, self._dirty = self._dirty, set()
+        changes, self._unsaved_changes = self._unsaved_changes, []
+        try:
+            await self._write(dirty, changes)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._db.rollback()
+            self._dirty |= dirty
+            self._unsaved_changes = changes + self._unsaved_changes
+            raise
+
+    async def _write(self, dirty: set[tuple[str, str]], changes: list[Change]) -> None:
+        assert self._db is not None
         rows = []
-        for asset, point in self._dirty:
+        for asset, point in dirty:
             ps = self.assets[asset].points[point]
             rows.append((asset, point, _to_json(ps.value), int(ps.quality), ps.reason, ps.ts_ns))
-        self._dirty.clear()
-        changes, self._unsaved_changes = self._unsaved_changes, []
         await self._db.executemany(
             "INSERT INTO point_state VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (asset, point) DO UPDATE SET "
             "value = excluded.value, quality = excluded.quality, reason = excluded.reason, ts_ns = excluded.ts_ns",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import textwrap
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from agent.status_file import ask_for_status
 from collector.config import hash_token
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
 from tests.servers import ServerProcess, free_port, tcp_open, wait_for
@@ -25,6 +27,7 @@ __all__ = [
     "pattern_device",
     "read_status",
     "status",
+    "stored_points",
     "wait_acked",
     "wait_drained",
 ]
@@ -93,6 +96,7 @@ def agent_process(workdir: Path, config_text: str) -> ServerProcess:
 def read_status(agent_workdir: Path) -> dict[str, object]:
     path = agent_workdir / "state" / "status.json"
     wait_for(path.exists, 30, "agent status file")
+    ask_for_status(agent_workdir / "state")
     return json.loads(path.read_text())
 
 
@@ -105,7 +109,9 @@ def pattern_device(workdir: Path) -> ServerProcess:
 
 
 def pattern_agent_toml(state_dir: Path, collector_port: int, device_port: int, agent_id: str = "gw-a",
-                       summary_interval_s: float = 1.0, max_queue_mb: float = 16.0, max_in_flight: int = 16) -> str:
+                       summary_interval_s: float = 1.0, max_queue_mb: float = 16.0, max_in_flight: int = 16,
+                       agent_extra: str = "", uplink_extra: str = "", poll_interval_s: float = 0.25,
+                       r0_kind: str = "measurement") -> str:
     """An agent reading two registers of `pattern_device`: r0 = 1000 Pa, r5 = 100.5 degC (scale 0.1)."""
     return textwrap.dedent(f"""
         [agent]
@@ -113,6 +119,7 @@ def pattern_agent_toml(state_dir: Path, collector_port: int, device_port: int, a
         site = "plant-a"
         state_dir = "{state_dir}"
         summary_interval_s = {summary_interval_s}
+        {agent_extra}
 
         [uplink]
         collector = "127.0.0.1:{collector_port}"
@@ -122,6 +129,7 @@ def pattern_agent_toml(state_dir: Path, collector_port: int, device_port: int, a
         shutdown_drain_s = 10
         backoff_initial_s = 0.2
         backoff_max_s = 1.0
+        {uplink_extra}
 
         [[assets]]
         id = "ahu-1"
@@ -133,7 +141,7 @@ def pattern_agent_toml(state_dir: Path, collector_port: int, device_port: int, a
         name = "ahu-1-controller"
         host = "127.0.0.1"
         port = {device_port}
-        poll_interval_s = 0.25
+        poll_interval_s = {poll_interval_s}
         timeout_s = 0.2
         retries = 0
         backoff_max_s = 0.5
@@ -141,6 +149,7 @@ def pattern_agent_toml(state_dir: Path, collector_port: int, device_port: int, a
           asset = "ahu-1"
           name = "r0"
           unit = "Pa"
+          kind = "{r0_kind}"
           address = 0
           type = "uint16"
           [[sources.points]]
@@ -153,7 +162,20 @@ def pattern_agent_toml(state_dir: Path, collector_port: int, device_port: int, a
         """)
 
 
+def stored_points(collector_workdir: Path, measurement: str) -> list[tuple[dict[str, str], int, dict[str, Any]]]:
+    """(tags, ts_ns, fields) of every point in the collector's embedded store, in time order."""
+    path = collector_workdir / "state" / "summaries.sqlite"
+    if not path.exists():
+        return []
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as conn:
+        rows = conn.execute("SELECT series, ts_ns, fields FROM summary_points WHERE measurement = ? "
+                            "ORDER BY ts_ns, series", (measurement,)).fetchall()
+    return [(json.loads(series), int(ts), json.loads(fields)) for series, ts, fields in rows]
+
+
 def status(agent_workdir: Path) -> dict[str, Any]:
+    """The agent's status: asked for fresh when it runs (it rewrites the file only now and then)."""
+    ask_for_status(agent_workdir / "state")
     try:
         return json.loads((agent_workdir / "state" / "status.json").read_text())
     except (OSError, ValueError):
@@ -168,8 +190,8 @@ def wait_acked(agent_workdir: Path, at_least: int, timeout: float = 60.0) -> Non
 def wait_drained(agent_workdir: Path, timeout: float = 60.0) -> None:
     """Until the agent has caught up: its link is up and only the batch just produced is queued.
 
-    The status file is written right after a new batch is stored, so one batch in the queue is
-    the steady state of a connected agent.
+    A batch just stored may not be acked yet, so one batch in the queue is the steady state of a
+    connected agent.
     """
     def drained() -> bool:
         st = status(agent_workdir)

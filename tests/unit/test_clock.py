@@ -42,12 +42,16 @@ def test_last_interval_end_survives_a_restart(tmp_path: Path) -> None:
     assert asyncio.run(scenario()) == NOW
 
 
-def test_next_boundary_is_exact_and_never_repeats() -> None:
-    from agent.daemon import next_boundary_ns
+def test_next_target_is_exact_never_repeats_and_never_far() -> None:
+    from agent.intervals import interval_label_ns, next_target_ns
 
     s = 10**9
-    first = next_boundary_ns(100 * s + 1, 10 * s, 0)
+    first = next_target_ns(100 * s + 1, 10 * s, 0)
     assert first == 110 * s, "the first boundary ahead, in whole seconds"
-    assert next_boundary_ns(110 * s - 1000, 10 * s, first) == 120 * s, "woken a hair early: still the next one"
-    assert next_boundary_ns(127 * s, 10 * s, first) == 120 * s, "7 s late on a busy box: its own interval"
-    assert next_boundary_ns(500 * s, 10 * s, first) == 510 * s, "far behind (suspend): skip ahead"
+    assert next_target_ns(110 * s + 1000, 10 * s, first) == 120 * s, "woken a hair late: the next one"
+    assert next_target_ns(107 * s, 10 * s, first) == 120 * s, "closed early: the one after, not the same"
+    assert next_target_ns(500 * s, 10 * s, first) == 510 * s, "far behind (suspend, step forward): skip ahead"
+    stepped_back = next_target_ns(50 * s, 10 * s, first)
+    assert stepped_back == 60 * s, "clock stepped back: a boundary one interval away, not 60 s away"
+    assert interval_label_ns(stepped_back, first) == first + 1_000_000, "stored just after the last one"
+    assert interval_label_ns(130 * s, first) == 130 * s

@@ -60,7 +60,7 @@ class ModbusPoint(StrictModel):
     asset: str = Field(min_length=1)
     name: str = Field(min_length=1)
     unit: str = ""
-    kind: Literal["measurement", "setpoint", "state"] = "measurement"
+    kind: Literal["measurement", "setpoint", "state", "counter"] = "measurement"
     unit_id: int = Field(default=1, ge=0, le=MAX_UNIT_ID)
     function: Function = "holding"
     address: int = Field(ge=0, le=MAX_ADDRESS)
@@ -187,6 +187,8 @@ def _check_types(p: ModbusPoint, cfg: ModbusSourceConfig, pkey: str, errors: lis
                       f"{'a single bit' if t == 'bool' else 'one register'}")
     if p.byte_order is not None and bit_function:
         errors.append(f'{pkey}.byte_order: only for register functions ("holding", "input")')
+    if p.kind == "counter" and t not in NUMERIC_TYPES:
+        errors.append(f'{pkey}.kind: a counter needs a numeric type, not {t!r}')
     if t not in NUMERIC_TYPES and (p.scale != 1.0 or p.offset != 0.0):
         errors.append(f"{pkey}.{'scale' if p.scale != 1.0 else 'offset'}: only for numeric types, "
                       f"not {t!r}")

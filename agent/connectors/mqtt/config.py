@@ -74,7 +74,7 @@ class _PointFields(StrictModel):
     """What a point has besides its asset and topic (shared by points and template points)."""
 
     name: str = Field(min_length=1, max_length=128)
-    kind: Literal["measurement", "setpoint", "state", "waveform"] = "measurement"
+    kind: Literal["measurement", "setpoint", "state", "counter", "waveform"] = "measurement"
     unit: str = ""
     qos: Literal[0, 1, 2] = 1
     format: Format = "number"

@@ -64,7 +64,7 @@ class OpcUaPointConfig(StrictModel):
     asset: str = Field(pattern=NAME_PATTERN)
     name: str = Field(pattern=NAME_PATTERN)
     unit: str = ""
-    kind: Literal["measurement", "setpoint", "state", "waveform"] = "measurement"
+    kind: Literal["measurement", "setpoint", "state", "counter", "waveform"] = "measurement"
     node_id: str = ""
     browse_path: str = ""
     sampling_interval_ms: float | None = Field(default=None, ge=0)

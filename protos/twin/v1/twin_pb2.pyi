@@ -91,7 +91,7 @@ class Batch(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., created_ns: _Optional[int] = ..., summaries: _Optional[_Iterable[_Union[Summary, _Mapping]]] = ..., vibration: _Optional[_Iterable[_Union[VibrationIndicators, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[StateChange, _Mapping]]] = ..., health: _Optional[_Union[AgentHealth, _Mapping]] = ..., asset_states: _Optional[_Iterable[_Union[AssetState, _Mapping]]] = ...) -> None: ...
 
 class Summary(_message.Message):
-    __slots__ = ("asset", "point", "unit", "first_ns", "last_ns", "interval_end_ns", "mean", "min", "max", "last", "count", "bad_count", "quality", "reason", "last_text")
+    __slots__ = ("asset", "point", "unit", "first_ns", "last_ns", "interval_end_ns", "mean", "min", "max", "last", "count", "bad_count", "quality", "reason", "last_text", "increase", "resets")
     ASSET_FIELD_NUMBER: _ClassVar[int]
     POINT_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,8 @@ class Summary(_message.Message):
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     LAST_TEXT_FIELD_NUMBER: _ClassVar[int]
+    INCREASE_FIELD_NUMBER: _ClassVar[int]
+    RESETS_FIELD_NUMBER: _ClassVar[int]
     asset: str
     point: str
     unit: str
@@ -122,7 +124,9 @@ class Summary(_message.Message):
     quality: Quality
     reason: str
     last_text: str
-    def __init__(self, asset: _Optional[str] = ..., point: _Optional[str] = ..., unit: _Optional[str] = ..., first_ns: _Optional[int] = ..., last_ns: _Optional[int] = ..., interval_end_ns: _Optional[int] = ..., mean: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., last: _Optional[float] = ..., count: _Optional[int] = ..., bad_count: _Optional[int] = ..., quality: _Optional[_Union[Quality, str]] = ..., reason: _Optional[str] = ..., last_text: _Optional[str] = ...) -> None: ...
+    increase: float
+    resets: int
+    def __init__(self, asset: _Optional[str] = ..., point: _Optional[str] = ..., unit: _Optional[str] = ..., first_ns: _Optional[int] = ..., last_ns: _Optional[int] = ..., interval_end_ns: _Optional[int] = ..., mean: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., last: _Optional[float] = ..., count: _Optional[int] = ..., bad_count: _Optional[int] = ..., quality: _Optional[_Union[Quality, str]] = ..., reason: _Optional[str] = ..., last_text: _Optional[str] = ..., increase: _Optional[float] = ..., resets: _Optional[int] = ...) -> None: ...
 
 class DiagnosisEntry(_message.Message):
     __slots__ = ("fault", "confidence", "evidence")
