@@ -82,13 +82,13 @@ def collector_process(workdir: Path, influx: str = "", rules: str = FILTER_RULE,
     return proc.start()
 
 
-def agent_process(workdir: Path, config_text: str) -> ServerProcess:
+def agent_process(workdir: Path, config_text: str, env: dict[str, str] | None = None) -> ServerProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "agent.toml"
     cfg.write_text(config_text)
     status = workdir / "state" / "status.json"
     proc = ServerProcess("agent", [sys.executable, "-m", "agent", "run", "--config", str(cfg)], workdir,
-                         status.exists, 0)
+                         status.exists, 0, env=env)
     proc.config_path = cfg  # type: ignore[attr-defined]
     return proc.start()
 
