@@ -91,6 +91,9 @@ CLIENT_ERROR_LOG_INTERVAL_S = 60.0
 # broken write (INTERNAL) instead of the collector's reason; a moment's grace lets that write finish.
 # Nothing is read meanwhile: at most the stream's 32 KiB HTTP/2 window is buffered by gRPC.
 REFUSAL_GRACE_S = 0.5
+STALL_INTERVALS = 3.0  # an open stream silent for this many of its agent's intervals is "stalled"
+STALL_MIN_S = 10.0
+DEFAULT_BATCH_INTERVAL_S = 10.0  # the agent's default summary interval, until its own cadence is seen
 
 
 @dataclass(slots=True)
@@ -106,6 +109,27 @@ class AgentIngestStats:
     sink_retries: int = 0
     last_seen_ns: int = 0
     disconnected_ns: int = 0  # when its last stream ended
+    last_message_monotonic: float = 0.0  # when the agent's stream last delivered a message
+    message_interval_s: float = 0.0  # smoothed gap between its messages: one batch per interval when live
+
+    def link(self, now: float | None = None) -> str:
+        """connected | stalled | disconnected: stalled = the stream is open but the agent has been
+        silent for STALL_INTERVALS of its intervals (at least STALL_MIN_S): a frozen agent or a
+        silent partition, until keepalive pings close the stream."""
+        if not self.connected:
+            return "disconnected"
+        silent = (time.monotonic() if now is None else now) - self.last_message_monotonic
+        interval = self.message_interval_s or DEFAULT_BATCH_INTERVAL_S
+        return "stalled" if silent > max(STALL_INTERVALS * interval, STALL_MIN_S) else "connected"
+
+    def heard(self, now: float | None = None) -> None:
+        """A message arrived (the Hello or a batch). The gaps between messages learn the agent's
+        interval; a catch-up burst only shortens it for a while, and STALL_MIN_S bounds it below."""
+        now = time.monotonic() if now is None else now
+        if self.last_message_monotonic:
+            gap = now - self.last_message_monotonic
+            self.message_interval_s = gap if not self.message_interval_s else 0.7 * self.message_interval_s + 0.3 * gap
+        self.last_message_monotonic = now
 
 
 @dataclass(slots=True)
@@ -333,10 +357,12 @@ class IngestServicer:
         encoder = self.sink.encoder(agent_id, site, asset_types)
         stats.connected = True
         stats.streams += 1
+        stats.last_message_monotonic = 0.0  # the gap across a reconnect is no interval
+        stats.heard()
         log.info("agent %s connected from %s (wire %s, version %s, epoch %s, watermark %d)",
                  agent_id, peer, wire, hello.version, hello.queue_epoch[:8], watermark)
         self._inboxes.add(inbox)
-        reader = asyncio.create_task(self._read(request_iterator, inbox, presence))
+        reader = asyncio.create_task(self._read(request_iterator, inbox, presence, stats))
         try:
             # Answer the Hello with the watermark: the agent may drop anything at or below it.
             yield twin_pb2.CollectorMessage(ack=twin_pb2.Ack(seq=watermark))
@@ -396,7 +422,8 @@ class IngestServicer:
         return hello
 
     async def _read(self, request_iterator: AsyncIterator[bytes],
-                    inbox: asyncio.Queue[tuple[bytes, int] | None], presence: StreamPresence) -> None:
+                    inbox: asyncio.Queue[tuple[bytes, int] | None], presence: StreamPresence,
+                    stats: AgentIngestStats) -> None:
         """Move the agent's messages into `inbox` while earlier ones are being stored.
 
         Each message takes its size from the shared receive budget first; while the budget is
@@ -405,6 +432,7 @@ class IngestServicer:
         try:
             async for raw in request_iterator:
                 presence.last_rx_ns = time.time_ns()
+                stats.heard()
                 granted = await self.budget.acquire(len(raw))
                 try:
                     await inbox.put((raw, granted))

@@ -9,6 +9,7 @@ beside the writer), so a scrape never waits on the event loop and never blocks i
     twin_collector_agent_{batches,summaries,duplicate_batches,rejected_points,
                           malformed_batches,sink_retries}_total{agent}
     twin_collector_agent_connected{agent}                     0 | 1 (every agent ever seen)
+    twin_collector_agent_stalled{agent}                       0 | 1 (stream open, agent silent)
     twin_collector_agent_last_seen_timestamp_seconds{agent}
     twin_collector_refused_streams_total
     twin_collector_sink_write_seconds (summary: _count writes, _sum seconds)
@@ -145,6 +146,8 @@ class CollectorMetrics(Collector):
         }
         connected = GaugeMetricFamily("twin_collector_agent_connected", "1 while the agent's stream is open.",
                                       labels=labels)
+        stalled = GaugeMetricFamily("twin_collector_agent_stalled", "1 while the agent's stream is open but "
+                                    "silent for several of its batch intervals.", labels=labels)
         last_seen = GaugeMetricFamily("twin_collector_agent_last_seen_timestamp_seconds",
                                       "When the agent last sent a batch or (dis)connected.", labels=labels)
         for agent in sorted(set(per_agent) | set(last_seen_db)):
@@ -153,11 +156,13 @@ class CollectorMetrics(Collector):
                 for attr, family in families.items():
                     family.add_metric([agent], getattr(stats, attr))
             connected.add_metric([agent], float(stats is not None and stats.connected))
+            stalled.add_metric([agent], float(stats is not None and stats.link() == "stalled"))
             seen_ns = max(last_seen_db.get(agent, 0), stats.last_seen_ns if stats else 0)
             if seen_ns:
                 last_seen.add_metric([agent], seen_ns / 1e9)
         yield from families.values()
         yield connected
+        yield stalled
         yield last_seen
 
     def _read_fleet(self) -> tuple[dict[tuple[str, str], int], dict[str, int], dict[str, int], dict[str, int],
