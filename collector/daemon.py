@@ -50,6 +50,7 @@ SERVER_OPTIONS = [
     # (and the agent shown disconnected) within ~40 s instead of the 2 h gRPC default.
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.ping_timeout_ms", 10_000),  # what gRPC >= 1.5x actually waits for a ping's answer
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
