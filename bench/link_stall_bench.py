@@ -11,8 +11,8 @@ and prints how long each side kept calling the link healthy:
     collector stalled    /health per_agent link == "stalled"
     collector closed     /health per_agent connected == false (keepalive closed the stream)
 
-A column stays empty when that state was not reached within --watch seconds (or does not exist in
-the version measured). The reference is the summary interval: a batch is due every interval, so a
+"never" when that state was not reached within --watch seconds (or does not exist in the version
+measured); keepalive often closes the stream before the agent calls it stalled. The reference is the summary interval: a batch is due every interval, so a
 link silent for a few intervals is the earliest anyone can call stalled. Asserts nothing.
 
     python bench/link_stall_bench.py [--trials 2] [--watch 90]
@@ -121,13 +121,12 @@ def main() -> None:
         for key in runs[0]:
             values = [r[key] for r in runs if r[key] is not None]
             if scenario == "frozen collector" and key.startswith("collector"):
-                cells.append(f"{key} n/a")
-            elif len(values) < len(runs):
-                cells.append(f"{key} >{args.watch:g}s" if not values else f"{key} {statistics.median(values):.1f}s "
-                             f"({len(runs) - len(values)} never)")
-            else:
-                cells.append(f"{key} {statistics.median(values):.1f}s "
-                             f"({statistics.median(values) / INTERVAL_S:.1f} intervals)")
+                continue  # a frozen collector answers nothing
+            if not values:
+                cells.append(f"{key} never")
+                continue
+            cells.append(f"{key} {statistics.median(values):.1f}s" + (
+                f" (in {len(values)} of {len(runs)}; else disconnected first)" if len(values) < len(runs) else ""))
         print(f"  {scenario:<17} " + ", ".join(cells))
 
 

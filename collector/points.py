@@ -15,6 +15,7 @@ NaN/inf), as are empty tag values (line protocol has no empty tag value).
 
     telemetry     tags site, agent, asset, asset_type, point, unit
                   float mean, min, max, last; int count, bad; string text
+                  counter points also: float increase (across resets, as Prometheus' increase()); int resets
     vibration     tags site, asset, sensor
                   float accel_rms, accel_peak, crest_factor, kurtosis, velocity_rms_mm_s, rpm,
                         amp_1x, amp_2x, amp_3x, bpfo, bpfi, bsf, ftf, health, confidence
@@ -212,6 +213,9 @@ def _telemetry(s: twin_pb2.Summary, batch: twin_pb2.Batch, base_tags: dict[str, 
             fields["text"] = s.last_text
         elif s.min <= s.max:  # min > max marks "no numeric statistics" (inf/-inf start values)
             fields.update(_floats(mean=s.mean, min=s.min, max=s.max, last=s.last))
+    if s.HasField("increase"):
+        fields.update(_floats(increase=s.increase))
+        fields["resets"] = int(s.resets)
     ts = _ts(s.interval_end_ns, batch, f"summary {s.asset}/{s.point}")
     return Point("telemetry", tags, fields, ts)
 

@@ -1,0 +1,150 @@
+"""Change -> upstream latency at slow polls: a register changes on a real Modbus device; how long until
+the real collector has stored the new value?
+
+For each poll period P (the summary interval is P too, as in the field report), the bench serves a
+Modbus device in its own process (so it knows exactly when a value changed and when the agent read
+it), starts the collector (embedded store) and the agent, then changes a holding register at random
+moments, one change at a time, and watches the collector's store (every 5 ms) for the first summary
+whose `last` is the new value. It prints, over the changes:
+
+    change -> upstream   the register changed -> the collector has stored the value
+    read -> upstream     the agent's read request that saw it -> stored: the age of the newest
+                         value at delivery, what the agent adds to polling
+    bare poll            change -> seen by a bare pymodbus client polling the same value every P
+                         seconds: the raw limit of polling at P (uniform in [0, P] plus a round trip)
+
+The goal is p99 change -> upstream <= P + 100 ms. Asserts nothing.
+
+    python bench/latency_bench.py [--periods 1 10] [--changes 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pymodbus.client import AsyncModbusTcpClient
+
+from simulator.modbus_device import ModbusDeviceServer, pattern_memory
+from tests.integration.daemons import agent_process, collector_process, pattern_agent_toml
+
+REGISTER = 0  # r0 of the pattern agent (unit 1): 1000 at start
+BARE_UNIT = 2  # the bare poller reads its own unit, so the device can tell its requests apart
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Store:
+    """The collector's embedded point store, read-only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+
+    def has(self, value: float, since_ns: int) -> bool:
+        """Whether an r0 summary stored under a timestamp after `since_ns` has `last` == value."""
+        if self.conn is None:
+            if not self.path.exists():
+                return False
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            rows = self.conn.execute(
+                "SELECT fields FROM summary_points WHERE measurement = 'telemetry' AND ts_ns > ? "
+                "AND series LIKE '%\"point\":\"r0\"%'", (since_ns,)).fetchall()
+        except sqlite3.OperationalError:  # the table does not exist yet
+            return False
+        return any(json.loads(fields).get("last") == value for (fields,) in rows)
+
+
+async def bare_poller(port: int, period: float, seen: dict[int, float], stop: asyncio.Event) -> None:
+    client = AsyncModbusTcpClient("127.0.0.1", port=port)
+    await client.connect()
+    try:
+        while not stop.is_set():
+            rr = await client.read_holding_registers(REGISTER, count=1, device_id=BARE_UNIT)
+            if not rr.isError():
+                seen.setdefault(rr.registers[0], time.monotonic())
+            await asyncio.sleep(period)
+    finally:
+        client.close()
+
+
+async def until(predicate: Callable[[], bool], limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.005)
+
+
+async def measure(period: float, changes: int, work: Path) -> dict[str, list[float]]:
+    units = {1: pattern_memory(1, 20, 0, 0), BARE_UNIT: pattern_memory(1, 20, 0, 0)}
+    device = ModbusDeviceServer(units)
+    await device.start()
+    collector = collector_process(work / "c")
+    agent = agent_process(work / "a", pattern_agent_toml(work / "a" / "state", collector.port, device.port,
+                                                         summary_interval_s=period, poll_interval_s=period))
+    store = Store(work / "c" / "state" / "summaries.sqlite")
+    out: dict[str, list[float]] = {"change": [], "read": [], "bare": []}
+    bare_seen: dict[int, float] = {}
+    stop = asyncio.Event()
+    try:
+        await until(lambda: store.has(1000.0, 0), 60, "the first summary at the collector")
+        poller = asyncio.create_task(bare_poller(device.port, period, bare_seen, stop))
+        for i in range(changes):
+            await asyncio.sleep(random.uniform(0, period))  # a change at a random phase
+            value = 2000 + i
+            for mem in units.values():
+                mem.holding[REGISTER] = value
+            changed = time.monotonic()
+            since = time.time_ns() - int(5e9)
+            await until(lambda v=float(value), t=since: store.has(v, t), 3 * period + 30,
+                        f"value {value} at the collector")
+            stored = time.monotonic()
+            read = next(r.at for r in device.request_log
+                        if r.unit_id == 1 and r.at >= changed and r.address <= REGISTER < r.address + r.count)
+            out["change"].append(stored - changed)
+            out["read"].append(stored - read)
+            await until(lambda v=value: v in bare_seen, 2 * period + 5, "the bare poller")
+            out["bare"].append(bare_seen[value] - changed)
+        stop.set()
+        await poller
+    finally:
+        agent.stop()
+        collector.stop()
+        await device.stop()
+    return out
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--periods", type=float, nargs="+", default=[1.0, 10.0])
+    parser.add_argument("--changes", type=int, default=30)
+    args = parser.parse_args()
+    for period in args.periods:
+        with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
+            r = asyncio.run(measure(period, args.changes, Path(tmp)))
+        ms = {k: [1000 * x for x in v] for k, v in r.items()}
+        line = ", ".join(f"{name} p50 {statistics.median(ms[k]):.0f} / p99 {pct(ms[k], 0.99):.0f} ms"
+                         for k, name in (("change", "change->upstream"), ("read", "read->upstream"),
+                                         ("bare", "bare poll")))
+        goal = pct(ms["change"], 0.99) - 1000 * period
+        print(f"poll {period:g} s, summary {period:g} s, {len(ms['change'])} changes: {line}; "
+              f"p99 change->upstream - poll period = {goal:+.0f} ms (goal <= +100)")
+
+
+if __name__ == "__main__":
+    main()
