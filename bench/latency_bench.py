@@ -8,7 +8,7 @@ moments, one change at a time, and watches the collector's store (every 5 ms) fo
 whose `last` is the new value. It prints, over the changes:
 
     change -> upstream   the register changed -> the collector has stored the value
-    read -> upstream     the agent's read request that saw it -> stored: the age of the newest
+    read -> upstream     the agent's read that was answered with it -> stored: the age of the newest
                          value at delivery, what the agent adds to polling
     bare poll            change -> seen by a bare pymodbus client polling the same value every P
                          seconds: the raw limit of polling at P (uniform in [0, P] plus a round trip)
@@ -41,6 +41,21 @@ from tests.integration.daemons import agent_process, collector_process, pattern_
 
 REGISTER = 0  # r0 of the pattern agent (unit 1): 1000 at start
 BARE_UNIT = 2  # the bare poller reads its own unit, so the device can tell its requests apart
+
+
+class WatchedRegisters(list[int]):
+    """Holding registers that note when a read served which value of REGISTER (the device copies a
+    slice of them into each answer), so the bench knows when the agent saw a change."""
+
+    def __init__(self, values: list[int]) -> None:
+        super().__init__(values)
+        self.served: list[tuple[float, int]] = []
+
+    def __getitem__(self, key):  # type: ignore[no-untyped-def]
+        out = super().__getitem__(key)
+        if isinstance(key, slice) and (key.start or 0) <= REGISTER < (key.stop or len(self)):
+            self.served.append((time.monotonic(), super().__getitem__(REGISTER)))
+        return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -93,6 +108,7 @@ async def until(predicate: Callable[[], bool], limit_s: float, what: str) -> Non
 
 async def measure(period: float, changes: int, work: Path) -> dict[str, list[float]]:
     units = {1: pattern_memory(1, 20, 0, 0), BARE_UNIT: pattern_memory(1, 20, 0, 0)}
+    watched = units[1].holding = WatchedRegisters(units[1].holding)
     device = ModbusDeviceServer(units)
     await device.start()
     collector = collector_process(work / "c")
@@ -115,8 +131,7 @@ async def measure(period: float, changes: int, work: Path) -> dict[str, list[flo
             await until(lambda v=float(value), t=since: store.has(v, t), 3 * period + 30,
                         f"value {value} at the collector")
             stored = time.monotonic()
-            read = next(r.at for r in device.request_log
-                        if r.unit_id == 1 and r.at >= changed and r.address <= REGISTER < r.address + r.count)
+            read = next(at for at, v in watched.served if v == value)
             out["change"].append(stored - changed)
             out["read"].append(stored - read)
             await until(lambda v=value: v in bare_seen, 2 * period + 5, "the bare poller")

@@ -12,8 +12,9 @@ and prints how long each side kept calling the link healthy:
     collector closed     /health per_agent connected == false (keepalive closed the stream)
 
 "never" when that state was not reached within --watch seconds (or does not exist in the version
-measured); keepalive often closes the stream before the agent calls it stalled. The reference is the summary interval: a batch is due every interval, so a
-link silent for a few intervals is the earliest anyone can call stalled. Asserts nothing.
+measured); keepalive often closes the stream before the agent calls it stalled. The reference is
+the summary interval: a batch is due every interval, so a link silent for a few intervals is the
+earliest anyone can call stalled. Asserts nothing.
 
     python bench/link_stall_bench.py [--trials 2] [--watch 90]
 """
