@@ -133,8 +133,6 @@ def test_full_disk_loses_nothing_uncounted(tmp_path: Path, small_fs: Path) -> No
         health = stored_points(tmp_path / "c", "agent_health")
         assert len(health) == stored, "one agent_health point per stored batch"
         assert max(f["dropped"] for _, _, f in health) == dropped, "the drops were reported upstream"
-        labels = [ts for _, ts, _ in health]
-        assert labels == sorted(set(labels)), "intervals stored under strictly increasing timestamps"
     finally:
         for p in (agent, collector, device):
             p.stop()
