@@ -25,6 +25,7 @@ class TcpProxy:
         self.port = free_port()
         self.silent = False
         self.dropped_bytes = 0
+        self.forwarded_bytes = 0  # client -> target only
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
         self._server: asyncio.Server | None = None
@@ -49,14 +50,17 @@ class TcpProxy:
             writer.close()
             return
         self._writers.add(up_writer)
-        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+        await asyncio.gather(self._pump(reader, up_writer, upstream=True), self._pump(up_reader, writer))
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None,
+                    upstream: bool = False) -> None:
         try:
             while data := await reader.read(CHUNK):
                 if self.silent or writer is None:
                     self.dropped_bytes += len(data)
                     continue
+                if upstream:
+                    self.forwarded_bytes += len(data)
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.CancelledError):
