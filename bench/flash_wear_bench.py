@@ -12,7 +12,7 @@ forwarded from the agent to the collector (the batches plus a little gRPC framin
 directory must be on a real disk (tmpfs writes are not counted). Goal: written <= payload + 10 %.
 Asserts nothing.
 
-    python bench/flash_wear_bench.py [--seconds 600]
+    python bench/flash_wear_bench.py [--seconds 600] [--agent-setting "twin_flush_interval_s = 3600"]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ UNITS = 20
 REGISTERS = 50
 
 
-def agent_toml(state_dir: Path, collector_port: int, device_port: int, metrics_port: int) -> str:
+def agent_toml(state_dir: Path, collector_port: int, device_port: int, metrics_port: int, extra: str = "") -> str:
     """Defaults everywhere but the addresses: one asset per unit, 50 uint16 points each."""
     assets = "".join(f'[[assets]]\nid = "ahu-{u}"\ntype = "ahu"\n\n' for u in range(1, UNITS + 1))
     devices = "".join(f"  [[sources.devices]]\n  unit_id = {u}\n" for u in range(1, UNITS + 1))
@@ -52,6 +52,7 @@ def agent_toml(state_dir: Path, collector_port: int, device_port: int, metrics_p
         id = "gw-a"
         site = "plant-a"
         state_dir = "{state_dir}"
+        {extra}
 
         [uplink]
         collector = "127.0.0.1:{collector_port}"
@@ -100,7 +101,7 @@ async def live_values(units: dict[int, object], stop: asyncio.Event) -> None:
         await asyncio.sleep(1.0)
 
 
-async def run(seconds: float, work: Path) -> None:
+async def run(seconds: float, work: Path, extra: str) -> None:
     units = {u: pattern_memory(u, REGISTERS, 0, 0) for u in range(1, UNITS + 1)}
     device = ModbusDeviceServer(units)  # type: ignore[arg-type]
     await device.start()
@@ -109,7 +110,8 @@ async def run(seconds: float, work: Path) -> None:
     collector = collector_process(work / "c")
     proxy = TcpProxy(collector.port).start()
     metrics_port = free_port()
-    agent = agent_process(work / "a", agent_toml(work / "a" / "state", proxy.port, device.port, metrics_port))
+    agent = agent_process(work / "a", agent_toml(work / "a" / "state", proxy.port, device.port, metrics_port,
+                                                   extra))
     try:
         await asyncio.sleep(30)  # warm-up: connections, first intervals, the status written at start
         w0, p0, f0, t0 = write_bytes(agent.pid), payload_counter(metrics_port), proxy.forwarded_bytes, time.monotonic()
@@ -136,9 +138,13 @@ async def run(seconds: float, work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--agent-setting", action="append", default=[],
+                        help='an [agent] line instead of its default, e.g. "twin_flush_interval_s = 3600"')
     args = parser.parse_args()
+    if args.agent_setting:
+        print("non-default: " + "; ".join(args.agent_setting))
     with tempfile.TemporaryDirectory(prefix="flash-wear-", dir="/var/tmp") as tmp:
-        asyncio.run(run(args.seconds, Path(tmp)))
+        asyncio.run(run(args.seconds, Path(tmp), "\n".join(args.agent_setting)))
 
 
 if __name__ == "__main__":

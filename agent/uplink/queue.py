@@ -19,6 +19,11 @@ batch waits in a bounded in-memory overflow and every later `put` (or `retry`) t
 first; when the overflow is over its bound, its oldest batches are dropped and counted like the
 queue's own drops. Overflow batches have no seq yet: a seq is given only to what is on disk.
 
+Payloads are stored zlib-compressed (level 1: ~1 ms for a 90 KB batch, 2-3x smaller), which is
+what the flash of a small gateway is spared most by; `peek` returns them as they were given. The
+`bytes` figures and the byte bound count what is on disk. Rows stored by an agent from before
+compression existed stay readable: they are those below the `compressed_from_seq` meta value.
+
 The queue's random `epoch` is created with the database: if the state directory is wiped, seq
 restarts at 1 under a new epoch and the collector does not mistake the new batches for duplicates.
 """
@@ -32,6 +37,7 @@ import logging
 import sqlite3
 import time
 import uuid
+import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,7 +92,7 @@ class QueueStats:
     overflow_bytes: int = 0
     storage_error: str = ""  # "" while stores succeed; "disk full" or the error otherwise
     storage_error_since_ns: int = 0
-    payload_bytes_stored: int = 0  # payload bytes stored by this process (flash-wear accounting)
+    payload_bytes_stored: int = 0  # batch bytes (before compression) stored by this process
 
 
 @dataclass(slots=True)
@@ -111,10 +117,12 @@ class _Counters:
 
 class StoreAndForwardQueue:
     def __init__(self, path: Path, max_bytes: int, unacked_window: int = 0,
-                 max_overflow_bytes: int = DEFAULT_OVERFLOW_BYTES) -> None:
+                 max_overflow_bytes: int = DEFAULT_OVERFLOW_BYTES, compress: bool = True) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self.path = path
+        self.compress = compress
+        self._compressed_from = 0  # rows with seq >= this are compressed; 0 = none
         self.max_bytes = max_bytes
         self.unacked_window = unacked_window
         self.max_overflow_bytes = max_overflow_bytes
@@ -166,6 +174,10 @@ class StoreAndForwardQueue:
             summaries_dropped=int(meta.get("summaries_dropped", 0)),
             last_interval_end_ns=int(meta.get("last_interval_end_ns", 0)),
         )
+        self._compressed_from = int(meta.get("compressed_from_seq", 0))
+        if self.compress and not self._compressed_from:  # from the next batch on, for good
+            self._compressed_from = self._meta.next_seq
+            await db.execute("INSERT INTO meta VALUES ('compressed_from_seq', ?)", (str(self._compressed_from),))
         await db.commit()
 
     async def close(self) -> None:
@@ -256,12 +268,13 @@ class StoreAndForwardQueue:
             if deleted_acked:
                 await db.execute("DELETE FROM batches WHERE seq <= ?", (self._acked,))
             for p in self._overflow:
-                payload = p.encode(meta.next_seq)
+                raw = p.encode(meta.next_seq)
+                payload = self._pack(meta.next_seq, raw)
                 p.size = len(payload)
                 await db.execute("INSERT INTO batches (seq, created_ns, payload) VALUES (?, ?, ?)",
                                  (meta.next_seq, p.created_ns, payload))
                 rows[meta.next_seq] = len(payload)
-                inserted.append((meta.next_seq, len(payload)))
+                inserted.append((meta.next_seq, len(raw)))
                 meta.next_seq += 1
                 meta.summaries_total += p.summaries
                 meta.last_interval_end_ns = max(meta.last_interval_end_ns, p.interval_end_ns)
@@ -317,7 +330,13 @@ class StoreAndForwardQueue:
         async with self._lock:
             cur = await self.db.execute("SELECT seq, payload FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
                                         (max(after_seq, self._acked), limit))
-            return [(int(s), bytes(p)) for s, p in await cur.fetchall()]
+            return [(int(s), self._unpack(int(s), bytes(p))) for s, p in await cur.fetchall()]
+
+    def _pack(self, seq: int, payload: bytes) -> bytes:
+        return zlib.compress(payload, 1) if self._compressed_from and seq >= self._compressed_from else payload
+
+    def _unpack(self, seq: int, stored: bytes) -> bytes:
+        return zlib.decompress(stored) if self._compressed_from and seq >= self._compressed_from else stored
 
     async def ack(self, seq: int) -> int:
         """Acks are cumulative: every batch with seq <= `seq` is delivered. Return how many became

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
 from agent.uplink.queue import StoreAndForwardQueue
+
+# Byte-exact accounting is easier to read on uncompressed payloads; compression has its own test.
+Queue = functools.partial(StoreAndForwardQueue, compress=False)
 
 
 def run(coro):
@@ -18,7 +22,7 @@ def payload(size: int) -> object:
 
 def test_put_peek_ack_and_restart(tmp_path: Path) -> None:
     async def scenario() -> None:
-        q = StoreAndForwardQueue(tmp_path / "q.sqlite", 10_000)
+        q = Queue(tmp_path / "q.sqlite", 10_000)
         await q.open()
         epoch = q.epoch
         seqs = [await q.put(payload(100), 0) for _ in range(5)]
@@ -29,7 +33,7 @@ def test_put_peek_ack_and_restart(tmp_path: Path) -> None:
         assert q.stats().batches == 2 and q.stats().bytes == 200
         await q.close()
 
-        q2 = StoreAndForwardQueue(tmp_path / "q.sqlite", 10_000)
+        q2 = Queue(tmp_path / "q.sqlite", 10_000)
         await q2.open()
         assert q2.epoch == epoch
         assert [s for s, _ in await q2.peek(0, 10)] == [4, 5]
@@ -44,7 +48,7 @@ def test_put_peek_ack_and_restart(tmp_path: Path) -> None:
 
 def test_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
     async def scenario() -> None:
-        q = StoreAndForwardQueue(tmp_path / "q.sqlite", 1000)
+        q = Queue(tmp_path / "q.sqlite", 1000)
         await q.open()
         for _ in range(25):
             await q.put(payload(100), 0)
@@ -53,7 +57,7 @@ def test_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
         assert st.dropped == 15
         assert [s for s, _ in await q.peek(0, 100)] == list(range(16, 26)), "the newest batches are kept"
         await q.close()
-        q2 = StoreAndForwardQueue(tmp_path / "q.sqlite", 1000)
+        q2 = Queue(tmp_path / "q.sqlite", 1000)
         await q2.open()
         assert q2.stats().dropped == 15, "the drop count survives a restart"
         await q2.close()
@@ -64,7 +68,7 @@ def test_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
 def test_bound_spares_the_in_flight_window_while_it_can(tmp_path: Path) -> None:
     """The oldest batches may be stored already (ack lost with the link): newer ones go first."""
     async def scenario() -> None:
-        q = StoreAndForwardQueue(tmp_path / "q.sqlite", 1000, unacked_window=3)
+        q = Queue(tmp_path / "q.sqlite", 1000, unacked_window=3)
         await q.open()
         for _ in range(25):
             await q.put(payload(100), 0)
@@ -75,7 +79,7 @@ def test_bound_spares_the_in_flight_window_while_it_can(tmp_path: Path) -> None:
         assert [s for s, _ in await q.peek(0, 100)] == list(range(19, 26))
         await q.close()
 
-        tiny = StoreAndForwardQueue(tmp_path / "tiny.sqlite", 250, unacked_window=3)
+        tiny = Queue(tmp_path / "tiny.sqlite", 250, unacked_window=3)
         await tiny.open()
         for _ in range(6):
             await tiny.put(payload(100), 0)
@@ -88,8 +92,8 @@ def test_bound_spares_the_in_flight_window_while_it_can(tmp_path: Path) -> None:
 
 def test_new_database_gets_new_epoch(tmp_path: Path) -> None:
     async def scenario() -> None:
-        a = StoreAndForwardQueue(tmp_path / "a.sqlite", 1000)
-        b = StoreAndForwardQueue(tmp_path / "b.sqlite", 1000)
+        a = Queue(tmp_path / "a.sqlite", 1000)
+        b = Queue(tmp_path / "b.sqlite", 1000)
         await a.open()
         await b.open()
         assert a.epoch and b.epoch and a.epoch != b.epoch
@@ -116,7 +120,7 @@ def test_a_refused_store_changes_nothing_and_waits_in_memory(tmp_path: Path) -> 
     """SQLite's own 'database or disk is full' (max_page_count) stands in for a full disk here; the
     integration test fills a real filesystem."""
     async def scenario() -> None:
-        q = StoreAndForwardQueue(tmp_path / "q.sqlite", 10**6, max_overflow_bytes=3 * 2000)
+        q = Queue(tmp_path / "q.sqlite", 10**6, max_overflow_bytes=3 * 2000)
         await q.open()
         assert await q.put(payload(2000), 0, summaries=4, interval_end_ns=10) == 1
         assert await q.put(payload(2000), 0, summaries=4, interval_end_ns=20) == 2
@@ -161,7 +165,7 @@ def test_one_commit_per_interval(tmp_path: Path) -> None:
     import sqlite3
 
     async def scenario() -> None:
-        q = StoreAndForwardQueue(tmp_path / "q.sqlite", 10**6)
+        q = Queue(tmp_path / "q.sqlite", 10**6)
         await q.open()
         watcher = sqlite3.connect(q.path)
         version = lambda: watcher.execute("PRAGMA data_version").fetchone()[0]  # noqa: E731
@@ -180,9 +184,35 @@ def test_one_commit_per_interval(tmp_path: Path) -> None:
         await q.close()
         assert on_disk(q.path)["seqs"] == [], "acked rows are deleted at close"
         watcher.close()
-        q2 = StoreAndForwardQueue(tmp_path / "q.sqlite", 10**6)
+        q2 = Queue(tmp_path / "q.sqlite", 10**6)
         await q2.open()
         assert q2.stats().batches == 0 and q2.stats().next_seq == 4
         await q2.close()
+
+    run(scenario())
+
+
+def test_payloads_are_stored_compressed_and_read_back_as_given(tmp_path: Path) -> None:
+    import sqlite3
+    import zlib
+
+    async def scenario() -> None:
+        plain = Queue(tmp_path / "q.sqlite", 10**6)  # a queue written before compression existed
+        await plain.open()
+        await plain.put(lambda seq: b"old batch %d " % seq * 100, 0)
+        await plain.close()
+        q = StoreAndForwardQueue(tmp_path / "q.sqlite", 10**6)
+        await q.open()
+        batch = lambda seq: b"batch %d: " % seq + b"temperature 21.5 degC " * 200  # noqa: E731
+        assert await q.put(batch, 0) == 2
+        assert await q.peek(0, 10) == [(1, b"old batch 1 " * 100), (2, batch(2))]
+        with sqlite3.connect(q.path) as conn:
+            stored = dict(conn.execute("SELECT seq, payload FROM batches"))
+        assert stored[1] == b"old batch 1 " * 100, "rows from before stay as they were"
+        assert zlib.decompress(stored[2]) == batch(2) and len(stored[2]) < len(batch(2)) / 10
+        st = q.stats()
+        assert st.bytes == len(stored[1]) + len(stored[2]), "bytes on disk"
+        assert st.payload_bytes_stored == len(batch(2)), "the payload as given"
+        await q.close()
 
     run(scenario())
