@@ -1,0 +1,55 @@
+"""status.json is rewritten at a bounded rate, not every interval (flash wear), and `twin-agent status`
+still shows a fresh status of a running agent (it asks for one) and the last one of a stopped agent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.daemons import (
+    agent_process,
+    collector_process,
+    pattern_agent_toml,
+    pattern_device,
+    wait_acked,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def on_disk(agent_dir: Path) -> dict[str, object]:
+    """The file as it is, without asking the agent for a fresh one."""
+    return json.loads((agent_dir / "state" / "status.json").read_text())
+
+
+def test_status_file_written_when_asked_not_every_interval(tmp_path: Path) -> None:
+    device = pattern_device(tmp_path)
+    collector = collector_process(tmp_path / "c")
+    agent_dir = tmp_path / "a"
+    agent = agent_process(agent_dir, pattern_agent_toml(agent_dir / "state", collector.port, device.port))
+    cli = [sys.executable, "-m", "agent", "status", "--config", str(agent_dir / "agent.toml")]
+    try:
+        wait_acked(agent_dir, 2)
+        before = on_disk(agent_dir)
+        time.sleep(4)  # four summary intervals
+        assert on_disk(agent_dir)["updated_ns"] == before["updated_ns"], "not rewritten every interval"
+        shown = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        fresh = on_disk(agent_dir)
+        assert fresh["status_requests"] == before["status_requests"] + 1
+        assert fresh["updated_ns"] > before["updated_ns"]
+        assert fresh["uplink"]["acked"] > before["uplink"]["acked"], "the answer is the agent's current state"
+        assert "uplink: connected" in shown.stdout and "could not be asked" not in shown.stdout
+        agent.stop()
+        stopped = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        assert "agent gw-a (site plant-a)" in stopped.stdout
+        assert on_disk(agent_dir)["uplink"]["connected"] is False, "the last status, written at stop"
+    finally:
+        for p in (agent, collector, device):
+            p.stop()
