@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import ClassVar
 
 import numpy as np
 
@@ -66,6 +68,10 @@ def guard_clock_skew(readings: Sequence[Reading], now_ns: int) -> Sequence[Readi
 
 
 class AgentDaemon:
+    # Status requests (SIGUSR1) answered by this process, across reloads: `twin-agent status` waits for
+    # the count in the file to move past the one it saw before asking.
+    status_requests: ClassVar[int] = 0
+
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         state_dir = config.state_dir
@@ -90,7 +96,6 @@ class AgentDaemon:
         self.started = time.monotonic()
         self.readings = 0
         self.intervals_closed = 0
-        self.status_requests = 0  # answered SIGUSR1s: lets `twin-agent status` see its answer
         self.twin_flush_error = ""
         self.status_error = ""
         self._stop = asyncio.Event()
@@ -247,7 +252,7 @@ class AgentDaemon:
             await asyncio.sleep(STATUS_MIN_SPACING_S)
 
     def _ask_status(self) -> None:
-        self.status_requests += 1
+        AgentDaemon.status_requests += 1
         self._status_wanted.set()
 
     def storage_state(self) -> str:
@@ -315,14 +320,18 @@ class AgentDaemon:
         ]
         uplink = asyncio.create_task(supervise("uplink", self.uplink.run))
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(ASK_SIGNAL, self._ask_status)
+        # A plain handler, not loop.add_signal_handler: removing that restores the default action, and
+        # SIGUSR1's default is to terminate; between two daemons of a reload the signal is ignored.
+        with contextlib.suppress(ValueError):  # not the main thread (embedded in a test): no requests
+            signal.signal(ASK_SIGNAL, lambda *_: loop.call_soon_threadsafe(self._ask_status))
         self.write_status()
         self.running.set()
         try:
             await self._stop.wait()
         finally:
             log.info("agent stopping: storing the last interval and closing stores")
-            loop.remove_signal_handler(ASK_SIGNAL)
+            with contextlib.suppress(ValueError):
+                signal.signal(ASK_SIGNAL, signal.SIG_IGN)
             await cancel_and_wait(producers)
             try:
                 await self.emit_batch()

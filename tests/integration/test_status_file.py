@@ -47,8 +47,8 @@ def test_status_file_written_when_asked_not_every_interval(tmp_path: Path) -> No
         assert "uplink: connected" in shown.stdout and "could not be asked" not in shown.stdout
         agent.stop()
         stopped = subprocess.run(cli, capture_output=True, text=True, timeout=60)
-        assert stopped.returncode == 0, stopped.stderr
-        assert "agent gw-a (site plant-a)" in stopped.stdout
+        assert stopped.returncode == 3, stopped.stderr  # the agent is not running
+        assert "NOT RUNNING" in stopped.stdout and "last known state" in stopped.stdout
         assert on_disk(agent_dir)["uplink"]["connected"] is False, "the last status, written at stop"
     finally:
         for p in (agent, collector, device):
