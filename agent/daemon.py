@@ -217,7 +217,8 @@ class AgentDaemon:
             await self.emit_batch(target)
 
     async def _storage_loop(self) -> None:
-        """Retry storing the queue's in-memory overflow while the disk refuses writes."""
+        """While the disk refuses writes, retry every second: the queue's overflow, the twin's latest
+        values and the status file (each write that fails writes nothing)."""
         while True:
             await asyncio.sleep(STORAGE_RETRY_S)
             if self.queue.stats().overflow_batches:
@@ -225,6 +226,10 @@ class AgentDaemon:
                 await self.queue.retry()
                 if self.queue.storage_error != had_error:
                     self._status_wanted.set()
+            if self.twin_flush_error:
+                await self._flush_twin()
+            if self.status_error:
+                self._status_wanted.set()
 
     async def _flush_loop(self) -> None:
         while True:

@@ -29,9 +29,9 @@ def test_intervals_close_early_and_lose_no_reading(tmp_path: Path) -> None:
     device = pattern_device(tmp_path)
     collector = collector_process(tmp_path / "c")
     agent_dir = tmp_path / "a"
-    # A 1 s poll in a 3 s interval: the third reading of each interval is its last one.
+    # A 0.5 s poll in a 2 s interval: the fourth reading of each interval is its last one.
     agent = agent_process(agent_dir, pattern_agent_toml(agent_dir / "state", collector.port, device.port,
-                                                        summary_interval_s=3.0, poll_interval_s=1.0))
+                                                        summary_interval_s=2.0, poll_interval_s=0.5))
     try:
         wait_acked(agent_dir, 4)
         wait_drained(agent_dir)
@@ -44,7 +44,7 @@ def test_intervals_close_early_and_lose_no_reading(tmp_path: Path) -> None:
             assert sum(counts) == polls, f"{point}: every reading in exactly one summary"
         labels = [ts for tags, ts, _ in stored_points(tmp_path / "c", "telemetry") if tags["point"] == "r0"]
         assert len(set(labels)) == len(labels) == st["queue"]["summaries_total"] / 2
-        assert all(ts % 3_000_000_000 == 0 for ts in labels[:-1]), "stored under whole boundaries (but the "\
+        assert all(ts % 2_000_000_000 == 0 for ts in labels[:-1]), "stored under whole boundaries (but the "\
             "last, closed at shutdown)"
     finally:
         for p in (agent, collector, device):

@@ -125,6 +125,7 @@ def agent_config(workdir: Path, agent: str, collector_port: int, devices: dict[s
         site = "plant-a"
         state_dir = "{workdir / 'state'}"
         summary_interval_s = {summary_interval_s}
+        status_interval_s = 1  # agent_status() reads status.json as it is
 
         [uplink]
         collector = "127.0.0.1:{collector_port}"
