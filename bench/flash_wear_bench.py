@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prometheus_client.parser import text_string_to_metric_families
 
 from simulator.modbus_device import ModbusDeviceServer, pattern_memory
-from tests.integration.daemons import TOKENS, agent_process, collector_process
+from tests.integration.daemons import TOKENS, Processes, agent_process, collector_process
 from tests.servers import free_port
 from tests.tcp_proxy import TcpProxy
 
@@ -107,20 +107,18 @@ async def run(seconds: float, work: Path, extra: str) -> None:
     await device.start()
     stop = asyncio.Event()
     walker = asyncio.create_task(live_values(units, stop))
-    collector = collector_process(work / "c")
-    proxy = TcpProxy(collector.port).start()
-    metrics_port = free_port()
-    agent = agent_process(work / "a", agent_toml(work / "a" / "state", proxy.port, device.port, metrics_port,
-                                                   extra))
     try:
-        await asyncio.sleep(30)  # warm-up: connections, first intervals, the status written at start
-        w0, p0, f0, t0 = write_bytes(agent.pid), payload_counter(metrics_port), proxy.forwarded_bytes, time.monotonic()
-        await asyncio.sleep(seconds)
-        w1, p1, f1, t1 = write_bytes(agent.pid), payload_counter(metrics_port), proxy.forwarded_bytes, time.monotonic()
+        with Processes() as procs, TcpProxy(procs.add(collector_process(work / "c")).port) as proxy:
+            metrics_port = free_port()
+            agent = procs.add(agent_process(work / "a", agent_toml(work / "a" / "state", proxy.port, device.port,
+                                                                   metrics_port, extra)))
+            await asyncio.sleep(30)  # warm-up: connections, first intervals, the status written at start
+            w0, p0, f0, t0 = (write_bytes(agent.pid), payload_counter(metrics_port), proxy.forwarded_bytes,
+                              time.monotonic())
+            await asyncio.sleep(seconds)
+            w1, p1, f1, t1 = (write_bytes(agent.pid), payload_counter(metrics_port), proxy.forwarded_bytes,
+                              time.monotonic())
     finally:
-        agent.stop()
-        proxy.stop()
-        collector.stop()
         stop.set()
         await walker
         await device.stop()

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pymodbus.client import AsyncModbusTcpClient
 
 from simulator.modbus_device import ModbusDeviceServer, pattern_memory
-from tests.integration.daemons import agent_process, collector_process, pattern_agent_toml
+from tests.integration.daemons import Processes, agent_process, collector_process, pattern_agent_toml
 
 REGISTER = 0  # r0 of the pattern agent (unit 1): 1000 at start
 BARE_UNIT = 2  # the bare poller reads its own unit, so the device can tell its requests apart
@@ -114,7 +114,6 @@ async def measure(period: float, changes: int, runs: int, work: Path) -> dict[st
     watched = units[1].holding = WatchedRegisters(units[1].holding)
     device = ModbusDeviceServer(units)
     await device.start()
-    collector = collector_process(work / "c")
     store = Store(work / "c" / "state" / "summaries.sqlite")
     out: dict[str, list[float]] = {"change": [], "read": [], "bare": []}
     bare_seen: dict[int, float] = {}
@@ -122,36 +121,35 @@ async def measure(period: float, changes: int, runs: int, work: Path) -> dict[st
     poller = asyncio.create_task(bare_poller(device.port, period, bare_seen, stop))
     value = 2000
     try:
-        for run in range(runs):
-            await asyncio.sleep(random.uniform(0, period))
-            agent = agent_process(work / f"a{run}", pattern_agent_toml(
-                work / f"a{run}" / "state", collector.port, device.port, summary_interval_s=period,
-                poll_interval_s=period))
-            try:
-                started_ns = time.time_ns()
-                await until(lambda t=started_ns: store.has(float(units[1].holding[REGISTER]), t), 60,
-                            "the agent's first summary at the collector")
-                for _ in range(changes // runs):
-                    await asyncio.sleep(random.uniform(0, period))  # a change at a random phase
-                    value += 1
-                    for mem in units.values():
-                        mem.holding[REGISTER] = value
-                    changed = time.monotonic()
-                    since = time.time_ns() - int(5e9)
-                    await until(lambda v=float(value), t=since: store.has(v, t), 3 * period + 30,
-                                f"value {value} at the collector")
-                    stored = time.monotonic()
-                    read = next(at for at, v in watched.served if v == value)
-                    out["change"].append(stored - changed)
-                    out["read"].append(stored - read)
-                    await until(lambda v=value: v in bare_seen, 2 * period + 5, "the bare poller")
-                    out["bare"].append(bare_seen[value] - changed)
-            finally:
-                agent.stop()
+        with Processes() as procs:
+            collector = procs.add(collector_process(work / "c"))
+            for run in range(runs):
+                await asyncio.sleep(random.uniform(0, period))
+                with Processes() as this_run:
+                    this_run.add(agent_process(work / f"a{run}", pattern_agent_toml(
+                        work / f"a{run}" / "state", collector.port, device.port, summary_interval_s=period,
+                        poll_interval_s=period)))
+                    started_ns = time.time_ns()
+                    await until(lambda t=started_ns: store.has(float(units[1].holding[REGISTER]), t), 60,
+                                "the agent's first summary at the collector")
+                    for _ in range(changes // runs):
+                        await asyncio.sleep(random.uniform(0, period))  # a change at a random phase
+                        value += 1
+                        for mem in units.values():
+                            mem.holding[REGISTER] = value
+                        changed = time.monotonic()
+                        since = time.time_ns() - int(5e9)
+                        await until(lambda v=float(value), t=since: store.has(v, t), 3 * period + 30,
+                                    f"value {value} at the collector")
+                        stored = time.monotonic()
+                        read = next(at for at, v in watched.served if v == value)
+                        out["change"].append(stored - changed)
+                        out["read"].append(stored - read)
+                        await until(lambda v=value: v in bare_seen, 2 * period + 5, "the bare poller")
+                        out["bare"].append(bare_seen[value] - changed)
     finally:
         stop.set()
         await poller
-        collector.stop()
         await device.stop()
     return out
 

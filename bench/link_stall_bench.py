@@ -37,7 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.daemons import agent_process, collector_process, pattern_agent_toml, pattern_device
+from tests.integration.daemons import (
+    Processes,
+    agent_process,
+    collector_process,
+    pattern_agent_toml,
+    pattern_device,
+)
 from tests.servers import free_port, wait_for
 from tests.tcp_proxy import TcpProxy
 
@@ -62,48 +68,50 @@ def collector_view(api_port: int) -> dict[str, object]:
 
 
 def trial(work: Path, scenario: str, watch_s: float) -> dict[str, float | None]:
-    device = pattern_device(work)
     api_port, metrics_port = free_port(), free_port()
-    collector = collector_process(work / "c", collector_extra=f'\n[api]\nlisten = "127.0.0.1:{api_port}"\n')
-    proxy = TcpProxy(collector.port).start()
-    toml = pattern_agent_toml(work / "a" / "state", proxy.port, device.port, summary_interval_s=INTERVAL_S)
-    toml += f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
-    agent = agent_process(work / "a", toml)
     seen: dict[str, float | None] = {"agent stalled": None, "agent disconnected": None,
                                      "collector stalled": None, "collector closed": None}
-    try:
-        wait_for(lambda: agent_metrics(metrics_port).get("twin_agent_uplink_acked_batches_total", 0) >= 1, 60,
-                 "a first ack")
-        time.sleep(random.uniform(0, INTERVAL_S))  # fail at a random phase of the interval
-        t0 = time.monotonic()
-        if scenario == "frozen collector":
-            os.kill(collector.pid, signal.SIGSTOP)
-        else:
-            proxy.silent = True
-        while time.monotonic() - t0 < watch_s and None in seen.values():
-            now = time.monotonic() - t0
-            m = agent_metrics(metrics_port)
-            if m.get("twin_agent_uplink_stalled") == 1.0 and seen["agent stalled"] is None:
-                seen["agent stalled"] = now
-            if m.get("twin_agent_uplink_connected") == 0.0 and seen["agent disconnected"] is None:
-                seen["agent disconnected"] = now
-            if scenario != "frozen collector":  # a frozen collector cannot answer /health
-                c = collector_view(api_port)
-                if c.get("link") == "stalled" and seen["collector stalled"] is None:
-                    seen["collector stalled"] = now
-                if c.get("connected") is False and seen["collector closed"] is None:
-                    seen["collector closed"] = now
-            elif seen["agent stalled"] is not None and seen["agent disconnected"] is not None:
-                break
-            time.sleep(0.2)
-    finally:
-        if scenario == "frozen collector":
-            os.kill(collector.pid, signal.SIGCONT)
-        agent.stop()
-        proxy.stop()
-        collector.stop()
-        device.stop()
+    with Processes() as procs:
+        device = procs.add(pattern_device(work))
+        collector = procs.add(collector_process(work / "c",
+                                                collector_extra=f'\n[api]\nlisten = "127.0.0.1:{api_port}"\n'))
+        with TcpProxy(collector.port) as proxy:
+            toml = pattern_agent_toml(work / "a" / "state", proxy.port, device.port, summary_interval_s=INTERVAL_S)
+            procs.add(agent_process(work / "a", toml + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'))
+            wait_for(lambda: agent_metrics(metrics_port).get("twin_agent_uplink_acked_batches_total", 0) >= 1, 60,
+                     "a first ack")
+            time.sleep(random.uniform(0, INTERVAL_S))  # fail at a random phase of the interval
+            t0 = time.monotonic()
+            if scenario == "frozen collector":
+                os.kill(collector.pid, signal.SIGSTOP)
+            else:
+                proxy.silent = True
+            try:
+                watch(seen, scenario, t0, watch_s, metrics_port, api_port)
+            finally:
+                if scenario == "frozen collector":
+                    os.kill(collector.pid, signal.SIGCONT)
     return seen
+
+
+def watch(seen: dict[str, float | None], scenario: str, t0: float, watch_s: float, metrics_port: int,
+          api_port: int) -> None:
+    while time.monotonic() - t0 < watch_s and None in seen.values():
+        now = time.monotonic() - t0
+        m = agent_metrics(metrics_port)
+        if m.get("twin_agent_uplink_stalled") == 1.0 and seen["agent stalled"] is None:
+            seen["agent stalled"] = now
+        if m.get("twin_agent_uplink_connected") == 0.0 and seen["agent disconnected"] is None:
+            seen["agent disconnected"] = now
+        if scenario != "frozen collector":  # a frozen collector cannot answer /health
+            c = collector_view(api_port)
+            if c.get("link") == "stalled" and seen["collector stalled"] is None:
+                seen["collector stalled"] = now
+            if c.get("connected") is False and seen["collector closed"] is None:
+                seen["collector closed"] = now
+        elif seen["agent stalled"] is not None and seen["agent disconnected"] is not None:
+            break
+        time.sleep(0.2)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from tests.servers import ServerProcess, free_port, tcp_open, wait_for
 
 __all__ = [
     "TOKENS",
+    "Processes",
     "agent_process",
     "collector_process",
     "collector_toml",
@@ -47,6 +48,25 @@ severity = "major"
 escalate_at = 420.0
 title = "Air filter clogged on {asset}"
 """
+
+
+class Processes:
+    """The processes a test starts, stopped in reverse order at the end, also when one of them fails
+    to start (its predecessors would otherwise outlive the test)."""
+
+    def __init__(self) -> None:
+        self._started: list[ServerProcess] = []
+
+    def add(self, proc: ServerProcess) -> ServerProcess:
+        self._started.append(proc)
+        return proc
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in reversed(self._started):
+            proc.stop()
 
 
 def collector_toml(state_dir: Path, port: int, influx: str = "", rules: str = FILTER_RULE,

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemons import (
+    Processes,
     agent_process,
     collector_process,
     pattern_agent_toml,
@@ -40,27 +41,24 @@ def faketime_env(offset_file: Path) -> dict[str, str]:
 
 
 def test_clock_stepped_back_does_not_stop_delivery(tmp_path: Path) -> None:
-    device = pattern_device(tmp_path)
-    collector = collector_process(tmp_path / "c")
     agent_dir = tmp_path / "a"
     offset = tmp_path / "faketime.rc"
-    agent = agent_process(agent_dir, pattern_agent_toml(agent_dir / "state", collector.port, device.port),
-                          env=faketime_env(offset))
-    try:
+    with Processes() as procs:
+        device = procs.add(pattern_device(tmp_path))
+        collector = procs.add(collector_process(tmp_path / "c"))
+        agent = procs.add(agent_process(agent_dir, pattern_agent_toml(agent_dir / "state", collector.port,
+                                                                      device.port), env=faketime_env(offset)))
         wait_acked(agent_dir, 3)
-        for step_s in (60, 3600):
+        for step_s, offset_s in ((60, 60), (3600, 3660)):  # the offset file holds the total offset
             acked = int(status(agent_dir)["uplink"]["acked"])
-            offset.write_text(f"-{step_s}s\n" if step_s == 60 else "-3660s\n")  # cumulative offset
+            offset.write_text(f"-{offset_s}s\n")
             # A stall would last as long as the step (60 s, 1 h): 5 batches in 30 s show it did not.
             wait_acked(agent_dir, acked + 5, timeout=30)
             st = status(agent_dir)
             assert st["intervals"]["clock_behind_s"] > step_s * 0.9, "the step is visible in the status"
         agent.stop()
-        assert "crashed" not in agent.log_path.read_text()
-        st = status(agent_dir)
-        telemetry = stored_points(tmp_path / "c", "telemetry")
-        assert len(telemetry) == st["queue"]["summaries_total"], "no interval overwrote another"
-        assert len(stored_points(tmp_path / "c", "agent_health")) == st["queue"]["next_seq"] - 1 >= 13
-    finally:
-        for p in (agent, collector, device):
-            p.stop()
+    assert "crashed" not in agent.log_path.read_text()
+    st = status(agent_dir)
+    telemetry = stored_points(tmp_path / "c", "telemetry")
+    assert len(telemetry) == st["queue"]["summaries_total"], "no interval overwrote another"
+    assert len(stored_points(tmp_path / "c", "agent_health")) == st["queue"]["next_seq"] - 1 >= 13

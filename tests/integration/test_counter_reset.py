@@ -16,6 +16,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from tests.integration.daemons import (
+    Processes,
     agent_process,
     collector_process,
     pattern_agent_toml,
@@ -35,25 +36,23 @@ def r0(agent_dir: Path) -> float | None:
 
 
 def test_counter_reset_is_an_event_and_the_increase_spans_it(tmp_path: Path) -> None:
-    device = pattern_device(tmp_path)
-    collector = collector_process(tmp_path / "c")
     agent_dir = tmp_path / "a"
-    agent = agent_process(agent_dir, pattern_agent_toml(agent_dir / "state", collector.port, device.port,
-                                                        r0_kind="counter"))
-    client = ModbusTcpClient("127.0.0.1", port=device.port)
-    try:
-        assert client.connect()
-        wait_for(lambda: r0(agent_dir) == 1000.0, 30, "the counter's first reading")
-        for value in (1010, 1030, 5, 15):
-            assert not client.write_register(0, value, device_id=1).isError()
-            wait_for(lambda v=value: r0(agent_dir) == float(v), 30, f"the agent to read {value}")
+    with Processes() as procs:
+        device = procs.add(pattern_device(tmp_path))
+        collector = procs.add(collector_process(tmp_path / "c"))
+        agent = procs.add(agent_process(agent_dir, pattern_agent_toml(agent_dir / "state", collector.port,
+                                                                      device.port, r0_kind="counter")))
+        client = ModbusTcpClient("127.0.0.1", port=device.port)
+        try:
+            assert client.connect()
+            wait_for(lambda: r0(agent_dir) == 1000.0, 30, "the counter's first reading")
+            for value in (1010, 1030, 5, 15):
+                assert not client.write_register(0, value, device_id=1).isError()
+                wait_for(lambda v=value: r0(agent_dir) == float(v), 30, f"the agent to read {value}")
+        finally:
+            client.close()
         wait_drained(agent_dir)
         agent.stop()
-    finally:
-        client.close()
-        agent.stop()
-        collector.stop()
-        device.stop()
 
     counter = [f for tags, _, f in stored_points(tmp_path / "c", "telemetry") if tags["point"] == "r0"]
     assert sum(f["increase"] for f in counter) == 45.0

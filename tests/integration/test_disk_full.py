@@ -23,6 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.daemons import (
+    Processes,
     agent_process,
     collector_process,
     pattern_agent_toml,
@@ -87,17 +88,15 @@ def on_disk(queue_path: Path) -> dict[str, int]:
 
 
 def test_full_disk_loses_nothing_uncounted(tmp_path: Path, small_fs: Path) -> None:
-    device = pattern_device(tmp_path)
-    collector = collector_process(tmp_path / "c")
     agent_dir = tmp_path / "a"
     metrics_port = free_port()
-    # ~400-byte batches: an overflow of 2 KiB holds about five of them.
-    toml = pattern_agent_toml(small_fs, collector.port, device.port,
-                              uplink_extra="max_overflow_mb = 0.002")
-    toml += f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
-    agent = agent_process(agent_dir, toml)
     cli = [sys.executable, "-m", "agent", "status", "--config", str(agent_dir / "agent.toml")]
-    try:
+    with Processes() as procs:
+        device = procs.add(pattern_device(tmp_path))
+        collector = procs.add(collector_process(tmp_path / "c"))
+        # ~400-byte batches: an overflow of 2 KiB holds about five of them.
+        toml = pattern_agent_toml(small_fs, collector.port, device.port, uplink_extra="max_overflow_mb = 0.002")
+        agent = procs.add(agent_process(agent_dir, toml + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'))
         wait_acked(agent_dir, 3)
         filler = fill(small_fs)
         wait_for(lambda: metrics(metrics_port)["twin_agent_disk_full"] == 1.0, 30, "the agent to notice the full disk")
@@ -118,21 +117,16 @@ def test_full_disk_loses_nothing_uncounted(tmp_path: Path, small_fs: Path) -> No
         wait_acked(agent_dir, int(status(agent_dir)["uplink"]["acked"]) + 3)
         wait_drained(agent_dir)
         agent.stop()
-        st = status(agent_dir)
-        log = agent.log_path.read_text()
-        assert "crashed" not in log, "no task crash-looped"
-
-        q = st["queue"]
-        stored = q["next_seq"] - 1
-        dropped = q["dropped"]
-        assert q["batches"] == 0 and q["overflow_batches"] == 0
-        assert dropped >= 2 and q["summaries_dropped"] >= dropped
-        assert st["intervals"]["closed"] == stored + dropped, "every closed interval was stored or counted as dropped"
-        telemetry = stored_points(tmp_path / "c", "telemetry")
-        assert len(telemetry) == q["summaries_total"], "every stored summary arrived, once"
-        health = stored_points(tmp_path / "c", "agent_health")
-        assert len(health) == stored, "one agent_health point per stored batch"
-        assert max(f["dropped"] for _, _, f in health) == dropped, "the drops were reported upstream"
-    finally:
-        for p in (agent, collector, device):
-            p.stop()
+    assert "crashed" not in agent.log_path.read_text(), "no task crash-looped"
+    q = status(agent_dir)["queue"]
+    stored = q["next_seq"] - 1
+    dropped = q["dropped"]
+    assert q["batches"] == 0 and q["overflow_batches"] == 0
+    assert dropped >= 2 and q["summaries_dropped"] >= dropped
+    assert status(agent_dir)["intervals"]["closed"] == stored + dropped, \
+        "every closed interval was stored or counted as dropped"
+    telemetry = stored_points(tmp_path / "c", "telemetry")
+    assert len(telemetry) == q["summaries_total"], "every stored summary arrived, once"
+    health = stored_points(tmp_path / "c", "agent_health")
+    assert len(health) == stored, "one agent_health point per stored batch"
+    assert max(f["dropped"] for _, _, f in health) == dropped, "the drops were reported upstream"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemons import (
+    Processes,
     agent_process,
     collector_process,
     pattern_agent_toml,
@@ -47,12 +48,12 @@ def check_exactly_once(agent: ServerProcess, agent_dir: Path, collector_dir: Pat
 
 
 def test_frozen_collector_is_noticed_and_left(tmp_path: Path) -> None:
-    device = pattern_device(tmp_path)
-    collector = collector_process(tmp_path / "c")
     agent_dir = tmp_path / "a"
-    agent = agent_process(agent_dir, pattern_agent_toml(agent_dir / "state", collector.port, device.port,
-                                                        uplink_extra=f"ack_timeout_s = {ACK_TIMEOUT_S}"))
-    try:
+    with Processes() as procs:
+        device = procs.add(pattern_device(tmp_path))
+        collector = procs.add(collector_process(tmp_path / "c"))
+        agent = procs.add(agent_process(agent_dir, pattern_agent_toml(
+            agent_dir / "state", collector.port, device.port, uplink_extra=f"ack_timeout_s = {ACK_TIMEOUT_S}")))
         wait_acked(agent_dir, 3)
         os.kill(collector.pid, signal.SIGSTOP)
         try:
@@ -64,9 +65,6 @@ def test_frozen_collector_is_noticed_and_left(tmp_path: Path) -> None:
             os.kill(collector.pid, signal.SIGCONT)
         wait_for(lambda: uplink(agent_dir).get("link") == "connected", 60, "the agent back on the thawed collector")
         check_exactly_once(agent, agent_dir, tmp_path / "c")
-    finally:
-        for p in (agent, collector, device):
-            p.stop()
 
 
 def collector_link(api_port: int, agent_id: str) -> str:
@@ -76,27 +74,24 @@ def collector_link(api_port: int, agent_id: str) -> str:
 
 
 def test_silent_partition_is_noticed_on_both_sides(tmp_path: Path) -> None:
-    device = pattern_device(tmp_path)
-    api_port = free_port()
-    collector = collector_process(tmp_path / "c", collector_extra=f'\n[api]\nlisten = "127.0.0.1:{api_port}"\n')
-    proxy = TcpProxy(collector.port).start()
     agent_dir = tmp_path / "a"
-    agent = agent_process(agent_dir, pattern_agent_toml(agent_dir / "state", proxy.port, device.port,
-                                                        uplink_extra=f"ack_timeout_s = {ACK_TIMEOUT_S}"))
-    try:
-        wait_acked(agent_dir, 3)
-        assert collector_link(api_port, "gw-a") == "connected"
-        proxy.silent = True
-        wait_for(lambda: uplink(agent_dir).get("link") == "stalled", 30, "the agent to show the link stalled")
-        wait_for(lambda: collector_link(api_port, "gw-a") == "stalled", 60,
-                 "the collector to show the agent's stream stalled")
-        wait_for(lambda: uplink(agent_dir)["ack_timeouts"] >= 1, 60, "the agent to give up on the silent stream")
-        assert proxy.dropped_bytes > 0
-        proxy.silent = False
-        wait_for(lambda: uplink(agent_dir).get("link") == "connected", 60, "the agent reconnected through the path")
-        check_exactly_once(agent, agent_dir, tmp_path / "c")
-    finally:
-        agent.stop()
-        proxy.stop()
-        collector.stop()
-        device.stop()
+    api_port = free_port()
+    with Processes() as procs:
+        device = procs.add(pattern_device(tmp_path))
+        collector = procs.add(collector_process(tmp_path / "c",
+                                                collector_extra=f'\n[api]\nlisten = "127.0.0.1:{api_port}"\n'))
+        with TcpProxy(collector.port) as proxy:
+            agent = procs.add(agent_process(agent_dir, pattern_agent_toml(
+                agent_dir / "state", proxy.port, device.port, uplink_extra=f"ack_timeout_s = {ACK_TIMEOUT_S}")))
+            wait_acked(agent_dir, 3)
+            assert collector_link(api_port, "gw-a") == "connected"
+            proxy.silent = True
+            wait_for(lambda: uplink(agent_dir).get("link") == "stalled", 30, "the agent to show the link stalled")
+            wait_for(lambda: collector_link(api_port, "gw-a") == "stalled", 60,
+                     "the collector to show the agent's stream stalled")
+            wait_for(lambda: uplink(agent_dir)["ack_timeouts"] >= 1, 60, "the agent to give up on the silent stream")
+            assert proxy.dropped_bytes > 0
+            proxy.silent = False
+            wait_for(lambda: uplink(agent_dir).get("link") == "connected", 60,
+                     "the agent reconnected through the path")
+            check_exactly_once(agent, agent_dir, tmp_path / "c")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemons import (
+    Processes,
     agent_process,
     collector_process,
     pattern_agent_toml,
@@ -28,12 +29,13 @@ def on_disk(agent_dir: Path) -> dict[str, object]:
 
 
 def test_status_file_written_when_asked_not_every_interval(tmp_path: Path) -> None:
-    device = pattern_device(tmp_path)
-    collector = collector_process(tmp_path / "c")
     agent_dir = tmp_path / "a"
-    agent = agent_process(agent_dir, pattern_agent_toml(agent_dir / "state", collector.port, device.port))
     cli = [sys.executable, "-m", "agent", "status", "--config", str(agent_dir / "agent.toml")]
-    try:
+    with Processes() as procs:
+        device = procs.add(pattern_device(tmp_path))
+        collector = procs.add(collector_process(tmp_path / "c"))
+        agent = procs.add(agent_process(agent_dir, pattern_agent_toml(agent_dir / "state", collector.port,
+                                                                      device.port)))
         wait_acked(agent_dir, 2)
         before = on_disk(agent_dir)
         time.sleep(4)  # four summary intervals
@@ -50,6 +52,3 @@ def test_status_file_written_when_asked_not_every_interval(tmp_path: Path) -> No
         assert stopped.returncode == 3, stopped.stderr  # the agent is not running
         assert "NOT RUNNING" in stopped.stdout and "last known state" in stopped.stdout
         assert on_disk(agent_dir)["uplink"]["connected"] is False, "the last status, written at stop"
-    finally:
-        for p in (agent, collector, device):
-            p.stop()
