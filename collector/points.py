@@ -63,6 +63,7 @@ __all__ = [
     "other_points",
     "remaining_life_point",
     "storable_fields",
+    "telemetry_point",
     "to_line_protocol",
     "work_order_point",
 ]
@@ -255,6 +256,13 @@ def batch_to_points(batch: twin_pb2.Batch, *, agent_id: str, site: str,
     return points + other_points(batch, agent_id=agent_id, site=site)
 
 
+def telemetry_point(s: twin_pb2.Summary, batch: twin_pb2.Batch, *, agent_id: str, site: str,
+                    asset_types: Mapping[str, str]) -> Point:
+    """One summary as a point: the encoders' general path for what their fast path leaves out
+    (counter summaries, with increase and resets)."""
+    return _telemetry(s, batch, {"site": site, "agent": agent_id}, asset_types)
+
+
 def other_points(batch: twin_pb2.Batch, *, agent_id: str, site: str) -> list[Point]:
     """The points of a batch besides its summaries: a few per batch, so built as `Point`s."""
     points = [_vibration(v, batch, site) for v in batch.vibration]
@@ -319,6 +327,10 @@ class LineProtocolEncoder:
         heads = self._heads
         lines: list[str] = []
         for s in batch.summaries:
+            if s.HasField("increase"):  # a counter point (few): the general path, byte for byte the same
+                lines.append(to_line_protocol(telemetry_point(s, batch, agent_id=self.agent_id, site=self.site,
+                                                              asset_types=self.asset_types)))
+                continue
             key = (s.asset, s.point, s.unit)
             head = heads.get(key) or self._head(key)
             ts = s.interval_end_ns or created

@@ -31,6 +31,7 @@ from collector.points import (
     SinkStats,
     other_points,
     storable_fields,
+    telemetry_point,
 )
 from protos.twin.v1 import twin_pb2
 from runtime.errors import SinkError
@@ -118,6 +119,10 @@ class SummaryRowEncoder:
         cache = self._series
         rows: list[Row] = []
         for s in batch.summaries:
+            if s.HasField("increase"):  # a counter point (few): the general path, the same row
+                rows.append(_row(telemetry_point(s, batch, agent_id=self.agent_id, site=self.site,
+                                                 asset_types=self.asset_types)))
+                continue
             key = (s.asset, s.point, s.unit)
             series = cache.get(key) or self._new_series(key)
             ts = s.interval_end_ns or created

@@ -85,11 +85,13 @@ class V2Decoder:
             asset, point, unit = table[index]
             end = s.interval_end_ns if s.HasField("interval_end_ns") else created
             mean = s.mean
-            add(asset=asset, point=point, unit=unit, first_ns=end + s.first_offset_ns,
-                last_ns=end + s.last_offset_ns, interval_end_ns=end, mean=mean,
-                min=s.min if s.HasField("min") else mean, max=s.max if s.HasField("max") else mean,
-                last=s.last if s.HasField("last") else mean, count=s.count, bad_count=s.bad_count,
-                quality=s.quality, reason=s.reason, last_text=s.last_text)
+            item = add(asset=asset, point=point, unit=unit, first_ns=end + s.first_offset_ns,
+                       last_ns=end + s.last_offset_ns, interval_end_ns=end, mean=mean,
+                       min=s.min if s.HasField("min") else mean, max=s.max if s.HasField("max") else mean,
+                       last=s.last if s.HasField("last") else mean, count=s.count, bad_count=s.bad_count,
+                       quality=s.quality, reason=s.reason, last_text=s.last_text)
+            if s.HasField("increase"):  # counter points
+                item.increase, item.resets = s.increase, s.resets
         return out
 
 

@@ -83,6 +83,8 @@ class V2Encoder:
                 item.max = s.max
             if not _same(s.last, mean):
                 item.last = s.last
+            if s.HasField("increase"):  # counter points
+                item.increase, item.resets = s.increase, s.resets
         return msg
 
 

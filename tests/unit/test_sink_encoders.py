@@ -26,12 +26,16 @@ floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_fr
 
 @st.composite
 def summaries(draw: st.DrawFn) -> twin_pb2.Summary:
-    return twin_pb2.Summary(
+    s = twin_pb2.Summary(
         asset=draw(names), point=draw(names), unit=draw(st.sampled_from(["", "degC", "m3/h", "a b"])),
         first_ns=T0 - 5, last_ns=T0 - 1, interval_end_ns=draw(st.sampled_from([0, T0, T0 + 7])),
         mean=draw(floats), min=draw(floats), max=draw(floats), last=draw(floats),
         count=draw(st.integers(0, 3)), bad_count=draw(st.integers(0, 2)), quality=twin_pb2.GOOD,
         last_text=draw(st.sampled_from(["", "cooling", 'say "hi"\\', "x,y=z"])))
+    increase = draw(st.one_of(st.none(), floats))
+    if increase is not None:  # a counter point
+        s.increase, s.resets = increase, draw(st.integers(0, 3))
+    return s
 
 
 @st.composite

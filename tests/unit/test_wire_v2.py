@@ -22,13 +22,17 @@ def summaries(draw: st.DrawFn) -> twin_pb2.Summary:
     mean = draw(floats)
     same_or = st.one_of(st.just(mean), floats)
     end = draw(st.sampled_from([T0, T0, 0, T0 - 3]))
-    return twin_pb2.Summary(
+    s = twin_pb2.Summary(
         asset=draw(st.sampled_from(["ahu-1", "pump 2"])), point=draw(st.sampled_from(["t", "p", "ü"])),
         unit=draw(st.sampled_from(["", "degC"])), first_ns=draw(st.sampled_from([0, T0 - 10**9, T0 + 5])),
         last_ns=draw(st.sampled_from([0, T0 - 1])), interval_end_ns=end, mean=mean, min=draw(same_or),
         max=draw(same_or), last=draw(same_or), count=draw(st.integers(0, 5)), bad_count=draw(st.integers(0, 2)),
         quality=draw(st.sampled_from([twin_pb2.GOOD, twin_pb2.BAD, twin_pb2.QUALITY_UNSPECIFIED])),
         reason=draw(st.sampled_from(["", "timeout"])), last_text=draw(st.sampled_from(["", "on"])))
+    increase = draw(st.one_of(st.none(), floats))
+    if increase is not None:  # a counter point
+        s.increase, s.resets = increase, draw(st.integers(0, 3))
+    return s
 
 
 @st.composite

@@ -46,7 +46,7 @@ class Batch(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., created_ns: _Optional[int] = ..., new_series: _Optional[_Iterable[_Union[Series, _Mapping]]] = ..., summaries: _Optional[_Iterable[_Union[Summary, _Mapping]]] = ..., vibration: _Optional[_Iterable[_Union[_twin_pb2.VibrationIndicators, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[_twin_pb2.StateChange, _Mapping]]] = ..., health: _Optional[_Union[_twin_pb2.AgentHealth, _Mapping]] = ..., asset_states: _Optional[_Iterable[_Union[_twin_pb2.AssetState, _Mapping]]] = ...) -> None: ...
 
 class Summary(_message.Message):
-    __slots__ = ("series", "interval_end_ns", "first_offset_ns", "last_offset_ns", "mean", "min", "max", "last", "count", "bad_count", "quality", "reason", "last_text")
+    __slots__ = ("series", "interval_end_ns", "first_offset_ns", "last_offset_ns", "mean", "min", "max", "last", "count", "bad_count", "quality", "reason", "last_text", "increase", "resets")
     SERIES_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_END_NS_FIELD_NUMBER: _ClassVar[int]
     FIRST_OFFSET_NS_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,8 @@ class Summary(_message.Message):
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     LAST_TEXT_FIELD_NUMBER: _ClassVar[int]
+    INCREASE_FIELD_NUMBER: _ClassVar[int]
+    RESETS_FIELD_NUMBER: _ClassVar[int]
     series: int
     interval_end_ns: int
     first_offset_ns: int
@@ -73,4 +75,6 @@ class Summary(_message.Message):
     quality: _twin_pb2.Quality
     reason: str
     last_text: str
-    def __init__(self, series: _Optional[int] = ..., interval_end_ns: _Optional[int] = ..., first_offset_ns: _Optional[int] = ..., last_offset_ns: _Optional[int] = ..., mean: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., last: _Optional[float] = ..., count: _Optional[int] = ..., bad_count: _Optional[int] = ..., quality: _Optional[_Union[_twin_pb2.Quality, str]] = ..., reason: _Optional[str] = ..., last_text: _Optional[str] = ...) -> None: ...
+    increase: float
+    resets: int
+    def __init__(self, series: _Optional[int] = ..., interval_end_ns: _Optional[int] = ..., first_offset_ns: _Optional[int] = ..., last_offset_ns: _Optional[int] = ..., mean: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., last: _Optional[float] = ..., count: _Optional[int] = ..., bad_count: _Optional[int] = ..., quality: _Optional[_Union[_twin_pb2.Quality, str]] = ..., reason: _Optional[str] = ..., last_text: _Optional[str] = ..., increase: _Optional[float] = ..., resets: _Optional[int] = ...) -> None: ...
