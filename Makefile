@@ -4,10 +4,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-# Servers the integration tests start; lintian, python3-venv and systemd (systemd-analyze, sysusers,
-# tmpfiles) for the Debian package test (tests/integration/test_debian_package.py); faketime steps
-# the agent's clock (tests/integration/test_clock_step.py).
-DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics snmpd prometheus-node-exporter python3 lintian python3-venv systemd faketime
+# Servers the integration tests start (postgresql: the state several collectors share); lintian,
+# python3-venv and systemd (systemd-analyze, sysusers, tmpfiles) for the Debian package test
+# (tests/integration/test_debian_package.py); faketime steps the agent's clock (tests/integration/test_clock_step.py).
+DEBIAN_PACKAGES := mosquitto influxdb victoria-metrics snmpd prometheus-node-exporter python3 lintian python3-venv systemd faketime postgresql
 # Third-party protocol stacks the tests talk to (node-opcua), installed from the lock file.
 NODE_PEERS := tests/peers/node-opcua
 DEB_OUT ?= dist

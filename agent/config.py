@@ -47,7 +47,8 @@ class AgentSettings(StrictModel):
 
 
 class UplinkSettings(StrictModel):
-    collector: str = Field(description="host:port of the collector's gRPC endpoint")
+    collector: str | list[str] = Field(description="host:port of the collector's gRPC endpoint, or a list of "
+                                                   "them to fail over across (agent/uplink/addresses.py)")
     token: str = ""
     token_file: str = ""
     token_env: str = ""
@@ -75,10 +76,21 @@ class UplinkSettings(StrictModel):
 
     @field_validator("collector")
     @classmethod
-    def _host_port(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", v):
-            raise ValueError(f"must be host:port, got {v!r}")
+    def _host_port(cls, v: str | list[str]) -> str | list[str]:
+        addresses = [v] if isinstance(v, str) else v
+        if not addresses:
+            raise ValueError("give at least one host:port")
+        for a in addresses:
+            if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", a):
+                raise ValueError(f"must be host:port (or a list of them), got {a!r}")
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("lists an address twice")
         return v
+
+    @property
+    def collectors(self) -> tuple[str, ...]:
+        """Every collector address, in the order given."""
+        return (self.collector,) if isinstance(self.collector, str) else tuple(self.collector)
 
     @model_validator(mode="after")
     def _one_token_source(self) -> UplinkSettings:

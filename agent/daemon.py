@@ -30,6 +30,7 @@ from agent.intervals import IntervalCompletion, interval_label_ns, next_target_n
 from agent.model import PointSpec, Quality, Reading
 from agent.status_file import ASK_SIGNAL, STATUS_FILE, write_status
 from agent.twin import LocalTwin
+from agent.uplink.addresses import CollectorAddresses
 from agent.uplink.client import ChannelSettings, UplinkClient
 from agent.uplink.queue import StoreAndForwardQueue, storage_problem
 from agent.vibration_monitor import VibrationMonitor
@@ -88,10 +89,11 @@ class AgentDaemon:
         self.vibration = VibrationMonitor(config.assets)
         u = config.uplink
         self.uplink = UplinkClient(
-            ChannelSettings(u.collector, config.token, u.tls, u.ca_file, u.cert_file, u.key_file, u.server_name,
+            ChannelSettings(u.collectors[0], config.token, u.tls, u.ca_file, u.cert_file, u.key_file, u.server_name,
                             u.compression),
             self.queue, self._hello, max_in_flight=u.max_in_flight,
             backoff=Backoff(u.backoff_initial_s, u.backoff_max_s), ack_timeout_s=u.ack_timeout_s,
+            addresses=CollectorAddresses(u.collectors),
         )
         self.started = time.monotonic()
         self.readings = 0
@@ -308,10 +310,11 @@ class AgentDaemon:
         await self.twin.open()
         await self.queue.open()
         self._last_end_ns = self.queue.last_interval_end_ns
-        host = self.config.uplink.collector.rsplit(":", 1)[0].strip("[]")
-        if not self.config.uplink.tls and host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("uplink to %s without TLS: the token and the data cross the network in clear; "
-                        "set tls = true (see configs/agent.example.toml)", self.config.uplink.collector)
+        for address in self.config.uplink.collectors:
+            host = address.rsplit(":", 1)[0].strip("[]")
+            if not self.config.uplink.tls and host not in ("127.0.0.1", "localhost", "::1"):
+                log.warning("uplink to %s without TLS: the token and the data cross the network in clear; "
+                            "set tls = true (see configs/agent.example.toml)", address)
         log.info("agent %s (site %s) starting: %d assets, %d sources, queue has %d batches",
                  self.config.agent.id, self.config.agent.site, len(self.config.assets),
                  len(self.config.connectors), self.queue.stats().batches)

@@ -210,16 +210,14 @@ class _Handlers:
         return _json(self.openapi)
 
     async def health(self, request: web.Request) -> web.Response:
-        assert self.fleet.work_orders is not None
         reasons = await self.readiness() if self.readiness is not None else []
         counts: dict[str, int] | None = None
         agents: list[dict[str, Any]] | None = None
         try:  # a liveness answer must not wait for a state database that is stuck
             async with asyncio.timeout(HEALTH_READ_TIMEOUT_S):
-                async with self.fleet.reading():
-                    counts = await self.fleet.work_orders.counts()
+                counts = await self.fleet.work_orders.counts()
                 agents = [{k: a[k] for k in ("id", "site", "version", "connected", "last_seen_ns")}
-                          for a in await self._agents()]
+                          for a in await self.fleet.agents()]
         except TimeoutError:
             if not reasons:
                 reasons = [f"state database did not answer within {HEALTH_READ_TIMEOUT_S:g} s"]
@@ -237,20 +235,8 @@ class _Handlers:
             return _json({"status": "not ready", "reasons": reasons}, 503)
         return _json({"status": "ready"})
 
-    async def _agents(self) -> list[dict[str, Any]]:
-        async with self.fleet.reading():
-            return await self.fleet.agents()
-
     async def assets(self, request: web.Request) -> web.Response:
-        async with self.fleet.reading() as db:
-            rows = await (await db.execute(
-                "SELECT a.asset, a.type, a.name, a.site, a.agent_id, a.state, a.health, a.depends_on, "
-                "(SELECT COUNT(*) FROM work_orders w WHERE w.asset = a.asset AND w.status != 'closed'), "
-                "a.link, a.link_reason, a.condition, a.condition_reason FROM assets a ORDER BY a.asset")).fetchall()
-        return _json([{"id": r[0], "type": r[1], "name": r[2], "site": r[3], "agent": r[4], "state": r[5],
-                       "health": r[6], "depends_on": json.loads(r[7]), "open_work_orders": r[8],
-                       "link": r[9], "link_reason": r[10], "condition": r[11], "condition_reason": r[12]}
-                      for r in rows])
+        return _json(await self.fleet.asset_summaries())
 
     async def asset(self, request: web.Request) -> web.Response:
         doc = await self.fleet.twin(request.match_info["asset"])
@@ -273,10 +259,8 @@ class _Handlers:
             return _error(400, "limit must be an integer")
         if not 1 <= limit <= MAX_LIMIT:
             return _error(400, f"limit must be between 1 and {MAX_LIMIT}")
-        assert self.fleet.work_orders is not None
-        async with self.fleet.reading():
-            orders = await self.fleet.work_orders.list(status=status, asset=q.get("asset"), limit=limit,
-                                                       severity=severity, rule=q.get("rule"), category=category)
+        orders = await self.fleet.work_orders.list(status=status, asset=q.get("asset"), limit=limit,
+                                                   severity=severity, rule=q.get("rule"), category=category)
         full = q.get("context") == "true"
         return _json([o.to_dict() if full else {k: v for k, v in o.to_dict().items() if k != "context"}
                       for o in orders])
@@ -286,10 +270,8 @@ class _Handlers:
             wo_id = parse_ref(request.match_info["ref"])
         except ValueError as exc:
             return _error(400, str(exc))
-        assert self.fleet.work_orders is not None
-        async with self.fleet.reading():
-            wo = await self.fleet.work_orders.get(wo_id)
-            events = await self.fleet.work_orders.event_list(wo_id)
+        wo = await self.fleet.work_orders.get(wo_id)
+        events = await self.fleet.work_orders.event_list(wo_id)
         if wo is None:
             return _error(404, f"no work order {request.match_info['ref']}")
         return _json(wo.to_dict() | {"events": [e.to_dict() for e in events]})
@@ -365,8 +347,11 @@ class _Handlers:
             return _error(400, str(exc))
         if since > WHATIF_MAX_DAYS * 86_400e9:
             return _error(400, f"since: at most {WHATIF_MAX_DAYS:g} days")
+        if not isinstance(self.fleet.location, Path):
+            return _error(409, "what-if replays the embedded SQLite state; with [state] url (PostgreSQL) it is "
+                               "not available yet")
         now = time.time_ns()
-        report = await asyncio.to_thread(run_whatif, self.fleet.path, self.rules, proposed, now - since, now)
+        report = await asyncio.to_thread(run_whatif, self.fleet.location, self.rules, proposed, now - since, now)
         return _json(report.to_dict())
 
 

@@ -176,11 +176,24 @@ def _parse_ref(ref: str) -> int:
         raise ConfigError(str(exc)) from None
 
 
+def _no_state_file(config: CollectorConfig) -> bool:
+    """True (and says so) when the state is the embedded file and it does not exist yet."""
+    if not config.state.url and not config.db_path.exists():
+        print(f"no collector database at {config.db_path}: has the collector run with this config?",
+              file=sys.stderr)
+        return True
+    return False
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from collector.whatif import load_rules_file, parse_since, run_whatif
 
     config, _ = _load(args, SecretPolicy.SKIP)
     proposed = load_rules_file(args.rules, config.rules, replace_all=args.replace_all)
+    if config.state.url:
+        print("simulate replays the embedded SQLite state; with [state] url (PostgreSQL) it is not available yet",
+              file=sys.stderr)
+        return 1
     if not config.db_path.exists():
         print(f"no collector database at {config.db_path}: has the collector run with this config?",
               file=sys.stderr)
@@ -195,16 +208,14 @@ async def _work_orders(args: argparse.Namespace) -> int:
     from collector.fleet import FleetTwin
 
     config, _ = _load(args, SecretPolicy.SKIP)
-    if not config.db_path.exists():
-        print(f"no collector database at {config.db_path}: has the collector run with this config?",
-              file=sys.stderr)
+    if _no_state_file(config):
         return 1
     from collector.itsm import Outbox
 
     os.umask(0o007)  # files SQLite creates beside the database stay usable by the daemon (same group)
 
     # changes made here are queued for the ITSM webhooks like the daemon's; the daemon delivers them
-    fleet = FleetTwin(config.db_path, listener=Outbox(config.webhooks))
+    fleet = FleetTwin(config.state_database, listener=Outbox(config.webhooks))
     await fleet.open()
     try:
         assert fleet.work_orders is not None
@@ -259,12 +270,10 @@ async def _assets(args: argparse.Namespace) -> int:
     from collector.fleet import FleetTwin
 
     config, _ = _load(args, SecretPolicy.SKIP)
-    if not config.db_path.exists():
-        print(f"no collector database at {config.db_path}: has the collector run with this config?",
-              file=sys.stderr)
+    if _no_state_file(config):
         return 1
     os.umask(0o007)  # files SQLite creates beside the database stay usable by the daemon (same group)
-    fleet = FleetTwin(config.db_path)
+    fleet = FleetTwin(config.state_database)
     await fleet.open()
     try:
         if args.action == "release":

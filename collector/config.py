@@ -5,6 +5,7 @@
     [[agents]]    id and token hash (or token file) per agent
     [[rules]]     work-order rules, one table each, `kind` selects the rule (collector/workorders/)
     [history]     what the rules keep of the past (retention, resolution)
+    [state]       optional: a PostgreSQL state database shared by several collectors (collector/state/)
     [api]         optional: the HTTP JSON API (collector/api.py)
     [[webhooks]]  optional: ITSM webhooks that receive every work-order change (collector/itsm.py)
 """
@@ -22,6 +23,8 @@ from pydantic import Field, field_validator, model_validator
 from collector.api import ApiSettings, read_api_token
 from collector.influx import InfluxSettings
 from collector.itsm import Webhook, WebhookSettings, load_webhooks
+from collector.state import StateLocation
+from collector.state.settings import StateSettings
 from collector.workorders.evaluate import Rule, parse_rules
 from collector.workorders.history import HistorySettings
 from runtime.errors import ConfigError
@@ -95,6 +98,7 @@ class _CollectorFile(StrictModel):
     agents: list[AgentCredential] = Field(min_length=1)
     rules: list[dict[str, Any]] = []  # validated per kind by parse_rules, so errors name rules[i].key
     history: HistorySettings = HistorySettings()
+    state: StateSettings = StateSettings()
     api: ApiSettings | None = None
     webhooks: list[WebhookSettings] = []
     metrics: MetricsSettings = MetricsSettings()
@@ -120,6 +124,7 @@ class CollectorConfig:
     api_token: str = field(default="", repr=False)
     webhooks: tuple[Webhook, ...] = ()
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    state: StateSettings = field(default_factory=StateSettings)
 
     @property
     def state_dir(self) -> Path:
@@ -127,7 +132,16 @@ class CollectorConfig:
 
     @property
     def db_path(self) -> Path:
+        """The embedded state file (used when `[state] url` is not set)."""
         return self.state_dir / "collector.sqlite"
+
+    @property
+    def state_database(self) -> StateLocation:
+        """Where the fleet twin, work orders, outbox ... live: PostgreSQL or the embedded file.
+
+        The database's password is read here, when a command opens the state, not when the file is
+        loaded: the operator commands that open it (work-orders, assets) need it with PostgreSQL."""
+        return self.state.location(self.db_path)
 
 
 def build_collector_config(data: dict[str, Any], path: Path | None = None) -> CollectorConfig:
@@ -142,9 +156,14 @@ def build_collector_config(data: dict[str, Any], path: Path | None = None) -> Co
         hashes[digest] = a.id
     rules = parse_rules(parsed.rules)
     api_token = read_api_token(parsed.api) if parsed.api else ""
+    if parsed.state.url:
+        from collector.state.postgres import require_asyncpg
+
+        require_asyncpg("state.url")
     return CollectorConfig(path=path, collector=parsed.collector, influx=parsed.influx,
                            token_hashes=hashes, rules=rules, history=parsed.history, api=parsed.api,
-                           api_token=api_token, webhooks=load_webhooks(parsed.webhooks), metrics=parsed.metrics)
+                           api_token=api_token, webhooks=load_webhooks(parsed.webhooks), metrics=parsed.metrics,
+                           state=parsed.state)
 
 
 def load_collector_config(path: str | Path) -> CollectorConfig:

@@ -6,7 +6,7 @@ The periodic check also keeps the collector honest about itself: outages of its 
 field work orders, agents are judged offline from their streams (never while the collector fails),
 and each asset's link and condition are refreshed and written to the sink (`asset_state`).
 
-Components start in dependency order and stop in reverse: fleet twin (SQLite) first, then the
+Components start in dependency order and stop in reverse: fleet twin (its state database) first, then the
 forwarder, the API and the gRPC server; `stop` reverses `start`. Background loops are started with
 `_spawn`, which names the task and keeps it for shutdown; each loop catches and logs its own failures
 so none dies silently. To add a component (e.g. a metrics endpoint), start it in `start`, stop it
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -91,11 +90,11 @@ class CollectorDaemon:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         self.outbox = Outbox(config.webhooks)
-        self.fleet = FleetTwin(config.db_path, config.rules, config.history, self.outbox)
+        self.fleet = FleetTwin(config.state_database, config.rules, config.history, self.outbox)
         self.sink = build_sink(config.influx, config.state_dir / "summaries.sqlite")
-        self.health = CollectorHealth(*sink_names(config), str(config.db_path))
-        self.annotations = WorkOrderAnnotations(self.fleet, self.sink, config.collector.site)
-        self.remaining_life = RemainingLifeExport(self.fleet, self.sink, config.collector.site)
+        self.health = CollectorHealth(*sink_names(config), self.fleet.state.location)
+        self.annotations = WorkOrderAnnotations(self.fleet.state, self.sink, config.collector.site)
+        self.remaining_life = RemainingLifeExport(self.fleet.state, self.sink, config.collector.site)
         self.servicer = IngestServicer(self.fleet, self.sink, config.token_hashes, config.collector.site,
                                        config.collector.sink_retry_max_s, self.annotations, self.health)
         self.incident_rule = collector_health_rule(config.rules)
@@ -104,7 +103,7 @@ class CollectorDaemon:
         self._status_due: dict[str, AssetStatus] = {}
         self._status_refresh_at = 0.0
         self._annotation_errors = RateLimitedLog(log, 300.0)
-        self.forwarder = Forwarder(self.fleet, self.outbox) if config.webhooks else None
+        self.forwarder = Forwarder(self.fleet.state, self.outbox) if config.webhooks else None
         self.api: ApiServer | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -141,9 +140,10 @@ class CollectorDaemon:
         self._spawn("periodic-check", self._periodic_check())
         self.running.set()
         sink = "InfluxDB " + self.config.influx.api if self.config.influx else "embedded SQLite store"
-        log.info("collector listening on %s (%s), sink: %s, %d agents, %d rules, %d webhooks%s", listen,
-                 "TLS" if creds else "plaintext", sink, len(self.config.token_hashes), len(self.config.rules),
-                 len(self.config.webhooks), f", API on port {self.api.port}" if self.api else "")
+        log.info("collector listening on %s (%s), sink: %s, state: %s, %d agents, %d rules, %d webhooks%s", listen,
+                 "TLS" if creds else "plaintext", sink, self.fleet.state.location, len(self.config.token_hashes),
+                 len(self.config.rules), len(self.config.webhooks),
+                 f", API on port {self.api.port}" if self.api else "")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)
@@ -193,7 +193,7 @@ class CollectorDaemon:
                 raise
             except Exception as exc:
                 self.check_failures += 1
-                if isinstance(exc, sqlite3.Error):  # the state database, not a bug of the check
+                if self.fleet.state.is_transient(exc):  # the state database, not a bug of the check
                     self.health.state.failed(f"{type(exc).__name__}: {exc}")
                 log.exception("periodic check failed (%d so far); trying again next interval", self.check_failures)
             await asyncio.sleep(self.config.collector.check_interval_s)
@@ -272,12 +272,14 @@ class CollectorDaemon:
         try:
             async with asyncio.timeout(READY_PROBE_TIMEOUT_S):
                 async with self.fleet.reading() as db:
-                    await (await db.execute("SELECT 1")).fetchone()
+                    await db.fetchval("SELECT 1")
         except TimeoutError:
-            reasons.append(f"state database {self.config.db_path} did not answer within {READY_PROBE_TIMEOUT_S:g} s")
+            reasons.append(f"state database {self.fleet.state.location} did not answer within "
+                           f"{READY_PROBE_TIMEOUT_S:g} s")
         except Exception as exc:
             if not self.health.state.failing:
-                reasons.append(f"state database {self.config.db_path} cannot be read: {type(exc).__name__}: {exc}")
+                reasons.append(f"state database {self.fleet.state.location} cannot be read: "
+                               f"{type(exc).__name__}: {exc}")
         return reasons
 
     async def _health(self) -> dict[str, Any]:
@@ -297,8 +299,7 @@ class CollectorDaemon:
         if self.forwarder is not None:
             try:  # /health must answer while the state database is stuck
                 async with asyncio.timeout(READY_PROBE_TIMEOUT_S):
-                    async with self.fleet.reading():
-                        doc["outbox"] = await self.forwarder.pending()
+                    doc["outbox"] = await self.forwarder.pending()
             except TimeoutError:
                 doc["outbox"] = None
         return doc

@@ -17,7 +17,9 @@ when an agent catches up) like this:
    hand the group to the group committer (collector/group_commit.py), which writes the groups of
    all streams that are ready in one sink write, retrying with backoff while the sink is down
    (the agent gets no ack meanwhile, so its own disk queue absorbs the outage) ...
-3. ... then commits them to the fleet twin (twin, watermarks, work orders) in one transaction;
+3. ... then commits them to the fleet twin (twin, watermarks, work orders) in one transaction of the
+   state database (SQLite, or PostgreSQL shared with other collectors: each watermark is read and
+   advanced there with its row locked, so a batch that two collectors receive is stored once);
 4. ack. Only now may the agent delete the batch.
 
 Memory is bounded however many agents send at once: the stream readers together hold at most
@@ -46,7 +48,6 @@ import contextlib
 import hmac
 import logging
 import random
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,7 @@ class AgentIngestStats:
     sink_retries: int = 0
     last_seen_ns: int = 0
     disconnected_ns: int = 0  # when its last stream ended
+    connected_ns: int = 0  # of the newest stream's Hello (marks the connection in the fleet twin)
     last_message_monotonic: float = 0.0  # when the agent's stream last delivered a message
     message_interval_s: float = 0.0  # smoothed gap between its messages: one batch per interval when live
 
@@ -201,14 +203,6 @@ def keep_owned(batch: twin_pb2.Batch, owned: Mapping[str, str]) -> int:
     return dropped
 
 
-def _transient(exc: BaseException) -> bool:
-    """Errors of the store rather than of the batch: retrying later can succeed."""
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    text = str(exc).lower()
-    return any(word in text for word in ("locked", "busy", "disk", "full", "i/o", "unable to open"))
-
-
 def register_ingest(server: grpc.aio.Server, servicer: IngestServicer) -> None:
     """Serve `twin.v1.Collector/Connect` and `twin.v2.Collector/Connect` with `servicer`.
 
@@ -229,7 +223,7 @@ class IngestServicer:
                  health: CollectorHealth | None = None, receive_budget_bytes: int = RECEIVE_BUDGET_BYTES,
                  conversion_slots: int = CONVERSION_SLOTS) -> None:
         self.fleet = fleet
-        self.health = health or CollectorHealth("sink", "sink", str(fleet.path))
+        self.health = health or CollectorHealth("sink", "sink", fleet.state.location)
         self._streams: dict[str, list[StreamPresence]] = {}
         self.sink = sink
         self.annotations = annotations
@@ -344,12 +338,14 @@ class IngestServicer:
         presence = StreamPresence(inbox, time.time_ns(), storing=1)
         self._streams.setdefault(agent_id, []).append(presence)
         try:
-            watermark = await self.fleet.register_hello(hello)
+            connected_ns = time.time_ns()
+            watermark = await self.fleet.register_hello(hello, connected_ns)
+            stats.connected_ns = max(stats.connected_ns, connected_ns)
             asset_types = await self.fleet.asset_types(agent_id)
         except BaseException as exc:
             self._streams[agent_id].remove(presence)
             stats.disconnected_ns = time.time_ns()
-            if _transient(exc):
+            if self.fleet.state.is_transient(exc):
                 self.health.state.failed(f"{type(exc).__name__}: {exc}")
             raise
         presence.storing = 0
@@ -397,7 +393,8 @@ class IngestServicer:
             log.info("agent %s: stream from %s ended (%d still open)", agent_id, peer, stats.streams)
             if stats.streams == 0:
                 stats.connected = False
-                await asyncio.shield(self.fleet.set_connected(agent_id, False))
+                # not if the agent has connected again since (to this collector or another)
+                await asyncio.shield(self.fleet.set_connected(agent_id, False, since_ns=stats.connected_ns))
 
     async def _read_hello(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext,
                           stream_decoder: StreamDecoder) -> twin_pb2.Hello | None:
@@ -493,7 +490,7 @@ class IngestServicer:
                     try:
                         stored = await self._store(agent_id, epoch, fresh, encoder, asset_types, stats)
                     except Exception as exc:
-                        if not _transient(exc):
+                        if not self.fleet.state.is_transient(exc):
                             raise
                         self._client_errors.warning(
                             "state-store", f"the fleet twin cannot be written, agents are asked to retry: {exc}")
@@ -560,7 +557,7 @@ class IngestServicer:
         try:
             results = await self.fleet.commit_groups([(s.agent_id, s.epoch, s.batches) for s in subs])
         except Exception as exc:
-            if _transient(exc):
+            if self.fleet.state.is_transient(exc):
                 self.health.state.failed(f"{type(exc).__name__}: {exc}")
                 raise
             results = [await self._commit(s.agent_id, s.epoch, s.batches, s.stats) for s in subs]
@@ -573,14 +570,15 @@ class IngestServicer:
                       stats: AgentIngestStats) -> list[WorkOrder]:
         """Commit to the fleet twin; a batch that can never be committed is skipped, not retried forever.
 
-        A transient SQLite error (locked, busy, disk full, I/O) propagates: the stream ends, nothing is
+        A transient error of the state database (SQLite locked, busy, disk full, I/O; PostgreSQL down or
+        still in conflict after retries) propagates: the stream ends, nothing is
         acked, and the agent resends later. Any other failure is the batch's own fault: the group is
         retried batch by batch, and a batch that fails alone is logged, counted and skipped.
         """
         try:
             changed = await self.fleet.commit_batches(agent_id, epoch, batches)
         except Exception as exc:
-            if _transient(exc):
+            if self.fleet.state.is_transient(exc):
                 self.health.state.failed(f"{type(exc).__name__}: {exc}")
                 raise
             if len(batches) == 1:

@@ -5,10 +5,16 @@ is queued in the `outbox` table by `Outbox.work_order_changed`, which the work-o
 inside the transaction that makes the change: the change and its forwarding are stored together
 or not at all. `Forwarder` delivers the queue, one FIFO per webhook (a receiver sees the changes
 of a work order in order), with exponential backoff and jitter while a receiver is down, slow or
-failing, and keeps going across collector restarts because the queue is in SQLite. Each row is
-marked delivered after a 2xx answer, so each change reaches each webhook once; if the collector
-dies between the receiver's answer and that mark, the change is sent again with the same
-`Idempotency-Key`, which is how the receiver recognises it. Answers 400/413/415/422 mean the
+failing, and keeps going across collector restarts because the queue is in the state database.
+Each row is marked delivered after a 2xx answer, so each change reaches each webhook once; if the
+collector dies between the receiver's answer and that mark, the change is sent again with the
+same `Idempotency-Key`, which is how the receiver recognises it.
+
+Several collectors on one PostgreSQL database each run a forwarder: a forwarder claims the head
+of a webhook's queue (the oldest undelivered row) with FOR UPDATE SKIP LOCKED and holds it while
+it POSTs, so exactly one collector delivers a change and the others find the head taken and wait
+for the next poll; the queue stays in order. A collector that dies mid-POST releases its claim
+with its connection, and another sends the change again, with the same key. Answers 400/413/415/422 mean the
 receiver will never take the payload: the row is set aside as rejected (kept, counted in /health,
 logged) instead of blocking the queue; every other failure is retried.
 
@@ -53,14 +59,13 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import aiohttp
-import aiosqlite
 from pydantic import Field, field_validator, model_validator
 
+from collector.state import StateConnection, StateDatabase
 from collector.workorders.rules import FIELD_CATEGORIES, SEVERITIES, Severity
 from collector.workorders.store import WorkOrder, WorkOrderEvent
 from runtime.errors import ConfigError
@@ -73,14 +78,6 @@ __all__ = ["SCHEMA", "SCHEMA_PART", "Forwarder", "Outbox", "Webhook", "WebhookSe
 
 log = logging.getLogger("twin.collector.itsm")
 
-
-class OutboxDatabase(Protocol):
-    """The state database the outbox lives in (the fleet twin's): read access and write transactions."""
-
-    @property
-    def db(self) -> aiosqlite.Connection: ...
-
-    def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -263,14 +260,14 @@ class Outbox:
         self.webhooks = tuple(webhooks)
         self.wake: dict[str, asyncio.Event] = {}
 
-    async def work_order_changed(self, db: aiosqlite.Connection, wo: WorkOrder, event: WorkOrderEvent) -> None:
+    async def work_order_changed(self, db: StateConnection, wo: WorkOrder, event: WorkOrderEvent) -> None:
         now = time.time_ns()
         for w in self.webhooks:
             if not w.wants(wo):
                 continue
             await db.execute(
-                "INSERT OR IGNORE INTO outbox (webhook, idempotency_key, work_order, event, action, body, created_ns, "
-                "next_attempt_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO outbox (webhook, idempotency_key, work_order, event, action, body, created_ns, "
+                "next_attempt_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (webhook, idempotency_key) DO NOTHING",
                 (w.name, idempotency_key(wo, event), wo.id, event.id, event.action, render(w, wo, event), now, now))
             if w.name in self.wake:
                 self.wake[w.name].set()  # the forwarder waits for the lock, so it sees the row once committed
@@ -292,8 +289,8 @@ class WebhookStats:
 class Forwarder:
     """Delivers the outbox: one task per webhook, strictly in order, retrying with backoff."""
 
-    def __init__(self, fleet: OutboxDatabase, outbox: Outbox, poll_interval_s: float = POLL_INTERVAL_S) -> None:
-        self.fleet = fleet
+    def __init__(self, state: StateDatabase, outbox: Outbox, poll_interval_s: float = POLL_INTERVAL_S) -> None:
+        self.state = state
         self.outbox = outbox
         self.poll_interval_s = poll_interval_s
         self.stats = {w.name: WebhookStats() for w in outbox.webhooks}
@@ -319,11 +316,12 @@ class Forwarder:
 
     async def pending(self) -> dict[str, dict[str, int]]:
         """Per webhook: rows waiting, delivered and rejected (for /health)."""
-        cur = await self.fleet.db.execute(
-            "SELECT webhook, SUM(delivered_ns IS NULL AND rejected_ns IS NULL), SUM(delivered_ns IS NOT NULL), "
-            "SUM(rejected_ns IS NOT NULL) FROM outbox GROUP BY webhook")
-        return {w: {"pending": int(p or 0), "delivered": int(d or 0), "rejected": int(r or 0)}
-                for w, p, d, r in await cur.fetchall()}
+        async with self.state.reading() as db:
+            rows = await db.fetchall(
+                "SELECT webhook, SUM(CASE WHEN delivered_ns IS NULL AND rejected_ns IS NULL THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN delivered_ns IS NOT NULL THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN rejected_ns IS NOT NULL THEN 1 ELSE 0 END) FROM outbox GROUP BY webhook")
+        return {w: {"pending": int(p or 0), "delivered": int(d or 0), "rejected": int(r or 0)} for w, p, d, r in rows}
 
     async def _run(self, w: Webhook) -> None:
         wake = self.outbox.wake[w.name]
@@ -342,21 +340,24 @@ class Forwarder:
                         await wake.wait()
 
     async def _deliver_next(self, w: Webhook) -> float:
-        """Try the oldest undelivered change; return how long to wait before the next try (0: at once)."""
-        async with self.fleet.transaction() as db:
-            cur = await db.execute(
-                "SELECT id, idempotency_key, action, body, attempts, next_attempt_ns FROM outbox WHERE webhook = ? "
-                "AND delivered_ns IS NULL AND rejected_ns IS NULL ORDER BY id LIMIT 1", (w.name,))
-            row = await cur.fetchone()
-        if row is None:
-            return self.poll_interval_s
-        row_id, key, action, body, attempts, next_ns = row
-        now = time.time_ns()
-        if next_ns > now:
-            return min((next_ns - now) / 1e9, self.poll_interval_s)
-        status, error = await self._post(w, bytes(body), key, action)
-        stats = self.stats[w.name]
-        async with self.fleet.transaction() as db:
+        """Try the oldest undelivered change; return how long to wait before the next try (0: at once).
+
+        The row is claimed (held by this collector) from the moment it is read until it is marked;
+        another collector's forwarder finds the head taken and waits for its next poll.
+        """
+        async with self.state.claim() as db:
+            row = await db.fetchone(
+                "SELECT id, idempotency_key, action, body, attempts, next_attempt_ns FROM outbox WHERE id = "
+                "(SELECT MIN(id) FROM outbox WHERE webhook = ? AND delivered_ns IS NULL AND rejected_ns IS NULL) "
+                f"AND delivered_ns IS NULL AND rejected_ns IS NULL{db.dialect.skip_locked}", (w.name,))
+            if row is None:
+                return self.poll_interval_s
+            row_id, key, action, body, attempts, next_ns = row
+            now = time.time_ns()
+            if next_ns > now:
+                return min((next_ns - now) / 1e9, self.poll_interval_s)
+            status, error = await self._post(w, bytes(body), key, action)
+            stats = self.stats[w.name]
             if status is not None and 200 <= status < 300:
                 await db.execute("UPDATE outbox SET delivered_ns = ?, attempts = attempts + 1, last_error = '' "
                                  "WHERE id = ?", (time.time_ns(), row_id))

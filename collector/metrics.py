@@ -1,9 +1,11 @@
 """Prometheus metrics of a running collector, read at scrape time from the ingest servicer, the
-sink and (for work orders, assets and agents) the fleet SQLite file.
+sink and (for work orders, assets and agents) the state database.
 
 The in-memory counters are those the servicer and the sink already keep. Work orders and assets
-are counted with one small GROUP BY each on a separate read-only connection (WAL lets it read
-beside the writer), so a scrape never waits on the event loop and never blocks ingest. Served by
+are counted with one small GROUP BY each on a separate read-only connection (the SQLite file in
+WAL mode, or one PostgreSQL connection), so a scrape never waits on the event loop and never
+blocks ingest. With several collectors on PostgreSQL, each reports the whole fleet's work orders
+and assets, and its own agents' ingest counters. Served by
 `runtime.metrics_server.start_metrics_server`, loopback by default.
 
     twin_collector_agent_{batches,summaries,duplicate_batches,rejected_points,
@@ -16,7 +18,7 @@ beside the writer), so a scrape never waits on the event loop and never blocks i
     twin_collector_sink_write_errors_total, twin_collector_sink_points_{written,rejected}_total
     twin_collector_work_orders{status,severity}               every combination, zeros included
     twin_collector_assets{state}
-    twin_collector_fleet_db_up                                0 when the fleet file cannot be read
+    twin_collector_fleet_db_up                                0 when the state database cannot be read
     twin_collector_ready                                      1 when /ready answers 200 (sink and state
                                                               database working), else 0
     twin_collector_dependency_up{dependency}                  sink | state_database: 1 working, 0 failing
@@ -32,10 +34,8 @@ data queued) apart from field work orders; see the README's Operations section.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -43,6 +43,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from collector.points import PointSink
+from collector.state import StateLocation, read_now
 from collector.workorders.rules import SEVERITIES
 from collector.workorders.store import STATUSES
 
@@ -55,12 +56,11 @@ __all__ = ["CollectorMetrics", "collector_registry"]
 
 log = logging.getLogger("twin.collector.metrics")
 
-DB_TIMEOUT_S = 2.0
 DB_WARNING_INTERVAL_S = 300.0
 
 
 class CollectorMetrics(Collector):
-    def __init__(self, servicer: IngestServicer, sink: PointSink, fleet_db: Path,
+    def __init__(self, servicer: IngestServicer, sink: PointSink, fleet_db: StateLocation,
                  health: CollectorHealth | None = None) -> None:
         self.servicer = servicer
         self.sink = sink
@@ -83,7 +83,7 @@ class CollectorMetrics(Collector):
                                   value=s.points_written)
         yield CounterMetricFamily("twin_collector_sink_points_rejected", "Points the store refused for good.",
                                   value=s.points_rejected)
-        yield GaugeMetricFamily("twin_collector_fleet_db_up", "1 when the fleet SQLite file could be read.",
+        yield GaugeMetricFamily("twin_collector_fleet_db_up", "1 when the state database could be read.",
                                 value=float(fleet is not None))
         yield from self._health()
         if fleet is None:
@@ -170,29 +170,29 @@ class CollectorMetrics(Collector):
         """(work orders by (status, severity), assets by state, agent last seen ns, assets by link,
         assets by condition) or None."""
         try:
-            db = sqlite3.connect(f"{self.fleet_db.resolve().as_uri()}?mode=ro", uri=True, timeout=DB_TIMEOUT_S)
-            try:
-                work_orders = {(st, sev): int(n) for st, sev, n in db.execute(
-                    "SELECT status, severity, COUNT(*) FROM work_orders GROUP BY status, severity")}
-                assets = {st: int(n) for st, n in db.execute("SELECT state, COUNT(*) FROM assets GROUP BY state")}
-                agents = {a: int(ns) for a, ns in db.execute("SELECT agent_id, last_seen_ns FROM agents")}
-                by_link = {str(v): int(n) for v, n in db.execute("SELECT link, COUNT(*) FROM assets GROUP BY link")}
-                by_condition = {str(v): int(n) for v, n in db.execute(
-                    "SELECT condition, COUNT(*) FROM assets GROUP BY condition")}
-            finally:
-                db.close()
-        except sqlite3.Error as exc:
+            wo_rows, asset_rows, agent_rows, link_rows, condition_rows = read_now(self.fleet_db, [
+                ("SELECT status, severity, COUNT(*) FROM work_orders GROUP BY status, severity", ()),
+                ("SELECT state, COUNT(*) FROM assets GROUP BY state", ()),
+                ("SELECT agent_id, last_seen_ns FROM agents", ()),
+                ("SELECT link, COUNT(*) FROM assets GROUP BY link", ()),
+                ("SELECT condition, COUNT(*) FROM assets GROUP BY condition", ())])
+        except Exception as exc:  # any backend's error: reported as fleet_db_up 0, never raised into a scrape
             now = time.monotonic()
             if now - self._last_db_warning > DB_WARNING_INTERVAL_S:
-                log.warning("metrics: cannot read the fleet database %s: %s", self.fleet_db, exc)
+                log.warning("metrics: cannot read the state database: %s: %s", type(exc).__name__, exc)
                 self._last_db_warning = now
             return None
+        work_orders = {(str(st), str(sev)): int(n) for st, sev, n in wo_rows}
+        assets = {str(st): int(n) for st, n in asset_rows}
+        agents = {str(a): int(ns) for a, ns in agent_rows}
+        by_link = {str(v): int(n) for v, n in link_rows}
+        by_condition = {str(v): int(n) for v, n in condition_rows}
         return work_orders, assets, agents, by_link, by_condition
 
 
 def collector_registry(daemon: CollectorDaemon) -> CollectorRegistry:
     """A registry with the collector's metrics and the standard process metrics."""
     registry = CollectorRegistry()
-    registry.register(CollectorMetrics(daemon.servicer, daemon.sink, daemon.config.db_path, daemon.health))
+    registry.register(CollectorMetrics(daemon.servicer, daemon.sink, daemon.config.state_database, daemon.health))
     ProcessCollector(registry=registry)
     return registry

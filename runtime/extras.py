@@ -29,6 +29,7 @@ EXTRA_OF_MODULE: dict[str, tuple[str, str]] = {
     "aiohttp": ("collector", "aiohttp"),
     "influxdb_client": ("collector", "influxdb-client"),
     "urllib3": ("collector", "urllib3"),
+    "asyncpg": ("postgres", "asyncpg"),
     "matplotlib": ("plot", "matplotlib"),
 }
 

@@ -26,6 +26,7 @@ __all__ = [
     "influxd_server",
     "mosquitto_server",
     "node_opcua_server",
+    "postgres_server",
     "python_server",
     "victoria_metrics_server",
     "wait_for",
@@ -247,3 +248,101 @@ def node_opcua_server(workdir: Path, certificate: Path, private_key: Path, appli
     proc = ServerProcess("node-opcua", argv, workdir, lambda: "READY opc.tcp://" in proc.log_tail(), port,
                          start_timeout=60.0)
     return proc.start()
+
+
+POSTGRES_USER = "twin"
+POSTGRES_PASSWORD = "twin-test-password"
+
+
+def _postgres_bindir() -> Path:
+    """Debian keeps the server binaries out of PATH, per major version: take the newest."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed (make test installs Debian's postgresql package)")
+    return found[-1].parent
+
+
+def _as_server_user(argv: Sequence[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run it as `nobody` (setpriv ships with util-linux)."""
+    if os.geteuid() != 0:
+        return list(argv)
+    return [_require("setpriv"), "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", *argv]
+
+
+class PostgresServer(ServerProcess):
+    """A PostgreSQL cluster of its own: `dsn(db)` and `create_database()` for tests."""
+
+    home: Path
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> None:
+        """SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for every client to leave)."""
+        super().stop(sig, timeout)
+
+    def remove(self) -> None:
+        """Stop and delete the cluster's files."""
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://{POSTGRES_USER}@{LOOPBACK}:{self.port}/{database}"
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        out = subprocess.run(
+            [str(_postgres_bindir() / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
+             "-h", LOOPBACK, "-p", str(self.port), "-U", POSTGRES_USER, "-d", database, "-c", sql],
+            env=dict(os.environ, PGPASSWORD=POSTGRES_PASSWORD), capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr.strip()}")
+        return out.stdout
+
+    def create_database(self, name: str) -> str:
+        """A new empty database (names are made by the tests: letters, digits, underscores)."""
+        self.psql(f"CREATE DATABASE {name}")
+        return self.dsn(name)
+
+
+def postgres_server(workdir: Path, durable: bool = False, settings: Sequence[str] = ()) -> PostgresServer:
+    """PostgreSQL (Debian's) initialised in a directory of its own, on a free loopback port, with
+    password authentication for the `twin` superuser (password POSTGRES_PASSWORD).
+
+    The data directory is a fresh directory under the system temp dir that the server's user owns
+    (pytest's temp dirs are private to root). `durable=False` turns fsync off: tests crash the
+    collector, never PostgreSQL; benches keep the default durability. Stopped by PID (SIGINT: fast
+    shutdown); `workdir` holds the log.
+    """
+    import tempfile
+
+    bindir = _postgres_bindir()
+    workdir.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="twin-pg-"))
+    home.chmod(0o755)
+    data = home / "data"
+    pwfile = home / "pwfile"
+    pwfile.write_text(POSTGRES_PASSWORD + "\n")
+    if os.geteuid() == 0:
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        for path in (home, pwfile):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    init = subprocess.run(
+        _as_server_user([str(bindir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "--pwfile", str(pwfile),
+                         "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]),
+        capture_output=True, text=True, timeout=120, cwd=home)
+    if init.returncode != 0:
+        raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout[-2000:]}\n{init.stderr[-2000:]}")
+    port = free_port()
+    conf = [f"listen_addresses={LOOPBACK}", f"port={port}", f"unix_socket_directories={home}",
+            "max_connections=200", "shared_buffers=128MB", "logging_collector=off"]
+    if not durable:
+        conf += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+    conf += list(settings)
+    argv = _as_server_user([str(bindir / "postgres"), "-D", str(data), *[a for c in conf for a in ("-c", c)]])
+    def ready() -> bool:
+        return tcp_open(port) and subprocess.run(
+            [str(bindir / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(port)], timeout=10).returncode == 0
+
+    server = PostgresServer("postgres", argv, workdir, ready, port, start_timeout=60.0)
+    server.home = home
+    server.start()
+    return server

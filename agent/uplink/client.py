@@ -18,6 +18,9 @@ data flows) close a transport whose peer does not answer; and the ack timeout cl
 which batches (or the Hello) have waited `ack_timeout_s` without any ack, which catches a collector
 whose transport answers but whose ingest does not. While the oldest batch in flight has waited more
 than a third of the ack timeout the link is shown as "stalled".
+
+With several collector addresses, each new stream after a failure goes to the next one
+(agent/uplink/addresses.py).
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
 
+from agent.uplink.addresses import CHANNEL_OPTIONS, CollectorAddresses
 from agent.uplink.queue import StoreAndForwardQueue
 from agent.uplink.wire import StreamEncoder, encoder
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
@@ -100,7 +104,7 @@ COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.
 
 
 def open_channel(s: ChannelSettings) -> grpc.aio.Channel:
-    options = list(KEEPALIVE_OPTIONS)
+    options = list(KEEPALIVE_OPTIONS) + CHANNEL_OPTIONS
     compression = COMPRESSION[s.compression]
     if not s.tls:
         return grpc.aio.insecure_channel(s.target, options=options, compression=compression)
@@ -121,7 +125,9 @@ class UplinkClient:
         backoff: Backoff | None = None,
         ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
         wire: str = "v2",
+        addresses: CollectorAddresses | None = None,
     ) -> None:
+        self.addresses = addresses or CollectorAddresses([channel.target])
         self.channel_settings = channel
         self.queue = queue
         self.hello = hello
@@ -143,6 +149,7 @@ class UplinkClient:
     async def run(self) -> None:
         """Stream forever; returns only when cancelled."""
         while True:
+            self.channel_settings = replace(self.channel_settings, target=self.addresses.current)
             try:
                 await self._session()
             except asyncio.CancelledError:
@@ -163,8 +170,9 @@ class UplinkClient:
                 self._failed(f"{type(exc).__name__}: {exc}", level=logging.WARNING, exc=exc)
             self.counters.connected = False
             self.counters.waiting_since = 0.0
+            self.addresses.failed()
             delay = self.backoff.next_delay()
-            log.info("uplink: reconnecting in %.1fs", delay)
+            log.info("uplink: reconnecting to %s in %.1fs", self.addresses.current, delay)
             await asyncio.sleep(delay)
             self.counters.reconnects += 1
 

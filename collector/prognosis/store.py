@@ -1,10 +1,10 @@
-"""Remaining-life assessments in the fleet SQLite: the latest per sensor for the twin, and the queue of
-assessments not yet written to the point sink (InfluxDB) for Grafana.
+"""Remaining-life assessments in the state database: the latest per sensor for the twin, and the queue
+of assessments not yet written to the point sink (InfluxDB) for Grafana.
 
 Rows are appended by the prognosis rule inside the batch transaction (collector/fleet.py), so an
 assessment exists exactly when the batch that caused it is stored. collector/prognosis/export.py
-writes them to the sink past a persisted cursor and then deletes the written rows except the latest
-of each (asset, sensor, rule): the table stays as small as the number of sensors.
+writes the rows not yet `exported` to the sink, marks them, and deletes the exported rows except the
+latest of each (asset, sensor, rule): the table stays as small as the number of sensors.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 import aiosqlite
 
 from collector.prognosis.remaining_life import RemainingLife
-from runtime.schema import SchemaPart
+from collector.state import StateConnection
+from runtime.schema import Migration, SchemaPart, add_column
 
 __all__ = ["SCHEMA", "SCHEMA_PART", "latest", "latest_sync", "prune", "record"]
 
@@ -24,19 +25,32 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS remaining_life (
     id INTEGER PRIMARY KEY AUTOINCREMENT, asset TEXT NOT NULL, sensor TEXT NOT NULL, rule TEXT NOT NULL,
     ts_ns INTEGER NOT NULL, basis TEXT NOT NULL, estimate_s REAL, low_s REAL, high_s REAL, hi REAL,
-    degraded INTEGER NOT NULL);
+    degraded INTEGER NOT NULL, exported INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS remaining_life_series ON remaining_life (asset, sensor, rule, id);
-CREATE TABLE IF NOT EXISTS remaining_life_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), row INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS remaining_life_unexported ON remaining_life (id) WHERE exported = 0;
 """
+
+
+async def _cursor_to_marks(db: aiosqlite.Connection) -> None:
+    """Rows up to the cursor the export kept before were written: mark them, and drop the cursor."""
+    if await add_column(db, "remaining_life", "exported", "INTEGER NOT NULL DEFAULT 0") and await (await db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'remaining_life_cursor'")).fetchone():
+        await db.execute("UPDATE remaining_life SET exported = 1 WHERE id <= "
+                         "(SELECT row FROM remaining_life_cursor WHERE id = 1)")
+    await db.execute("DROP TABLE IF EXISTS remaining_life_cursor")
+
+
 # Registered with the fleet database (collector/fleet.py, runtime/schema.py).
-SCHEMA_PART = SchemaPart("remaining_life", SCHEMA)
+SCHEMA_PART = SchemaPart("remaining_life", SCHEMA, (
+    Migration(2, "remaining_life.exported: rows marked once InfluxDB has them, instead of a cursor", _cursor_to_marks),
+))
 
 
 def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-async def record(db: aiosqlite.Connection, asset: str, sensor: str, rule: str, ts_ns: int,
+async def record(db: StateConnection, asset: str, sensor: str, rule: str, ts_ns: int,
                  rl: RemainingLife) -> None:
     await db.execute(
         "INSERT INTO remaining_life (asset, sensor, rule, ts_ns, basis, estimate_s, low_s, high_s, hi, degraded) "
@@ -65,10 +79,9 @@ def _by_sensor(rows: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
-async def latest(db: aiosqlite.Connection, asset: str) -> dict[str, dict[str, Any]]:
+async def latest(db: StateConnection, asset: str) -> dict[str, dict[str, Any]]:
     """Per sensor, the latest assessment (of the rule with the shortest remaining life, if several)."""
-    cur = await db.execute(_LATEST.format(where="asset = ? AND"), (asset,))
-    return _by_sensor(list(await cur.fetchall())).get(asset, {})
+    return _by_sensor(await db.fetchall(_LATEST.format(where="asset = ? AND"), (asset,))).get(asset, {})
 
 
 def latest_sync(conn: sqlite3.Connection) -> dict[str, dict[str, dict[str, Any]]]:
@@ -79,7 +92,6 @@ def latest_sync(conn: sqlite3.Connection) -> dict[str, dict[str, dict[str, Any]]
         return {}
 
 
-async def prune(db: aiosqlite.Connection, before_ns: int) -> int:
+async def prune(db: StateConnection, before_ns: int) -> int:
     """Delete assessments older than `before_ns` (a sensor that stopped reporting keeps none)."""
-    cur = await db.execute("DELETE FROM remaining_life WHERE ts_ns < ?", (before_ns,))
-    return cur.rowcount or 0
+    return await db.execute("DELETE FROM remaining_life WHERE ts_ns < ?", (before_ns,))

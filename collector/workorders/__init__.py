@@ -6,6 +6,6 @@ vibration.py     ISO 10816/20816 zone and bearing diagnosis over consecutive blo
 trend.py         Theil-Sen trend forecast: preventive work orders before a limit is reached
 data_quality.py  stale points, BAD data, offline agents
 evaluate.py      [[rules]] parsing and dispatch of observations to rules (shared by ingest and what-if)
-history.py       indicator history in the fleet SQLite, bounded by resolution and retention
+history.py       indicator history in the state database, bounded by resolution and retention
 store.py         work orders and their events; lifecycle open -> acknowledged -> closed
 """

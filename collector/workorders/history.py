@@ -1,4 +1,4 @@
-"""Indicator history for the rules: summaries and vibration blocks per asset, in the fleet SQLite.
+"""Indicator history for the rules: summaries and vibration blocks per asset, in the state database.
 
 Rate-of-change and trend rules need the recent past of an indicator, a work order's context shows
 the trend of the indicator that triggered it, and the what-if replay re-runs rules over it. Rows
@@ -23,18 +23,19 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-import aiosqlite
 import numpy as np
 from pydantic import Field
 
+from collector.state import StateConnection
+from collector.state.dialect import SQLITE, Dialect
 from collector.workorders.evaluate import SummaryObs, VibrationObs
 from collector.workorders.trend import VIBRATION_FIELDS
 from protos.twin.v1 import twin_pb2
 from runtime.schema import SchemaPart
 from runtime.tomlconfig import StrictModel
 
-__all__ = ["SCHEMA", "SCHEMA_PART", "HistorySettings", "iter_observations", "prune", "record_batch",
-           "record_batch_sync", "series", "series_label", "series_sync", "summary_obs", "vibration_doc"]
+__all__ = ["SCHEMA", "SCHEMA_PART", "HistorySettings", "batch_statements", "iter_observations", "prune", "record_batch",
+           "series", "series_label", "series_sync", "summary_obs", "vibration_doc"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS summary_history (
@@ -47,6 +48,7 @@ CREATE TABLE IF NOT EXISTS vibration_history (
     block TEXT NOT NULL, PRIMARY KEY (asset, sensor, bucket_ns)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS vibration_history_ts ON vibration_history (ts_ns);
 """
+
 # Registered with the fleet database (collector/fleet.py, runtime/schema.py).
 SCHEMA_PART = SchemaPart("history", SCHEMA)
 
@@ -62,18 +64,25 @@ class HistorySettings(StrictModel):
     vibration_resolution_s: float = Field(default=0.0, ge=0)
 
 
+# Target columns are qualified (`summary_history.count`): PostgreSQL finds them ambiguous beside
+# `excluded.count`; CASE stands for SQLite's two-argument MIN and MAX.
 _INSERT_SUMMARY = """
 INSERT INTO summary_history (asset, point, bucket_ns, ts_ns, mean, vmin, vmax, last, count, bad, quality, reason)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (asset, point, bucket_ns) DO UPDATE SET
-  mean = CASE WHEN excluded.count = 0 THEN mean WHEN count = 0 THEN excluded.mean
-              ELSE (mean * count + excluded.mean * excluded.count) / (count + excluded.count) END,
-  vmin = CASE WHEN excluded.count = 0 THEN vmin WHEN count = 0 THEN excluded.vmin ELSE min(vmin, excluded.vmin) END,
-  vmax = CASE WHEN excluded.count = 0 THEN vmax WHEN count = 0 THEN excluded.vmax ELSE max(vmax, excluded.vmax) END,
-  last = CASE WHEN excluded.count > 0 AND (count = 0 OR excluded.ts_ns >= ts_ns) THEN excluded.last ELSE last END,
-  quality = CASE WHEN excluded.ts_ns >= ts_ns THEN excluded.quality ELSE quality END,
-  reason = CASE WHEN excluded.ts_ns >= ts_ns THEN excluded.reason ELSE reason END,
-  count = count + excluded.count, bad = bad + excluded.bad, ts_ns = max(ts_ns, excluded.ts_ns)
+  mean = CASE WHEN excluded.count = 0 THEN summary_history.mean WHEN summary_history.count = 0 THEN excluded.mean
+              ELSE (summary_history.mean * summary_history.count + excluded.mean * excluded.count)
+                   / (summary_history.count + excluded.count) END,
+  vmin = CASE WHEN excluded.count = 0 THEN summary_history.vmin WHEN summary_history.count = 0 THEN excluded.vmin
+              WHEN excluded.vmin < summary_history.vmin THEN excluded.vmin ELSE summary_history.vmin END,
+  vmax = CASE WHEN excluded.count = 0 THEN summary_history.vmax WHEN summary_history.count = 0 THEN excluded.vmax
+              WHEN excluded.vmax > summary_history.vmax THEN excluded.vmax ELSE summary_history.vmax END,
+  last = CASE WHEN excluded.count > 0 AND (summary_history.count = 0 OR excluded.ts_ns >= summary_history.ts_ns)
+              THEN excluded.last ELSE summary_history.last END,
+  quality = CASE WHEN excluded.ts_ns >= summary_history.ts_ns THEN excluded.quality ELSE summary_history.quality END,
+  reason = CASE WHEN excluded.ts_ns >= summary_history.ts_ns THEN excluded.reason ELSE summary_history.reason END,
+  count = summary_history.count + excluded.count, bad = summary_history.bad + excluded.bad,
+  ts_ns = CASE WHEN excluded.ts_ns > summary_history.ts_ns THEN excluded.ts_ns ELSE summary_history.ts_ns END
 """
 
 _INSERT_VIBRATION = """
@@ -119,9 +128,9 @@ def summary_obs(s: twin_pb2.Summary) -> SummaryObs:
                       _QUALITY.get(int(s.quality), "BAD"), s.reason)
 
 
-def _batch_rows(batch: twin_pb2.Batch,
-                settings: HistorySettings) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The summary_history and vibration_history rows of a batch."""
+def batch_statements(batch: twin_pb2.Batch, settings: HistorySettings) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The statements that append a batch's numeric summaries and vibration blocks: (sql, rows) each,
+    for the caller's transaction (the fleet's group commit sends a round's statements together)."""
     rows = []
     for s in batch.summaries:
         if s.last_text:
@@ -132,25 +141,12 @@ def _batch_rows(batch: twin_pb2.Batch,
                      s.last if good else None, s.count, s.bad_count, _QUALITY.get(int(s.quality), "BAD"), s.reason))
     vib = [(v.asset, v.sensor, _bucket(v.ts_ns, settings.vibration_resolution_s), v.ts_ns,
             dumps_finite(vibration_doc(v))) for v in batch.vibration]
-    return rows, vib
+    return [(sql, r) for sql, r in ((_INSERT_SUMMARY, rows), (_INSERT_VIBRATION, vib)) if r]
 
 
-async def record_batch(db: aiosqlite.Connection, batch: twin_pb2.Batch, settings: HistorySettings) -> None:
+async def record_batch(db: StateConnection, batch: twin_pb2.Batch, settings: HistorySettings) -> None:
     """Append a batch's numeric summaries and vibration blocks (inside the caller's transaction)."""
-    rows, vib = _batch_rows(batch, settings)
-    if rows:
-        await db.executemany(_INSERT_SUMMARY, rows)
-    if vib:
-        await db.executemany(_INSERT_VIBRATION, vib)
-
-
-def record_batch_sync(conn: sqlite3.Connection, batch: twin_pb2.Batch, settings: HistorySettings) -> None:
-    """`record_batch` on the database thread (the fleet's group commit writes there in one call)."""
-    rows, vib = _batch_rows(batch, settings)
-    if rows:
-        conn.executemany(_INSERT_SUMMARY, rows)
-    if vib:
-        conn.executemany(_INSERT_VIBRATION, vib)
+    await db.run_script(batch_statements(batch, settings))
 
 
 # How people call the vibration indicators a series may follow (the keys are internal names).
@@ -175,7 +171,7 @@ def series_label(key: str) -> str:
     return key
 
 
-def _series_query(key: str) -> tuple[str, str, str]:
+def _series_query(key: str, dialect: Dialect = SQLITE) -> tuple[str, str, str]:
     """SQL for a series key: (sql with ?asset ?name ?since ?until placeholders, asset-independent name, column)."""
     kind, _, rest = key.partition(":")
     name, _, field = rest.rpartition(":")
@@ -184,7 +180,7 @@ def _series_query(key: str) -> tuple[str, str, str]:
         return (f"SELECT ts_ns, {col} FROM summary_history WHERE asset = ? AND point = ? AND ts_ns >= ? "
                 f"AND ts_ns <= ? AND count > 0 ORDER BY ts_ns", name, col)
     if kind == "vibration" and field in VIBRATION_FIELDS:
-        return (f"SELECT ts_ns, json_extract(block, '$.{field}') FROM vibration_history WHERE asset = ? "
+        return (f"SELECT ts_ns, {dialect.number('block', field)} FROM vibration_history WHERE asset = ? "
                 "AND sensor = ? AND ts_ns >= ? AND ts_ns <= ? ORDER BY ts_ns", name, field)
     raise ValueError(f"not a history series: {key!r}")
 
@@ -194,11 +190,10 @@ def _arrays(rows: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float64))
 
 
-async def series(db: aiosqlite.Connection, asset: str, key: str, since_ns: int,
+async def series(db: StateConnection, asset: str, key: str, since_ns: int,
                  until_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    sql, name, _ = _series_query(key)
-    cur = await db.execute(sql, (asset, name, since_ns, until_ns))
-    return _arrays(list(await cur.fetchall()))
+    sql, name, _ = _series_query(key, db.dialect)
+    return _arrays(await db.fetchall(sql, (asset, name, since_ns, until_ns)))
 
 
 def series_sync(conn: sqlite3.Connection, asset: str, key: str, since_ns: int,
@@ -207,12 +202,11 @@ def series_sync(conn: sqlite3.Connection, asset: str, key: str, since_ns: int,
     return _arrays(conn.execute(sql, (asset, name, since_ns, until_ns)).fetchall())
 
 
-async def prune(db: aiosqlite.Connection, before_ns: int) -> int:
+async def prune(db: StateConnection, before_ns: int) -> int:
     """Delete history older than `before_ns`; return the number of rows deleted."""
     deleted = 0
     for table in ("summary_history", "vibration_history"):
-        cur = await db.execute(f"DELETE FROM {table} WHERE ts_ns < ?", (before_ns,))
-        deleted += cur.rowcount or 0
+        deleted += await db.execute(f"DELETE FROM {table} WHERE ts_ns < ?", (before_ns,))
     return deleted
 
 

@@ -1,10 +1,18 @@
-"""Work orders in SQLite: one open work order per (asset, rule), lifecycle open -> acknowledged -> closed.
+"""Work orders in the state database: one open work order per (asset, rule), lifecycle open ->
+acknowledged -> closed.
 
-The store works on the fleet twin's connection and never commits on its own: the caller owns the
+`WorkOrderStore` works on the caller's connection and never commits on its own: the caller owns the
 transaction (FleetTwin), so a work order is created in the same transaction that stores the batch
 which caused it, and a crash followed by a resent batch can never raise it twice. Every change is
 an event row; a `WorkOrderListener` (the ITSM outbox) is called for each event inside the same
-transaction, so a change and its forwarding are stored together or not at all.
+transaction, so a change and its forwarding are stored together or not at all. `WorkOrders` is the
+same for callers without a transaction of their own: reads, and the lifecycle steps people take.
+
+With several collectors on one PostgreSQL database, one open work order per (asset, rule) holds
+because the partial unique index `work_orders_one_open` says so; the callers change an asset's
+work orders under its lock (`asset_lock`) and the open work order's row is read FOR UPDATE, so a
+person closing it and a rule refreshing it wait for each other instead of crossing. The events'
+`annotated` flag says whether the time-series store has the change (workorders/annotations.py).
 
 One work order, several subjects: a rule judges each sensor (vibration) or point (data quality) on its
 own, but the work order is per (asset, rule). Each subject's latest finding is kept (`subjects`), and
@@ -38,11 +46,12 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from collector.state import StateConnection, StateDatabase
 from collector.workorders.rules import SEVERITIES, Finding
 from runtime.schema import Migration, SchemaPart, add_column
 
 __all__ = ["SCHEMA", "SCHEMA_PART", "STATUSES", "WorkOrder", "WorkOrderEvent", "WorkOrderListener", "WorkOrderStore",
-           "close_warning", "condition_holds", "parse_ref", "render_subjects"]
+           "WorkOrders", "asset_lock", "close_warning", "condition_holds", "parse_ref", "render_subjects"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS work_orders (
@@ -57,7 +66,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS work_orders_one_open ON work_orders (asset, ru
 CREATE INDEX IF NOT EXISTS work_orders_asset ON work_orders (asset, id);
 CREATE TABLE IF NOT EXISTS work_order_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, work_order INTEGER NOT NULL, ts_ns INTEGER NOT NULL,
-    action TEXT NOT NULL, detail TEXT NOT NULL);
+    action TEXT NOT NULL, detail TEXT NOT NULL, annotated INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS work_order_events_of ON work_order_events (work_order, id);
+CREATE INDEX IF NOT EXISTS work_order_events_unannotated ON work_order_events (id) WHERE annotated = 0;
 """
 
 STATUSES = ("open", "acknowledged", "closed")
@@ -73,12 +84,20 @@ async def _add_subjects_and_cause(db: aiosqlite.Connection) -> None:
     await add_column(db, "work_orders", "probable_cause", "TEXT")
 
 
+async def _add_annotated(db: aiosqlite.Connection) -> None:
+    # which events the time-series store has (the annotations part marks those its old cursor had passed)
+    await add_column(db, "work_order_events", "annotated", "INTEGER NOT NULL DEFAULT 0")
+
+
 # Registered with the fleet database (collector/fleet.py, runtime/schema.py). A new column: add it to
-# SCHEMA and a Migration(version=<next>, ..., add_column) here.
+# SCHEMA and a Migration(version=<next>, ..., add_column) here; a PostgreSQL state database gets it from
+# SCHEMA (collector/state/postgres.py).
 SCHEMA_PART = SchemaPart("work_orders", SCHEMA, (
     Migration(2, "work_orders.category, which releases before 0.1.0 did not have", _add_category),
     Migration(3, "work_orders.subjects (one work order, several subjects) and probable_cause",
               _add_subjects_and_cause),
+    Migration(4, "work_order_events.annotated: each event marked once InfluxDB has it (several collectors)",
+              _add_annotated),
 ))
 
 
@@ -175,7 +194,7 @@ class WorkOrderEvent:
 class WorkOrderListener(Protocol):
     """Told about every change inside the transaction that makes it (the ITSM outbox)."""
 
-    async def work_order_changed(self, db: aiosqlite.Connection, wo: WorkOrder, event: WorkOrderEvent) -> None: ...
+    async def work_order_changed(self, db: StateConnection, wo: WorkOrder, event: WorkOrderEvent) -> None: ...
 
 
 _COLUMNS = ("id, asset, rule, severity, title, description, evidence, context, status, created_ns, updated_ns, "
@@ -213,21 +232,30 @@ def parse_ref(ref: str | int) -> int:
     return int(text)
 
 
+def asset_lock(asset: str) -> str:
+    """The lock key under which an asset's rules and work orders change (also for an agent id that
+    stands as the asset of an agent_offline work order)."""
+    return f"asset:{asset}"
+
+
 class WorkOrderStore:
-    def __init__(self, db: aiosqlite.Connection, listener: WorkOrderListener | None = None) -> None:
+    """Work orders on one connection: inside the caller's transaction (changes) or read."""
+
+    def __init__(self, db: StateConnection, listener: WorkOrderListener | None = None) -> None:
         self.db = db
         self.listener = listener
 
-    async def get(self, wo_id: int) -> WorkOrder | None:
-        cur = await self.db.execute(f"SELECT {_COLUMNS} FROM work_orders WHERE id = ?", (wo_id,))
-        row = await cur.fetchone()
-        return _row(tuple(row)) if row else None
+    async def get(self, wo_id: int, *, for_update: bool = False) -> WorkOrder | None:
+        lock = self.db.dialect.for_update if for_update else ""
+        row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM work_orders WHERE id = ?{lock}", (wo_id,))
+        return _row(row) if row else None
 
     async def open_for(self, asset: str, rule: str) -> WorkOrder | None:
-        cur = await self.db.execute(
-            f"SELECT {_COLUMNS} FROM work_orders WHERE asset = ? AND rule = ? AND status != 'closed'", (asset, rule))
-        row = await cur.fetchone()
-        return _row(tuple(row)) if row else None
+        """The open work order of (asset, rule), its row locked until the transaction ends."""
+        row = await self.db.fetchone(
+            f"SELECT {_COLUMNS} FROM work_orders WHERE asset = ? AND rule = ? AND status != 'closed'"
+            f"{self.db.dialect.for_update}", (asset, rule))
+        return _row(row) if row else None
 
     async def list(self, status: str | None = None, asset: str | None = None, limit: int = 200, *,
                    severity: str | None = None, rule: str | None = None, category: str | None = None,
@@ -249,12 +277,11 @@ class WorkOrderStore:
         sql = f"SELECT {_COLUMNS} FROM work_orders"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        cur = await self.db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
-        return [_row(tuple(r)) for r in await cur.fetchall()]
+        return [_row(r) for r in await self.db.fetchall(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))]
 
     async def counts(self) -> dict[str, int]:
-        cur = await self.db.execute("SELECT status, COUNT(*) FROM work_orders GROUP BY status")
-        return {str(s): int(n) for s, n in await cur.fetchall()}
+        return {str(s): int(n) for s, n in await self.db.fetchall(
+            "SELECT status, COUNT(*) FROM work_orders GROUP BY status")}
 
     async def apply(self, finding: Finding,
                     context: Callable[[], Awaitable[dict[str, Any]]] | dict[str, Any],
@@ -308,12 +335,13 @@ class WorkOrderStore:
                       context: dict[str, Any], cause: dict[str, Any] | None, created_ns: int, now: int,
                       detail: str) -> WorkOrder:
         title, description, evidence = render_subjects(subjects)
-        cur = await self.db.execute(
+        wo_id = await self.db.fetchval(
             "INSERT INTO work_orders (asset, rule, severity, title, description, evidence, context, "
-            "created_ns, updated_ns, category, subjects, probable_cause) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_ns, updated_ns, category, subjects, probable_cause) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING id",
             (asset, rule, severity, title, description, json.dumps(evidence), json.dumps(context), created_ns, now,
              category, json.dumps(subjects), json.dumps(cause) if cause else None))
-        return await self._event(int(cur.lastrowid or 0), now, "raised", detail)
+        return await self._event(int(wo_id), now, "raised", detail)
 
     async def reraise_due(self, now_ns: int, reraise_after_s: Mapping[str, float],
                           context: Callable[[WorkOrder], Awaitable[dict[str, Any]]]) -> list[WorkOrder]:
@@ -323,13 +351,20 @@ class WorkOrderStore:
         raised (or since it last recurred). A rule no longer configured, or with reraise_after_s = 0,
         never re-raises.
         """
-        cur = await self.db.execute(
+        rows = await self.db.fetchall(
             f"SELECT {_COLUMNS} FROM work_orders w WHERE status = 'closed' AND condition_cleared_ns IS NULL "
             "AND id = (SELECT MAX(id) FROM work_orders WHERE asset = w.asset AND rule = w.rule)")
         raised: list[WorkOrder] = []
-        for closed in [_row(tuple(r)) for r in await cur.fetchall()]:
+        for closed in [_row(r) for r in rows]:
             after_s = reraise_after_s.get(closed.rule, 0.0)
             if not after_s or closed.closed_ns is None or now_ns - closed.closed_ns < after_s * 1e9:
+                continue
+            # under the asset's lock, and only if nothing has been raised for it since the list was read
+            # (another collector's rules may have): one open work order per (asset, rule)
+            await self.db.lock([asset_lock(closed.asset)])
+            newest = await self.db.fetchval("SELECT MAX(id) FROM work_orders WHERE asset = ? AND rule = ?",
+                                            (closed.asset, closed.rule))
+            if newest != closed.id:
                 continue
             age = _age((now_ns - closed.closed_ns) / 1e9)
             why = (f"Raised again: the condition still holds {age} after {closed.ref} was closed by "
@@ -344,10 +379,9 @@ class WorkOrderStore:
         return raised
 
     async def _last_closed(self, asset: str, rule: str) -> WorkOrder | None:
-        cur = await self.db.execute(f"SELECT {_COLUMNS} FROM work_orders WHERE asset = ? AND rule = ? "
-                                    "AND status = 'closed' ORDER BY id DESC LIMIT 1", (asset, rule))
-        row = await cur.fetchone()
-        return _row(tuple(row)) if row else None
+        row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM work_orders WHERE asset = ? AND rule = ? "
+                                     "AND status = 'closed' ORDER BY id DESC LIMIT 1", (asset, rule))
+        return _row(row) if row else None
 
     async def acknowledge(self, wo_id: int, who: str, note: str = "") -> WorkOrder:
         return await self._transition(wo_id, "acknowledged", who, note, ("open",))
@@ -356,7 +390,7 @@ class WorkOrderStore:
         return await self._transition(wo_id, "closed", who, note, ("open", "acknowledged"))
 
     async def _transition(self, wo_id: int, status: str, who: str, note: str, allowed: tuple[str, ...]) -> WorkOrder:
-        wo = await self.get(wo_id)
+        wo = await self.get(wo_id, for_update=True)
         if wo is None:
             raise LookupError(f"no work order {wo_id}")
         if wo.status not in allowed:
@@ -372,10 +406,10 @@ class WorkOrderStore:
         return await self._event(wo_id, now, status, f"{who}: {note}" if note else who)
 
     async def _event(self, wo_id: int, now: int, action: str, detail: str) -> WorkOrder:
-        cur = await self.db.execute(
-            "INSERT INTO work_order_events (work_order, ts_ns, action, detail) VALUES (?, ?, ?, ?)",
+        event_id = await self.db.fetchval(
+            "INSERT INTO work_order_events (work_order, ts_ns, action, detail) VALUES (?, ?, ?, ?) RETURNING id",
             (wo_id, now, action, detail))
-        event = WorkOrderEvent(int(cur.lastrowid or 0), wo_id, now, action, detail)
+        event = WorkOrderEvent(int(event_id), wo_id, now, action, detail)
         wo = await self.get(wo_id)
         assert wo is not None
         if self.listener is not None:
@@ -383,12 +417,57 @@ class WorkOrderStore:
         return wo
 
     async def events(self, wo_id: int) -> list[tuple[int, str, str]]:
-        cur = await self.db.execute(
-            "SELECT ts_ns, action, detail FROM work_order_events WHERE work_order = ? ORDER BY id", (wo_id,))
-        return [(int(a), str(b), str(c)) for a, b, c in await cur.fetchall()]
+        return [(int(a), str(b), str(c)) for a, b, c in await self.db.fetchall(
+            "SELECT ts_ns, action, detail FROM work_order_events WHERE work_order = ? ORDER BY id", (wo_id,))]
 
     async def event_list(self, wo_id: int) -> list[WorkOrderEvent]:
-        cur = await self.db.execute(
+        return [WorkOrderEvent(int(a), int(b), int(c), str(d), str(e)) for a, b, c, d, e in await self.db.fetchall(
             "SELECT id, work_order, ts_ns, action, detail FROM work_order_events WHERE work_order = ? ORDER BY id",
-            (wo_id,))
-        return [WorkOrderEvent(int(a), int(b), int(c), str(d), str(e)) for a, b, c, d, e in await cur.fetchall()]
+            (wo_id,))]
+
+
+class WorkOrders:
+    """The work orders of a state database for callers outside a transaction: each read is a read
+    of its own, each lifecycle step a transaction of its own (under the asset's lock)."""
+
+    def __init__(self, state: StateDatabase, listener: WorkOrderListener | None = None) -> None:
+        self.state = state
+        self.listener = listener
+
+    async def get(self, wo_id: int) -> WorkOrder | None:
+        async with self.state.reading() as db:
+            return await WorkOrderStore(db).get(wo_id)
+
+    async def list(self, status: str | None = None, asset: str | None = None, limit: int = 200, *,
+                   severity: str | None = None, rule: str | None = None, category: str | None = None,
+                   since_ns: int | None = None) -> list[WorkOrder]:
+        async with self.state.reading() as db:
+            return await WorkOrderStore(db).list(status, asset, limit, severity=severity, rule=rule,
+                                                 category=category, since_ns=since_ns)
+
+    async def counts(self) -> dict[str, int]:
+        async with self.state.reading() as db:
+            return await WorkOrderStore(db).counts()
+
+    async def events(self, wo_id: int) -> list[tuple[int, str, str]]:
+        async with self.state.reading() as db:
+            return await WorkOrderStore(db).events(wo_id)
+
+    async def event_list(self, wo_id: int) -> list[WorkOrderEvent]:
+        async with self.state.reading() as db:
+            return await WorkOrderStore(db).event_list(wo_id)
+
+    async def acknowledge(self, wo_id: int, who: str, note: str = "") -> WorkOrder:
+        return await self._step(wo_id, lambda store: store.acknowledge(wo_id, who, note))
+
+    async def close(self, wo_id: int, who: str, note: str = "") -> WorkOrder:
+        return await self._step(wo_id, lambda store: store.close(wo_id, who, note))
+
+    async def _step(self, wo_id: int, step: Callable[[WorkOrderStore], Awaitable[WorkOrder]]) -> WorkOrder:
+        async def run(db: StateConnection) -> WorkOrder:
+            asset = await db.fetchval("SELECT asset FROM work_orders WHERE id = ?", (wo_id,))
+            if asset is not None:
+                await db.lock([asset_lock(asset)])  # the same lock the rules change its work orders under
+            return await step(WorkOrderStore(db, self.listener))
+
+        return await self.state.run(run)

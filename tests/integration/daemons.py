@@ -70,7 +70,8 @@ class Processes:
 
 
 def collector_toml(state_dir: Path, port: int, influx: str = "", rules: str = FILTER_RULE,
-                   collector_extra: str = "") -> str:
+                   collector_extra: str = "", state: str = "") -> str:
+    """`state`: a `[state]` table (tests.conftest.state_toml), "" for the embedded SQLite file."""
     agents = "\n".join(f'[[agents]]\nid = "{a}"\ntoken_sha256 = "{hash_token(t)}"\n' for a, t in TOKENS.items())
     return textwrap.dedent(f"""
         [collector]
@@ -79,7 +80,7 @@ def collector_toml(state_dir: Path, port: int, influx: str = "", rules: str = FI
         site = "test-site"
         log_level = "debug"
         sink_retry_max_s = 1.0
-        """) + collector_extra + influx + "\n" + agents + rules
+        """) + collector_extra + influx + "\n" + agents + rules + "\n" + state
 
 
 def fleet_token(i: int) -> str:
@@ -88,14 +89,15 @@ def fleet_token(i: int) -> str:
 
 
 def collector_process(workdir: Path, influx: str = "", rules: str = FILTER_RULE, port: int = 0,
-                      collector_extra: str = "", fleet_agents: int = 0) -> ServerProcess:
-    """The collector as a process; `fleet_agents` more agents `fleet-<i>` with `fleet_token(i)`."""
+                      collector_extra: str = "", fleet_agents: int = 0, state: str = "") -> ServerProcess:
+    """The collector as a process; `fleet_agents` more agents `fleet-<i>` with `fleet_token(i)`; `state` a
+    `[state]` table (tests.conftest.state_toml)."""
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "collector.toml"
     fleet = "".join(f'[[agents]]\nid = "fleet-{i}"\ntoken_sha256 = "{hash_token(fleet_token(i))}"\n'
                     for i in range(fleet_agents))
-    cfg.write_text(collector_toml(workdir / "state", port, influx, rules, collector_extra) + "\n" + fleet)
+    cfg.write_text(collector_toml(workdir / "state", port, influx, rules, collector_extra, state) + "\n" + fleet)
     proc = ServerProcess("collector", [sys.executable, "-m", "collector", "run", "--config", str(cfg)],
                          workdir, lambda: tcp_open(port), port)
     proc.config_path = cfg  # type: ignore[attr-defined]

@@ -12,7 +12,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from collector.state import StateLocation
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
+from tests.conftest import collector_state, query_state, state_toml
 from tests.integration.daemons import TOKENS, collector_process, exchange
 from tests.servers import wait_for
 
@@ -38,14 +40,14 @@ def stored_points(state_dir: Path) -> int:
         return conn.execute("SELECT COUNT(*) FROM summary_points WHERE measurement = 'telemetry'").fetchone()[0]
 
 
-def committed_batches(state_dir: Path, epoch: str) -> int:
-    with sqlite3.connect(state_dir / "collector.sqlite") as conn:
-        row = conn.execute("SELECT batches FROM watermarks WHERE agent_id = 'gw-a' AND epoch = ?", (epoch,)).fetchone()
-        return int(row[0]) if row else 0
+def committed_batches(state: StateLocation, epoch: str) -> int:
+    rows = query_state(state, "SELECT batches FROM watermarks WHERE agent_id = 'gw-a' AND epoch = ?", (epoch,))
+    return int(rows[0][0]) if rows else 0
 
 
-def test_auth_and_dedup(tmp_path: Path) -> None:
-    collector = collector_process(tmp_path / "c")
+def test_auth_and_dedup(tmp_path: Path, state_location: StateLocation) -> None:
+    collector = collector_process(tmp_path / "c", state=state_toml(state_location, tmp_path))
+    state_location = collector_state(state_location, tmp_path / "c" / "state")
     port = collector.port
     try:
         # wrong token
@@ -67,16 +69,16 @@ def test_auth_and_dedup(tmp_path: Path) -> None:
         assert acks == [0, 1, 2]
         state = tmp_path / "c" / "state"
         assert stored_points(state) == 2
-        assert committed_batches(state, "epoch-1") == 2
+        assert committed_batches(state_location, "epoch-1") == 2
         acks = asyncio.run(exchange(port, TOKENS["gw-a"], hello("gw-a"), [batch(1, 20.0), batch(2, 21.0),
                                                                           batch(3, 22.0)]))
         assert acks == [2, 1, 2, 3], "the Hello is answered with the watermark; duplicates are re-acked"
         assert stored_points(state) == 3
-        assert committed_batches(state, "epoch-1") == 3, "resent batches 1 and 2 were not committed again"
+        assert committed_batches(state_location, "epoch-1") == 3, "resent batches 1 and 2 were not committed again"
         # a new queue epoch (agent state wiped) starts again at seq 1 and is not mistaken for duplicates
         acks = asyncio.run(exchange(port, TOKENS["gw-a"], hello("gw-a", "epoch-2"), [batch(1, 30.0)]))
         assert acks == [0, 1]
-        assert committed_batches(state, "epoch-2") == 1
+        assert committed_batches(state_location, "epoch-2") == 1
     finally:
         collector.stop()
 
@@ -106,9 +108,10 @@ def test_empty_bearer_token_is_refused(tmp_path: Path) -> None:
         collector.stop()
 
 
-def test_non_finite_indicators_do_not_poison_the_stream(tmp_path: Path) -> None:
+def test_non_finite_indicators_do_not_poison_the_stream(tmp_path: Path, state_location: StateLocation) -> None:
     """NaN/inf from an agent's analytics are stored as nulls; the batches behind them are not blocked."""
-    collector = collector_process(tmp_path / "c")
+    collector = collector_process(tmp_path / "c", state=state_toml(state_location, tmp_path))
+    state_location = collector_state(state_location, tmp_path / "c" / "state")
     try:
         nan = float("nan")
         odd = batch(1, 20.0)
@@ -117,24 +120,24 @@ def test_non_finite_indicators_do_not_poison_the_stream(tmp_path: Path) -> None:
             iso_zone="D", fault="outer_race", confidence=nan))
         acks = asyncio.run(exchange(collector.port, TOKENS["gw-a"], hello("gw-a"), [odd, batch(2, 21.0)]))
         assert acks == [0, 1, 2]
-        assert committed_batches(tmp_path / "c" / "state", "epoch-1") == 2
+        assert committed_batches(state_location, "epoch-1") == 2
         assert stored_points(tmp_path / "c" / "state") == 2
     finally:
         collector.stop()
 
 
-def test_an_agent_cannot_write_another_agents_assets(tmp_path: Path) -> None:
-    collector = collector_process(tmp_path / "c")
+def test_an_agent_cannot_write_another_agents_assets(tmp_path: Path, state_location: StateLocation) -> None:
+    collector = collector_process(tmp_path / "c", state=state_toml(state_location, tmp_path))
+    state_location = collector_state(state_location, tmp_path / "c" / "state")
     try:
         assert asyncio.run(exchange(collector.port, TOKENS["gw-a"], hello("gw-a"), [batch(1, 20.0)])) == [0, 1]
         # gw-b, with its own valid token, declares gw-a's ahu-1 and sends values for it
         acks = asyncio.run(exchange(collector.port, TOKENS["gw-b"], hello("gw-b", "epoch-b"), [batch(1, 99.0)]))
         assert acks == [0, 1]
         state = tmp_path / "c" / "state"
-        with sqlite3.connect(state / "collector.sqlite") as conn:
-            owner = conn.execute("SELECT agent_id FROM assets WHERE asset = 'ahu-1'").fetchone()[0]
-            last = conn.execute("SELECT last FROM points WHERE asset = 'ahu-1' AND point = 'supply_air_temp'"
-                                ).fetchone()[0]
+        ((owner,),) = query_state(state_location, "SELECT agent_id FROM assets WHERE asset = 'ahu-1'")
+        ((last,),) = query_state(state_location,
+                                 "SELECT last FROM points WHERE asset = 'ahu-1' AND point = 'supply_air_temp'")
         assert owner == "gw-a" and last == 20.0
         assert stored_points(state) == 1, "nothing of gw-b's values for ahu-1 reached the store"
         assert "belongs to agent gw-a" in collector.log_path.read_text()
@@ -145,20 +148,18 @@ def test_an_agent_cannot_write_another_agents_assets(tmp_path: Path) -> None:
                        check=True, capture_output=True)
         assert asyncio.run(exchange(collector.port, TOKENS["gw-b"], hello("gw-b", "epoch-b"),
                                     [batch(2, 55.0)])) == [1, 2]
-        with sqlite3.connect(state / "collector.sqlite") as conn:
-            assert conn.execute("SELECT agent_id FROM assets WHERE asset = 'ahu-1'").fetchone()[0] == "gw-b"
+        assert query_state(state_location, "SELECT agent_id FROM assets WHERE asset = 'ahu-1'") == [("gw-b",)]
         assert stored_points(state) == 2
     finally:
         collector.stop()
 
 
-def test_an_old_stream_ending_does_not_disconnect_the_new_one(tmp_path: Path) -> None:
-    collector = collector_process(tmp_path / "c")
-    db = tmp_path / "c" / "state" / "collector.sqlite"
+def test_an_old_stream_ending_does_not_disconnect_the_new_one(tmp_path: Path, state_location: StateLocation) -> None:
+    collector = collector_process(tmp_path / "c", state=state_toml(state_location, tmp_path))
+    state_location = collector_state(state_location, tmp_path / "c" / "state")
 
     def connected() -> int:
-        with sqlite3.connect(db) as conn:
-            return int(conn.execute("SELECT connected FROM agents WHERE agent_id = 'gw-a'").fetchone()[0])
+        return int(query_state(state_location, "SELECT connected FROM agents WHERE agent_id = 'gw-a'")[0][0])
 
     async def scenario() -> tuple[int, int]:
         meta = (("authorization", f"Bearer {TOKENS['gw-a']}"),)

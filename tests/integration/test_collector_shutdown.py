@@ -62,7 +62,7 @@ def test_streams_end_cleanly_with_everything_stored_acked(tmp_path: Path) -> Non
         assert acks == [1, 2, 3]
         assert code == "OK", "the collector ended the stream itself instead of cancelling it"
         exited_cleanly(collector)
-        assert committed_batches(tmp_path / "c" / "state", "epoch-1") == 3
+        assert committed_batches(tmp_path / "c" / "state" / "collector.sqlite", "epoch-1") == 3
     finally:
         collector.stop()
 
@@ -79,6 +79,6 @@ def test_a_group_waiting_for_a_down_sink_is_left_unacked(tmp_path: Path) -> None
         assert acks == [], "nothing reached the sink, so nothing may be acked"
         assert code == "OK"
         exited_cleanly(collector)
-        assert committed_batches(tmp_path / "c" / "state", "epoch-1") == 0
+        assert committed_batches(tmp_path / "c" / "state" / "collector.sqlite", "epoch-1") == 0
     finally:
         collector.stop()

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from collector.fleet import FleetTwin
 from collector.itsm import Forwarder, Outbox, WebhookSettings, load_webhooks
+from collector.state import StateLocation
 from collector.workorders.evaluate import parse_rules
 from tests.integration.test_workorders_lifecycle import FILTER_RULE, MIN, T0, Feeder, hello, summary
 from tests.servers import free_port
@@ -81,21 +82,20 @@ def webhooks(tmp_path: Path, port: int) -> tuple[Any, ...]:
     ])
 
 
-async def start_collector(path: Path, hooks: tuple[Any, ...]) -> tuple[FleetTwin, Forwarder]:
+async def start_collector(location: StateLocation, hooks: tuple[Any, ...]) -> tuple[FleetTwin, Forwarder]:
     outbox = Outbox(hooks)
-    fleet = FleetTwin(path, parse_rules([FILTER_RULE]), listener=outbox)
+    fleet = FleetTwin(location, parse_rules([FILTER_RULE]), listener=outbox)
     await fleet.open()
-    forwarder = Forwarder(fleet, outbox, poll_interval_s=0.2)
+    forwarder = Forwarder(fleet.state, outbox, poll_interval_s=0.2)
     await forwarder.start()
     return fleet, forwarder
 
 
-def test_outbox_survives_down_failing_slow_receiver_and_restart(tmp_path: Path) -> None:
+def test_outbox_survives_down_failing_slow_receiver_and_restart(tmp_path: Path, state_location: StateLocation) -> None:
     async def main() -> None:
         port = free_port()  # nothing listens yet: the receiver is down
         hooks = webhooks(tmp_path, port)
-        db = tmp_path / "collector.sqlite"
-        fleet, forwarder = await start_collector(db, hooks)
+        fleet, forwarder = await start_collector(state_location, hooks)
         await fleet.register_hello(hello())
         feed = Feeder(fleet)
         t = T0
@@ -112,7 +112,7 @@ def test_outbox_survives_down_failing_slow_receiver_and_restart(tmp_path: Path) 
         receiver = Receiver(fail_first=3, delay_s=0.2)
         runner = await start_receiver(receiver, port)
         try:
-            fleet, forwarder = await start_collector(db, hooks)
+            fleet, forwarder = await start_collector(state_location, hooks)
             await fleet.close_work_order(wo.id, "alice", "filter replaced")  # a change made after the restart
             events = await fleet.work_orders.event_list(wo.id)  # type: ignore[union-attr]
             assert [e.action for e in events] == ["raised", "escalated", "condition_cleared", "acknowledged",
@@ -120,8 +120,7 @@ def test_outbox_survives_down_failing_slow_receiver_and_restart(tmp_path: Path) 
             expected = [f"{wo.ref}-{e.id}" for e in events]
             await wait_until(lambda: len(receiver.accepted) >= 2 * len(expected), 30, "all deliveries")
             await asyncio.sleep(0.5)  # nothing more may arrive
-            async with fleet.reading():
-                pending = await forwarder.pending()
+            pending = await forwarder.pending()
             await forwarder.stop()
             await fleet.close()
         finally:
@@ -163,7 +162,7 @@ def test_outbox_survives_down_failing_slow_receiver_and_restart(tmp_path: Path) 
     asyncio.run(main())
 
 
-def test_rejected_payload_is_set_aside_and_the_queue_moves_on(tmp_path: Path) -> None:
+def test_rejected_payload_is_set_aside_and_the_queue_moves_on(tmp_path: Path, state_location: StateLocation) -> None:
     async def main() -> None:
         port = free_port()
         seen: list[str] = []
@@ -180,7 +179,7 @@ def test_rejected_payload_is_set_aside_and_the_queue_moves_on(tmp_path: Path) ->
         await web.TCPSite(runner, "127.0.0.1", port).start()
         hooks = load_webhooks([WebhookSettings(name="ops", url=f"http://127.0.0.1:{port}/hook",
                                                retry_initial_s=0.05)])
-        fleet, forwarder = await start_collector(tmp_path / "c.sqlite", hooks)
+        fleet, forwarder = await start_collector(state_location, hooks)
         try:
             await fleet.register_hello(hello())
             feed = Feeder(fleet)
@@ -190,8 +189,7 @@ def test_rejected_payload_is_set_aside_and_the_queue_moves_on(tmp_path: Path) ->
             await fleet.acknowledge(wo.id, "bob")
             await wait_until(lambda: len(seen) == 2, 10, "both changes tried")
             await asyncio.sleep(0.3)
-            async with fleet.reading():
-                assert (await forwarder.pending())["ops"] == {"pending": 0, "delivered": 1, "rejected": 1}
+            assert (await forwarder.pending())["ops"] == {"pending": 0, "delivered": 1, "rejected": 1}
             assert len(seen) == 2 and forwarder.stats["ops"].rejected == 1
         finally:
             await forwarder.stop()

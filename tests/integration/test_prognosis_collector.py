@@ -22,9 +22,11 @@ import pytest
 from collector.backtest import replay
 from collector.config import build_collector_config, hash_token
 from collector.daemon import CollectorDaemon
+from collector.state import StateLocation
 from collector.workorders.evaluate import parse_rules
 from protos.twin.v1 import twin_pb2
 from runtime.errors import SinkError
+from tests.conftest import state_table, state_toml
 from tests.integration.daemons import TOKENS, exchange
 from tests.integration.influx_query import influxql
 from tests.servers import free_port, influxd_server, wait_for
@@ -60,7 +62,7 @@ def hello() -> twin_pb2.Hello:
             twin_pb2.PointDescriptor(name="de_accel", unit="g", kind="waveform")])])
 
 
-def test_remaining_life_in_work_order_twin_and_influxdb(tmp_path: Path) -> None:
+def test_remaining_life_in_work_order_twin_and_influxdb(tmp_path: Path, state_location: StateLocation) -> None:
     influx = influxd_server(tmp_path / "influx")
     start_ns = (time.time_ns() - BLOCKS * STEP_S * 10**9) // 10**9 * 10**9
     blocks = pump_blocks(start_ns)
@@ -71,6 +73,7 @@ def test_remaining_life_in_work_order_twin_and_influxdb(tmp_path: Path) -> None:
         "rules": [RULE],
         "influx": {"api": "v1", "url": f"http://127.0.0.1:{influx.port}", "database": DB},
         "api": {"listen": "127.0.0.1:0"},
+        "state": state_table(state_location, tmp_path),
     }
 
     influx_url = f"http://127.0.0.1:{influx.port}"
@@ -147,7 +150,8 @@ def test_remaining_life_in_work_order_twin_and_influxdb(tmp_path: Path) -> None:
         # the CLI shows it where it shows the twin
         cfg = tmp_path / "collector.toml"
         cfg.write_text(f'[collector]\nlisten = "127.0.0.1:{free_port()}"\nstate_dir = "{tmp_path / "state"}"\n'
-                       f'[[agents]]\nid = "gw-a"\ntoken_sha256 = "{hash_token(TOKENS["gw-a"])}"\n')
+                       f'[[agents]]\nid = "gw-a"\ntoken_sha256 = "{hash_token(TOKENS["gw-a"])}"\n'
+                       + state_toml(state_location, tmp_path))
         proc = subprocess.run([sys.executable, "-m", "collector", "assets", "--config", str(cfg), "list"],
                               capture_output=True, text=True, check=False)
         assert proc.returncode == 0, proc.stderr
@@ -157,7 +161,7 @@ def test_remaining_life_in_work_order_twin_and_influxdb(tmp_path: Path) -> None:
         influx.stop()
 
 
-def test_assessments_made_while_influxdb_is_down_arrive_once(tmp_path: Path) -> None:
+def test_assessments_made_while_influxdb_is_down_arrive_once(tmp_path: Path, state_location: StateLocation) -> None:
     """The fleet stores each assessment with its batch; while InfluxDB is unreachable the export raises and
     keeps them; once it is back, each arrives once, and the fleet keeps only each sensor's latest."""
     influx = influxd_server(tmp_path / "influx")
@@ -169,6 +173,7 @@ def test_assessments_made_while_influxdb_is_down_arrive_once(tmp_path: Path) -> 
         "agents": [{"id": "gw-a", "token_sha256": hash_token(TOKENS["gw-a"])}],
         "rules": [RULE],
         "influx": {"api": "v1", "url": "http://127.0.0.1:1", "database": DB, "timeout_s": 1.0},
+        "state": state_table(state_location, tmp_path),
     }
     made = len(blocks) - RULE["baseline_blocks"] + 1
 
@@ -189,7 +194,7 @@ def test_assessments_made_while_influxdb_is_down_arrive_once(tmp_path: Path) -> 
         with pytest.raises(SinkError):
             await down.remaining_life.sync()
         async with down.fleet.reading() as db:
-            waiting = (await (await db.execute("SELECT COUNT(*) FROM remaining_life")).fetchone())[0]
+            waiting = await db.fetchval("SELECT COUNT(*) FROM remaining_life")
         assert waiting == made
         await down.fleet.close()
 
@@ -201,7 +206,7 @@ def test_assessments_made_while_influxdb_is_down_arrive_once(tmp_path: Path) -> 
             await asyncio.sleep(1.0)  # a few more periodic checks: nothing is written twice
             assert count() == made
             async with daemon.fleet.reading() as db:
-                kept = (await (await db.execute("SELECT COUNT(*) FROM remaining_life")).fetchone())[0]
+                kept = await db.fetchval("SELECT COUNT(*) FROM remaining_life")
             assert kept == 1, "only the sensor's latest assessment stays in the fleet database"
             twin = await daemon.fleet.twin("pump-1")
             assert twin is not None and twin["remaining_life"]["de_accel"]["ts_ns"] == blocks[-1].ts_ns

@@ -15,8 +15,10 @@ import pytest
 
 from collector.config import build_collector_config, hash_token
 from collector.daemon import CollectorDaemon
+from collector.state import StateLocation
 from protos.twin.v1 import twin_pb2
 from runtime.errors import SinkError
+from tests.conftest import state_table
 from tests.integration.daemons import TOKENS
 from tests.integration.influx_query import influxql
 from tests.integration.test_collector_auth import exchange
@@ -37,7 +39,8 @@ def dashboard_query(dashboard: str, title: str) -> str:
     raise KeyError(title)
 
 
-def test_escalation_ack_and_close_reach_influxdb_once_per_work_order(tmp_path: Path) -> None:
+def test_escalation_ack_and_close_reach_influxdb_once_per_work_order(tmp_path: Path,
+                                                                     state_location: StateLocation) -> None:
     influx = influxd_server(tmp_path / "influx")
     url = f"http://127.0.0.1:{influx.port}"
     open_count = dashboard_query("fleet-overview.json", "Open work orders")
@@ -63,6 +66,7 @@ def test_escalation_ack_and_close_reach_influxdb_once_per_work_order(tmp_path: P
             "influx": {"api": "v1", "url": "http://127.0.0.1:1", "database": DB, "timeout_s": 1.0},
             "agents": [{"id": "gw-a", "token_sha256": hash_token(TOKENS["gw-a"])}],
             "rules": [FILTER_RULE],
+            "state": state_table(state_location, tmp_path),
         }
         config_file = tmp_path / "collector.toml"
         down = CollectorDaemon(build_collector_config(settings))

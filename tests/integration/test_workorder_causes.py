@@ -20,11 +20,13 @@ from aiohttp import web
 from collector.config import build_collector_config, hash_token
 from collector.daemon import CollectorDaemon
 from collector.fleet import FleetTwin
+from collector.state import StateLocation
 from collector.workorders.collector_health import Outage, collector_health_rule, outage_findings
 from collector.workorders.evaluate import RULE_KINDS, parse_rules
 from collector.workorders.history import HistorySettings
 from collector.workorders.store import WorkOrder
 from protos.twin.v1 import twin_pb2
+from tests.conftest import collector_state, state_toml
 from tests.integration.daemons import TOKENS
 from tests.integration.test_collector_auth import exchange
 from tests.integration.test_workorders_lifecycle import Feeder, summary, vibration
@@ -77,11 +79,12 @@ def subject_names(wo: WorkOrder) -> list[str]:
     return [lead, *ev.get("also", {})]
 
 
-def test_title_description_and_evidence_name_the_same_subject_for_every_rule_kind(tmp_path: Path) -> None:
+def test_title_description_and_evidence_name_the_same_subject_for_every_rule_kind(
+        state_location: StateLocation) -> None:
     async def main() -> None:
         rules = parse_rules(RULES)
         assert {r.kind for r in rules} == set(RULE_KINDS), "every rule kind is exercised here"
-        fleet = FleetTwin(tmp_path / "c.sqlite", rules, HistorySettings(summary_resolution_s=0))
+        fleet = FleetTwin(state_location, rules, HistorySettings(summary_resolution_s=0))
         await fleet.open()
         await fleet.register_hello(plant_hello())
         feed = Feeder(fleet)
@@ -136,21 +139,22 @@ def test_title_description_and_evidence_name_the_same_subject_for_every_rule_kin
     asyncio.run(main())
 
 
-def collector_toml(state_dir: Path, rules: str) -> Path:
+def collector_toml(state_dir: Path, rules: str, state: str = "") -> Path:
     cfg = state_dir.parent / "collector.toml"
     cfg.write_text(f'[collector]\nstate_dir = "{state_dir}"\n\n[[agents]]\nid = "gw-a"\n'
-                   f'token_sha256 = "{hash_token(TOKENS["gw-a"])}"\n\n{rules}')
+                   f'token_sha256 = "{hash_token(TOKENS["gw-a"])}"\n\n{rules}\n{state}')
     return cfg
 
 
-def test_closed_while_the_condition_holds_is_raised_again_after_reraise_after(tmp_path: Path) -> None:
+def test_closed_while_the_condition_holds_is_raised_again_after_reraise_after(
+        tmp_path: Path, state_location: StateLocation) -> None:
     rules = ('[[rules]]\nname = "filter_clogged"\nasset_type = "ahu"\npoint = "filter_dp"\nabove = 300.0\n'
              "reraise_after_s = 3600\n")
     state = tmp_path / "state"
-    cfg = collector_toml(state, rules)
+    cfg = collector_toml(state, rules, state_toml(state_location, tmp_path))
 
     async def main() -> tuple[FleetTwin, Feeder, int]:
-        fleet = FleetTwin(state / "collector.sqlite", build_collector_config(
+        fleet = FleetTwin(collector_state(state_location, state), build_collector_config(
             {"collector": {"state_dir": str(state)}, "agents": [{"id": "gw-a", "token_sha256": "0" * 64}],
              "rules": [{"name": "filter_clogged", "asset_type": "ahu", "point": "filter_dp", "above": 300.0,
                         "reraise_after_s": 3600}]}).rules)

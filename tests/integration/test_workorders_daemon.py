@@ -13,14 +13,16 @@ from aiohttp import web
 
 from collector.config import build_collector_config, hash_token
 from collector.daemon import CollectorDaemon
+from collector.state import StateLocation
 from protos.twin.v1 import twin_pb2
+from tests.conftest import state_table
 from tests.integration.daemons import TOKENS
 from tests.integration.test_collector_auth import exchange
 from tests.integration.test_workorders_lifecycle import hello, summary
 from tests.servers import free_port
 
 
-def test_periodic_check_outbox_and_api(tmp_path: Path) -> None:
+def test_periodic_check_outbox_and_api(tmp_path: Path, state_location: StateLocation) -> None:
     async def main() -> None:
         hook_port = free_port()
         received: list[dict[str, object]] = []
@@ -43,6 +45,7 @@ def test_periodic_check_outbox_and_api(tmp_path: Path) -> None:
             "rules": [{"name": "agent_offline", "kind": "agent_offline", "offline_after_s": 1.0}],
             "webhooks": [{"name": "ops", "url": f"http://127.0.0.1:{hook_port}/hook", "retry_initial_s": 0.05}],
             "api": {"listen": "127.0.0.1:0"},
+            "state": state_table(state_location, tmp_path),
         })
         daemon = CollectorDaemon(config)
         await daemon.start()

@@ -1,16 +1,16 @@
-"""Work orders end to end through the fleet twin's real SQLite transaction: raise once, dedup on resend,
-escalate, clear, close, re-raise only when the condition returns; context captured when raised;
-vibration and data-quality rules; history retention."""
+"""Work orders end to end through the fleet twin's real transaction, on each state database (the
+embedded SQLite file and PostgreSQL): raise once, dedup on resend, escalate, clear, close, re-raise
+only when the condition returns; context captured when raised; vibration and data-quality rules;
+history retention."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 from collector.fleet import FleetTwin
+from collector.state import StateLocation
 from collector.workorders.evaluate import parse_rules
 from collector.workorders.history import HistorySettings
 from protos.twin.v1 import twin_pb2
@@ -69,8 +69,8 @@ class Feeder:
         return await self.fleet.commit_batch(self.agent, "e1", twin_pb2.Batch(seq=self.seq, **parts))
 
 
-async def open_fleet(path: Path, rules: list[dict[str, Any]], **kw: Any) -> FleetTwin:
-    fleet = FleetTwin(path, parse_rules(rules), **kw)
+async def open_fleet(location: StateLocation, rules: list[dict[str, Any]], **kw: Any) -> FleetTwin:
+    fleet = FleetTwin(location, parse_rules(rules), **kw)
     await fleet.open()
     await fleet.register_hello(hello())
     return fleet
@@ -80,9 +80,9 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def test_threshold_lifecycle_dedup_context_and_reraise(tmp_path: Path) -> None:
+def test_threshold_lifecycle_dedup_context_and_reraise(state_location: StateLocation) -> None:
     async def main() -> None:
-        fleet = await open_fleet(tmp_path / "c.sqlite", [FILTER_RULE])
+        fleet = await open_fleet(state_location, [FILTER_RULE])
         feed = Feeder(fleet)
         wos = fleet.work_orders
         assert wos is not None
@@ -152,13 +152,13 @@ def test_threshold_lifecycle_dedup_context_and_reraise(tmp_path: Path) -> None:
     run(main())
 
 
-def test_vibration_rules_per_sensor(tmp_path: Path) -> None:
+def test_vibration_rules_per_sensor(state_location: StateLocation) -> None:
     rules = [{"name": "vib_zone", "kind": "iso_zone", "asset_type": "pump", "min_blocks": 2},
              {"name": "bearing_defect", "kind": "bearing", "asset_type": "pump", "min_confidence": 0.7,
               "consecutive_blocks": 2}]
 
     async def main() -> None:
-        fleet = await open_fleet(tmp_path / "c.sqlite", rules)
+        fleet = await open_fleet(state_location, rules)
         feed = Feeder(fleet)
         t, out = T0, []
         for de, nde in (("B", "B"), ("C", "B"), ("C", "C"), ("C", "C"), ("B", "C"), ("A", "C"), ("A", "B"),
@@ -185,14 +185,14 @@ def test_vibration_rules_per_sensor(tmp_path: Path) -> None:
     run(main())
 
 
-def test_data_quality_rules(tmp_path: Path) -> None:
+def test_data_quality_rules(state_location: StateLocation) -> None:
     """Judged at each batch's data time on what the agent reported; agents offline from their streams."""
     rules = [{"name": "stale_data", "kind": "stale", "asset_type": "pump", "factor": 3, "min_silence_s": 10},
              {"name": "bad_data", "kind": "bad_quality", "asset_type": "pump", "max_bad_s": 60},
              {"name": "agent_offline", "kind": "agent_offline", "offline_after_s": 120}]
 
     async def main() -> None:
-        fleet = await open_fleet(tmp_path / "c.sqlite", rules)
+        fleet = await open_fleet(state_location, rules)
         feed = Feeder(fleet)
         now = time.time_ns()
         await feed.batch(created_ns=now, summaries=[summary("pump-1", "flow", now, 40.0)])
@@ -225,32 +225,32 @@ def test_data_quality_rules(tmp_path: Path) -> None:
     run(main())
 
 
-def test_history_is_bucketed_and_pruned(tmp_path: Path) -> None:
+def test_history_is_bucketed_and_pruned(state_location: StateLocation) -> None:
     async def main() -> None:
-        fleet = await open_fleet(tmp_path / "c.sqlite", [], history_settings=HistorySettings(
+        fleet = await open_fleet(state_location, [], history_settings=HistorySettings(
             retention_days=1, summary_resolution_s=60))
         feed = Feeder(fleet)
         base = T0 - T0 % MIN
         for k in range(12):  # 10 s summaries: two 60 s buckets
             await feed.batch(summaries=[summary("ahu-1", "filter_dp", base + k * 10 * S, 100 + k)])
         await feed.batch(summaries=[summary("ahu-1", "filter_dp", time.time_ns(), 1.0)])
+        async with fleet.reading() as db:
+            rows = await db.fetchall("SELECT mean, vmin, vmax, last, count FROM summary_history ORDER BY ts_ns")
         await fleet.close()
-        with sqlite3.connect(tmp_path / "c.sqlite") as conn:
-            rows = conn.execute("SELECT mean, vmin, vmax, last, count FROM summary_history ORDER BY ts_ns").fetchall()
         assert rows[:2] == [(102.5, 100, 105, 105, 36), (108.5, 106, 111, 111, 36)]
-        fleet = await open_fleet(tmp_path / "c.sqlite", [], history_settings=HistorySettings(retention_days=1))
+        fleet = await open_fleet(state_location, [], history_settings=HistorySettings(retention_days=1))
         assert await fleet.prune_history() == 2
         await fleet.close()
 
     run(main())
 
 
-def test_waveform_point_fed_by_indicators_is_not_stale(tmp_path: Path) -> None:
+def test_waveform_point_fed_by_indicators_is_not_stale(state_location: StateLocation) -> None:
     """A waveform sensor reaches the collector as vibration indicators, never as summaries."""
     rules = [{"name": "stale_data", "kind": "stale", "asset_type": "pump", "factor": 3, "min_silence_s": 2}]
 
     async def main() -> None:
-        fleet = FleetTwin(tmp_path / "c.sqlite", parse_rules(rules))
+        fleet = FleetTwin(state_location, parse_rules(rules))
         await fleet.open()
         await fleet.register_hello(twin_pb2.Hello(agent_id="gw-a", site="s", queue_epoch="e1", assets=[
             twin_pb2.AssetDescriptor(id="pump-1", type="pump", points=[
@@ -268,11 +268,11 @@ def test_waveform_point_fed_by_indicators_is_not_stale(tmp_path: Path) -> None:
     run(main())
 
 
-def test_points_removed_from_the_agent_config_are_not_judged_stale(tmp_path: Path) -> None:
+def test_points_removed_from_the_agent_config_are_not_judged_stale(state_location: StateLocation) -> None:
     rules = [{"name": "stale_data", "kind": "stale", "asset_type": "pump", "factor": 3, "min_silence_s": 2}]
 
     async def main() -> None:
-        fleet = await open_fleet(tmp_path / "c.sqlite", rules)  # pump-1 has point "flow"
+        fleet = await open_fleet(state_location, rules)  # pump-1 has point "flow"
         feed = Feeder(fleet)
         now = time.time_ns()
         await feed.batch(created_ns=now, summaries=[summary("pump-1", "flow", now, 40.0)])

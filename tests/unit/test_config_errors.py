@@ -32,6 +32,9 @@ AGENT_BASE = {
         ({"agent": {"id": "gw-1", "summary_interval_s": 0}}, "agent.summary_interval_s"),
         ({"agent": {"id": "gw-1", "sumary_interval_s": 5}}, "agent.sumary_interval_s: unknown key"),
         ({"uplink": {"collector": "localhost", "token": "x"}}, "uplink.collector: must be host:port"),
+        ({"uplink": {"collector": ["h:1", "localhost"], "token": "x"}}, "uplink.collector: must be host:port"),
+        ({"uplink": {"collector": ["h:1", "h:1"], "token": "x"}}, "uplink.collector: lists an address twice"),
+        ({"uplink": {"collector": [], "token": "x"}}, "uplink.collector: give at least one host:port"),
         ({"uplink": {"collector": "h:1", "token": "x", "token_file": "/t"}}, "uplink: give exactly one of token"),
         ({"uplink": {"collector": "h:1", "token": "x", "max_queue_mb": -1}}, "uplink.max_queue_mb"),
         ({"uplink": {"collector": "h:1", "token": "x", "shutdown_drain_s": 60}}, "uplink.shutdown_drain_s"),
@@ -68,6 +71,13 @@ COLLECTOR_BASE = {"agents": [{"id": "gw-1", "token_sha256": "a" * 64}]}
         ({"agents": [{"id": "gw-1", "token_file": "/nonexistent/token"}]}, "agents[0].token_file: cannot read"),
         ({"agents": [{"id": "gw-1", "token_sha256": hashlib.sha256(b"").hexdigest()}]},
          "agents[0].token_sha256: this is the hash of an empty token"),
+        ({"state": {"url": "mysql://db.example/twin"}}, "state.url: must be a postgresql:// URL"),
+        ({"state": {"url": "postgresql://twin:secret@db.example/twin"}}, "state.url: must not hold a password"),
+        ({"state": {"url": "postgresql://db.example"}}, "state.url: must name a host and a database"),
+        ({"state": {"password_env": "TWIN_STATE_PASSWORD"}}, "state: password_file/password_env need url"),
+        ({"state": {"url": "postgresql://twin@db.example/twin", "password_file": "/nonexistent/pw"}},
+         "state.password_file: cannot read"),
+        ({"state": {"url": "postgresql://twin@db.example/twin", "pool_size": 0}}, "state.pool_size"),
     ],
 )
 def test_collector_config_errors_name_the_key(patch: dict[str, object], key: str) -> None:

@@ -17,9 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from collector.config import build_collector_config
 from collector.daemon import CollectorDaemon
 from collector.metrics import CollectorMetrics, collector_registry
+from collector.state import StateLocation
 from collector.summary_store import SqliteSummarySink
 from protos.twin.v1 import twin_pb2, twin_pb2_grpc
 from runtime.metrics_server import start_metrics_server
+from tests.conftest import state_toml
 from tests.integration.daemons import TOKENS, collector_toml, exchange
 from tests.servers import free_port, wait_for
 
@@ -59,11 +61,12 @@ def batch(agent_id: str, seq: int, t0: int, filter_dp: float) -> twin_pb2.Batch:
         health=twin_pb2.AgentHealth(ts_ns=end, queue_batches=1, sent=seq, acked=seq - 1, rss_mb=50.0))
 
 
-def test_scraped_metrics_follow_ingest(tmp_path: Path) -> None:
+def test_scraped_metrics_follow_ingest(tmp_path: Path, state_location: StateLocation) -> None:
     port = free_port()
     # One periodic check (at start): a later one could write asset-status points while a loaded machine runs this.
     config = build_collector_config(tomllib.loads(collector_toml(tmp_path / "state", port,
-                                                                 collector_extra="check_interval_s = 3600\n")))
+                                                                 collector_extra="check_interval_s = 3600\n",
+                                                                 state=state_toml(state_location, tmp_path))))
     daemon = CollectorDaemon(config)
     t0 = time.time_ns() - 60 * SEC
 
