@@ -42,7 +42,14 @@ from collector.prognosis.remaining_life import RemainingLife
 from collector.whatif import SimulatedLifecycle, load_rules_file
 from collector.workorders import history
 from collector.workorders.data_quality import StaleRule
-from collector.workorders.evaluate import PointReport, Rule, VibrationObs, evaluate_data_quality, evaluate_vibration
+from collector.workorders.evaluate import (
+    PointReport,
+    Rule,
+    RuleStateInMemory,
+    VibrationObs,
+    evaluate_data_quality,
+    evaluate_vibration,
+)
 from collector.workorders.prognosis import PrognosisRule
 from collector.workorders.trend import VIBRATION_FIELDS, TrendRule
 from collector.workorders.vibration import BearingRule, IsoZoneRule
@@ -183,12 +190,12 @@ def snapshot_s(ts_ns: int) -> float:
     return (ts_ns - EPOCH_NS) / 1e9
 
 
-class BacktestStore:
+class BacktestStore(RuleStateInMemory):
     """Rule state and indicator history in memory, the history growing as the replay advances (each
     block sees only itself and the past, as in production)."""
 
     def __init__(self) -> None:
-        self.states: dict[tuple[str, str, str], dict[str, Any]] = {}
+        super().__init__()
         self._ts: dict[tuple[str, str], list[int]] = {}
         self._values: dict[tuple[str, str, str], list[float]] = {}
         self._arrays: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
@@ -201,15 +208,6 @@ class BacktestStore:
             ok = isinstance(value, int | float) and math.isfinite(value)
             self._values.setdefault((asset, sensor, name), []).append(float(value) if ok else math.nan)
         self._arrays.clear()
-
-    async def load_state(self, asset: str, rule: str, subject: str) -> dict[str, Any] | None:
-        return self.states.get((asset, rule, subject))
-
-    async def save_state(self, asset: str, rule: str, subject: str, state: dict[str, Any]) -> None:
-        self.states[(asset, rule, subject)] = state
-
-    async def active_subjects(self, asset: str, rule: str) -> list[str]:
-        return [s for (a, r, s), st in self.states.items() if a == asset and r == rule and st.get("active")]
 
     async def series(self, asset: str, key: str, since_ns: int, until_ns: int) -> tuple[np.ndarray, np.ndarray]:
         kind, _, rest = key.partition(":")

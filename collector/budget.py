@@ -45,6 +45,11 @@ class ByteBudget:
             raise
         return size
 
+    @property
+    def waiting(self) -> int:
+        """Acquirers waiting for room."""
+        return len(self._waiters)
+
     def release(self, size: int) -> None:
         self.used -= size
         self._wake()

@@ -56,6 +56,11 @@ class GroupCommitter(Generic[T]):
         self.commits = 0
         self.items = 0
 
+    @property
+    def queued(self) -> int:
+        """Items waiting to be written or committed."""
+        return len(self._to_write) + len(self._to_commit)
+
     async def submit(self, item: T, records: int) -> None:
         """Return once `item` is written and committed; raise what a stage raised for it."""
         if not self._tasks:

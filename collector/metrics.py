@@ -85,6 +85,7 @@ class CollectorMetrics(Collector):
                                   value=s.points_rejected)
         yield GaugeMetricFamily("twin_collector_fleet_db_up", "1 when the state database could be read.",
                                 value=float(fleet is not None))
+        yield from self._ingest_pipeline()
         yield from self._health()
         if fleet is None:
             return
@@ -108,6 +109,27 @@ class CollectorMetrics(Collector):
             for value, n in sorted(counts.items()):
                 family.add_metric([value], n)
             yield family
+
+    def _ingest_pipeline(self) -> Iterator[Metric]:
+        """The receive budget (bounds the memory of a catch-up storm) and the group commit (batches of
+        many streams written and committed together): where ingest waits when it is saturated."""
+        budget, committer = self.servicer.budget, self.servicer.committer
+        yield GaugeMetricFamily("twin_collector_receive_budget_bytes", "Bytes of received batches the ingest "
+                                "may hold at once (receive_budget_mb).", value=budget.capacity)
+        yield GaugeMetricFamily("twin_collector_receive_budget_used_bytes", "Bytes of received batches held now.",
+                                value=budget.used)
+        yield GaugeMetricFamily("twin_collector_receive_budget_peak_bytes", "Most bytes held at once since start.",
+                                value=budget.peak)
+        yield GaugeMetricFamily("twin_collector_receive_budget_waiting_streams", "Streams waiting for budget "
+                                "before reading their next batch.", value=budget.waiting)
+        yield CounterMetricFamily("twin_collector_group_writes", "Sink writes of grouped batches.",
+                                  value=committer.writes)
+        yield CounterMetricFamily("twin_collector_group_commits", "State commits of grouped batches.",
+                                  value=committer.commits)
+        yield CounterMetricFamily("twin_collector_group_batches", "Batches that went through the group commit.",
+                                  value=committer.items)
+        yield GaugeMetricFamily("twin_collector_group_queued_batches", "Batches waiting to be written or "
+                                "committed.", value=committer.queued)
 
     def _health(self) -> Iterator[Metric]:
         now = time.time_ns()

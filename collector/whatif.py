@@ -41,6 +41,7 @@ from collector.workorders.evaluate import (
     AgentStatus,
     PointReport,
     Rule,
+    RuleStateInMemory,
     SummaryObs,
     evaluate_data_quality,
     evaluate_summary,
@@ -161,21 +162,12 @@ class SimulatedWorkOrder:
         return asdict(self)
 
 
-class MemoryRuleStore:
+class MemoryRuleStore(RuleStateInMemory):
     """Rule state in memory; history read from the read-only database up to the replay's present."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__()
         self.conn = conn
-        self.states: dict[tuple[str, str, str], dict[str, Any]] = {}
-
-    async def load_state(self, asset: str, rule: str, subject: str) -> dict[str, Any] | None:
-        return self.states.get((asset, rule, subject))
-
-    async def save_state(self, asset: str, rule: str, subject: str, state: dict[str, Any]) -> None:
-        self.states[(asset, rule, subject)] = state
-
-    async def active_subjects(self, asset: str, rule: str) -> list[str]:
-        return [s for (a, r, s), st in self.states.items() if a == asset and r == rule and st.get("active")]
 
     async def series(self, asset: str, key: str, since_ns: int, until_ns: int) -> tuple[np.ndarray, np.ndarray]:
         return history.series_sync(self.conn, asset, key, since_ns, until_ns)

@@ -182,6 +182,23 @@ class RuleStore(Protocol):
         ...
 
 
+class RuleStateInMemory:
+    """Rule state kept in a dict: the part of a RuleStore a replay (what-if, backtest) needs without
+    a database. Subclasses say where history comes from (`series`)."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    async def load_state(self, asset: str, rule: str, subject: str) -> dict[str, Any] | None:
+        return self.states.get((asset, rule, subject))
+
+    async def save_state(self, asset: str, rule: str, subject: str, state: dict[str, Any]) -> None:
+        self.states[(asset, rule, subject)] = state
+
+    async def active_subjects(self, asset: str, rule: str) -> list[str]:
+        return [s for (a, r, s), st in self.states.items() if a == asset and r == rule and st.get("active")]
+
+
 @runtime_checkable
 class RemainingLifeRecorder(Protocol):
     """A RuleStore that also keeps each remaining-life assessment of the prognosis rules (the fleet's, for

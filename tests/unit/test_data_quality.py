@@ -15,7 +15,7 @@ from collector.condition import asset_condition
 from collector.health import CollectorHealth
 from collector.workorders.collector_health import DEFAULT_COLLECTOR_HEALTH_RULE, Outage, outage_findings
 from collector.workorders.data_quality import is_connection_reason
-from collector.workorders.evaluate import PointReport, evaluate_data_quality, parse_rules
+from collector.workorders.evaluate import PointReport, RuleStateInMemory, evaluate_data_quality, parse_rules
 from collector.workorders.rules import Finding
 from collector.workorders.store import render_subjects
 from runtime.errors import ConfigError
@@ -23,19 +23,7 @@ from runtime.errors import ConfigError
 S = 10**9
 
 
-class MemoryStore:
-    def __init__(self) -> None:
-        self.states: dict[tuple[str, str, str], dict[str, Any]] = {}
-
-    async def load_state(self, asset: str, rule: str, subject: str) -> dict[str, Any] | None:
-        return self.states.get((asset, rule, subject))
-
-    async def save_state(self, asset: str, rule: str, subject: str, state: dict[str, Any]) -> None:
-        self.states[(asset, rule, subject)] = state
-
-    async def active_subjects(self, asset: str, rule: str) -> list[str]:
-        return [s for (a, r, s), st in self.states.items() if a == asset and r == rule and st.get("active")]
-
+class MemoryStore(RuleStateInMemory):
     async def series(self, asset: str, key: str, since_ns: int, until_ns: int) -> tuple[np.ndarray, np.ndarray]:
         return np.array([], dtype=np.int64), np.array([])
 

@@ -131,6 +131,16 @@ def test_scraped_metrics_follow_ingest(tmp_path: Path, state_location: StateLoca
     assert value(after, "twin_collector_assets", state="online") == 2
     assert value(after, "twin_collector_agent_last_seen_timestamp_seconds", agent="gw-a") == pytest.approx(
         time.time(), abs=120)
+    # the ingest pipeline: each new batch once through the group commit (duplicates are answered before
+    # it), nothing left queued or held once the streams are done
+    assert value(after, "twin_collector_group_batches_total") == daemon.servicer.committer.items == 8
+    assert 1 <= value(after, "twin_collector_group_commits_total") <= 8
+    assert value(after, "twin_collector_group_writes_total") >= value(after, "twin_collector_group_commits_total")
+    assert value(after, "twin_collector_group_queued_batches") == 0
+    assert value(after, "twin_collector_receive_budget_used_bytes") == 0
+    assert value(after, "twin_collector_receive_budget_waiting_streams") == 0
+    assert 0 < value(after, "twin_collector_receive_budget_peak_bytes") <= value(
+        after, "twin_collector_receive_budget_bytes") == daemon.servicer.budget.capacity
     assert value(after, "process_open_fds") > 0, "standard process metrics are included"
 
 
