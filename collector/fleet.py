@@ -704,8 +704,9 @@ class FleetTwin:
         """Recompute every asset's link and condition; return those that changed.
 
         link: the gateway's stream (gone past the agent_offline limit: offline; gone for less:
-        degraded, reconnecting) and, while it is there, the state the agent reports for the asset
-        (online, degraded: some points BAD or silent, offline: none delivering). condition: see
+        degraded, as a reconnect or a restart may be under way) and, while it is there, the state the
+        agent reports for the asset (online, degraded: some points BAD or silent, offline: none
+        delivering). condition: see
         collector/condition.py. `presence` as for `check` (recorded there first when given). Of several
         collectors, the one that holds the `asset-status` lock refreshes; the others return [].
         """
@@ -740,7 +741,7 @@ class FleetTwin:
                 if agent and present < now and now - present > offline_after_ns:
                     link, link_reason = "offline", f"gateway {agent} gone for {(now - present) / 1e9:.0f} s"
                 elif agent and present < now:
-                    link, link_reason = "degraded", f"gateway {agent} reconnecting"
+                    link, link_reason = "degraded", f"gateway {agent} disconnected {(now - present) / 1e9:.0f} s ago"
                 else:
                     link = state if state in ("online", "degraded", "offline") else "unknown"
                     total, n_bad, reason = bad.get(asset, (0, 0, ""))

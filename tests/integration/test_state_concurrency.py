@@ -145,6 +145,9 @@ def test_an_agent_on_another_collector_is_present(state_location: StateLocation)
             now = time.time_ns()
             await a.check(now, presence={"gw-a": now})  # a holds gw-a's stream
             assert await b.check(now + 30 * 10**9, presence={}) == [], "present through a"
+            changed = await b.refresh_asset_status(now + 30 * 10**9, presence={})
+            assert {s.asset: (s.link, s.link_reason) for s in changed}["ahu-1"] == (
+                "degraded", "gateway gw-a disconnected 30 s ago"), "gone for less than the limit: degraded"
             (offline,) = await b.check(now + 120 * 10**9, presence={})  # a said nothing since: it is gone
             assert (offline.rule, offline.asset) == ("agent_offline", "gw-a")
             changed = await b.refresh_asset_status(now + 120 * 10**9, presence={})
