@@ -706,9 +706,9 @@ class FleetTwin:
         link: the gateway's stream (gone past the agent_offline limit: offline; gone for less:
         degraded, as a reconnect or a restart may be under way) and, while it is there, the state the
         agent reports for the asset (online, degraded: some points BAD or silent, offline: none
-        delivering). condition: see
-        collector/condition.py. `presence` as for `check` (recorded there first when given). Of several
-        collectors, the one that holds the `asset-status` lock refreshes; the others return [].
+        delivering). condition: see collector/condition.py. `presence` as for `check` (recorded there
+        first when given). Of several collectors, the one that holds the `asset-status` lock refreshes;
+        the others return [].
         """
         now = now_ns if now_ns is not None else time.time_ns()
         limits = [r.offline_after_s for r in self.rules if isinstance(r, AgentOfflineRule)]
