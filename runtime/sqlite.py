@@ -14,6 +14,7 @@ change work orders with `twin-collector work-orders`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import Callable
@@ -24,11 +25,28 @@ import aiosqlite
 
 from runtime.schema import DatabaseSchema, SchemaPart
 
-__all__ = ["open_database", "run_on_connection"]
+__all__ = ["connect", "open_database", "run_on_connection"]
 
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
+THREAD_JOIN_TIMEOUT_S = 5.0
+
+
+async def connect(database: str | Path, **kwargs: object) -> aiosqlite.Connection:
+    """`aiosqlite.connect`, but a connection that fails to open lets its worker thread finish first.
+
+    When opening fails (a missing or unreadable file), aiosqlite stops its worker thread with a
+    future nobody awaits; if the event loop closes before the thread gets to it (a short-lived
+    loop, as in a metrics scrape), the thread dies with "Event loop is closed" (aiosqlite issue
+    #241). Joining the thread here, as zigpy and others do, ends it while the loop still runs.
+    """
+    conn = aiosqlite.connect(database, **kwargs)  # type: ignore[arg-type]
+    try:
+        return await conn
+    except BaseException:
+        await asyncio.shield(asyncio.to_thread(conn._thread.join, THREAD_JOIN_TIMEOUT_S))
+        raise
 
 
 async def open_database(path: Path, schema: DatabaseSchema | str, *, autocommit: bool = False,
@@ -43,7 +61,7 @@ async def open_database(path: Path, schema: DatabaseSchema | str, *, autocommit:
     if isinstance(schema, str):
         schema = DatabaseSchema(path.name, [SchemaPart(path.stem, schema)])
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path, isolation_level=None if autocommit else "DEFERRED")
+    db = await connect(path, isolation_level=None if autocommit else "DEFERRED")
     try:
         apply_umask(path)  # before WAL: SQLite gives the -wal and -shm files the database's mode
         await db.execute("PRAGMA journal_mode=WAL")

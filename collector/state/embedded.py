@@ -21,7 +21,7 @@ import aiosqlite
 from collector.state.database import StateConnection
 from collector.state.dialect import SQLITE
 from runtime.schema import DatabaseSchema
-from runtime.sqlite import BUSY_TIMEOUT_MS, open_database, run_on_connection
+from runtime.sqlite import BUSY_TIMEOUT_MS, connect, open_database, run_on_connection
 
 __all__ = ["SqliteConnection", "SqliteState"]
 
@@ -123,8 +123,7 @@ class SqliteState:
         """Open the file, creating or migrating its tables (runtime/schema.py, one transaction).
         Read-only: the file must exist; nothing is created or changed."""
         if self.read_only:
-            self._db = await aiosqlite.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                               isolation_level=None)
+            self._db = await connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
             await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             return
         self._db = await open_database(self.path, self.schema, autocommit=True)
