@@ -71,7 +71,7 @@ proto: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-bench: $(STAMP)
+bench: $(STAMP) debian-packages
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # The Debian package: the application in its own venv under /opt/facility-twin, units, configs,
