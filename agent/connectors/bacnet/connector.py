@@ -44,6 +44,7 @@ from agent.connectors.bacnet.link import (
 )
 from agent.connectors.base import ConnectorStats, Emit, SpecListener
 from agent.connectors.health import PeerHealth
+from agent.connectors.periodic import first_due
 from agent.model import PointSpec, Quality, Reading, now_ns
 from runtime.cancellation import cancel_and_wait, raise_if_cancelling
 from runtime.errors import DecodeError, SourceError
@@ -181,8 +182,8 @@ class BacnetConnector:
     # -- the device loop -------------------------------------------------------------------------
 
     async def _device_loop(self, link: BacnetLink, device: _Device, emit: Emit) -> None:
-        await asyncio.sleep(self._rng.uniform(0, 0.1 * self.config.poll_interval_s))  # spread the first requests
-        due = time.monotonic()
+        due = first_due(self._rng, self.config.poll_interval_s)  # the first requests spread, by at most 1 s
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
         while True:
             raise_if_cancelling()
             delay = self.config.poll_interval_s

@@ -14,7 +14,6 @@ import logging
 import math
 import random
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ import aiohttp
 
 from agent.connectors.base import ConnectorStats, Emit
 from agent.connectors.health import PeerHealth
+from agent.connectors.periodic import first_due, run_periodic
 from agent.connectors.prometheus.codec import (
     DEFAULT_FUNCTION,
     Family,
@@ -151,22 +151,16 @@ class PrometheusConnector:
 
     async def _scrape_loop(self, scraper: Scraper, target: PrometheusTarget, emit: Emit) -> None:
         interval = self.config.interval_for(target)
-        due = time.monotonic() + self._rng.uniform(0, 0.1 * interval)  # spread the first scrapes
-        while True:
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            try:
-                await self._scrape(scraper, target, emit)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug or a surprise: count it, log it now and then, keep scraping
-                self.stats.errors += 1
-                if self._rate_log.warning(f"crash:{target.name}", f"{self.name}/{target.name}: scrape cycle failed"):
-                    log.exception("%s/%s: scrape cycle failed", self.name, target.name)
-            due += interval
-            if due < time.monotonic():  # a slow scrape: skip the missed slots, never burst
-                due = time.monotonic() + interval
+
+        def crashed() -> None:  # a bug or a surprise: count it, log it now and then, keep scraping
+            self.stats.errors += 1
+            if self._rate_log.warning(f"crash:{target.name}", f"{self.name}/{target.name}: scrape cycle failed"):
+                log.exception("%s/%s: scrape cycle failed", self.name, target.name)
+
+        async def scrape() -> None:
+            await self._scrape(scraper, target, emit)
+
+        await run_periodic(scrape, interval, first_due(self._rng, interval), crashed)
 
     async def _scrape(self, scraper: Scraper, target: PrometheusTarget, emit: Emit) -> None:
         health = self._health[target.name]

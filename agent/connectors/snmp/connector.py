@@ -22,6 +22,7 @@ from typing import Any
 
 from agent.connectors.base import ConnectorStats, Emit
 from agent.connectors.health import PeerHealth
+from agent.connectors.periodic import first_due, run_periodic
 from agent.connectors.snmp.codec import (
     ABSENT,
     COUNTER_BITS,
@@ -234,23 +235,15 @@ class SnmpConnector:
     # -- polling ---------------------------------------------------------------------------------
 
     async def _poll_loop(self, device: _Device, emit: Emit) -> None:
-        due = time.monotonic() + self._rng.uniform(0, 0.1 * device.interval_s)  # spread the first polls
-        while True:
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            delay = device.interval_s
-            try:
-                delay = await self._poll(device, emit)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug or a surprise: count it, log it now and then, keep polling
-                self.stats.errors += 1
-                if self._rate_log.warning(f"crash:{device.name}", f"{self.name}/{device.name}: poll cycle failed"):
-                    log.exception("%s/%s: poll cycle failed", self.name, device.name)
-            due += delay
-            if due < time.monotonic():  # a slow poll: skip the missed slots, never burst
-                due = time.monotonic() + delay
+        def crashed() -> None:  # a bug or a surprise: count it, log it now and then, keep polling
+            self.stats.errors += 1
+            if self._rate_log.warning(f"crash:{device.name}", f"{self.name}/{device.name}: poll cycle failed"):
+                log.exception("%s/%s: poll cycle failed", self.name, device.name)
+
+        async def poll() -> float:
+            return await self._poll(device, emit)
+
+        await run_periodic(poll, device.interval_s, first_due(self._rng, device.interval_s), crashed)
 
     async def _poll(self, device: _Device, emit: Emit) -> float:
         """One poll of one device; returns the delay before the next (the interval, or the backoff)."""
