@@ -123,28 +123,76 @@ def _single(spectrum: np.ndarray) -> np.ndarray:
 
 
 def _level_kurtosis(spectrum: np.ndarray, level: KurtogramLevel) -> np.ndarray:
-    """SK of every band of one level; single precision (numpy >= 2 FFTs keep it), ample for ranking.
+    """SK of every band of one level (`_levels_kurtosis` for a single level)."""
+    return _levels_kurtosis(spectrum, (level,))[0]
 
-    `spectrum` should already be complex64 (`_single`), or every level casts it again.
+
+@dataclass(frozen=True, slots=True)
+class _LevelsLayout:
+    """For levels of given (bands, width): each band's first element in its level's flat buffer."""
+
+    band_starts: tuple[np.ndarray, ...]  # per level
+    band_widths: np.ndarray  # float64 width of every band, all levels in order
+    largest: int  # elements of the largest level
+
+
+@functools.lru_cache(maxsize=64)
+def _levels_layout(shapes: tuple[tuple[int, int], ...]) -> _LevelsLayout:
+    """Layout for levels of (bands, width) `shapes` (cached: an agent sees few block sizes)."""
+    starts = tuple(width * np.arange(count, dtype=np.intp) for count, width in shapes)
+    widths = np.concatenate([np.full(count, float(width)) for count, width in shapes])
+    return _LevelsLayout(starts, widths, max(count * width for count, width in shapes))
+
+
+def _levels_kurtosis(spectrum: np.ndarray, levels: tuple[KurtogramLevel, ...]) -> list[np.ndarray]:
+    """SK of every band of each level; single precision (numpy >= 2 FFTs keep it), ample for ranking.
+
+    The levels take turns in one set of buffers (each level while it is in cache): its tapered
+    bands are written in, inverse transformed in place (one batched FFT per level), and the sums of
+    every band's power and squared power (double precision) taken with one `reduceat` each; the
+    kurtosis of all bands is then one pass. Few numpy calls per level, no per-level allocations.
+    `spectrum` should already be complex64 (`_single`).
     """
-    spectrum = spectrum.astype(np.complex64, copy=False)
-    bands = np.empty((len(level.starts), level.width), dtype=np.complex64)
+    if not levels:
+        return []
+    layout = _levels_layout(tuple((len(level.starts), level.width) for level in levels))
+    spectrum = np.ascontiguousarray(spectrum, dtype=np.complex64)
+    buffer = np.empty(layout.largest, dtype=np.complex64)
+    power = np.empty(layout.largest, dtype=np.float32)
+    wide = np.empty(layout.largest, dtype=np.float64)
+    sums = np.empty(len(layout.band_widths))
+    squares = np.empty(len(layout.band_widths))
     step = spectrum.strides[0]
-    grid = np.lib.stride_tricks.as_strided(spectrum, shape=(level.on_grid, level.width),
-                                           strides=(level.hop * step, step), writeable=False)
-    np.multiply(grid, level.taper, out=bands[: level.on_grid])
-    for row, start in enumerate(level.starts[level.on_grid:], start=level.on_grid):
-        np.multiply(spectrum[start:start + level.width], level.taper, out=bands[row])
-    c = np.fft.ifft(bands, axis=1)
-    power = c.real * c.real
-    power += c.imag * c.imag
-    mean = power.mean(axis=1, dtype=np.float64)
-    fourth = np.einsum("ij,ij->i", power, power, dtype=np.float64) / power.shape[1]
+    first = 0
+    for level, starts in zip(levels, layout.band_starts, strict=True):
+        count, width = len(level.starts), level.width
+        size = count * width
+        bands = buffer[:size].reshape(count, width)
+        # the bands on the hop grid are a strided view of the spectrum (np.ndarray: no copy, no checks)
+        grid = np.ndarray((level.on_grid, width), np.complex64, spectrum, 0, (level.hop * step, step))
+        np.multiply(grid, level.taper, out=bands[: level.on_grid])
+        for row in range(level.on_grid, count):
+            start = int(level.starts[row])
+            np.multiply(spectrum[start:start + width], level.taper, out=bands[row])
+        np.fft.ifft(bands, axis=1, out=bands)
+        c = buffer[:size]
+        p = power[:size]
+        np.multiply(c.real, c.real, out=p)
+        p += c.imag * c.imag
+        w = wide[:size]
+        w[:] = p
+        np.add.reduceat(w, starts, out=sums[first:first + count])
+        np.multiply(w, w, out=w)
+        np.add.reduceat(w, starts, out=squares[first:first + count])
+        first += count
+    mean = sums / layout.band_widths
+    fourth = squares / layout.band_widths
     sk = np.full(len(mean), -np.inf)  # a band without power cannot be chosen
     live = mean > 0
     np.divide(fourth, mean**2, out=sk, where=live)
     np.subtract(sk, 2.0, out=sk, where=live)
-    return sk
+    bounds = np.cumsum([len(level.starts) for level in levels])[:-1]
+    return np.split(sk, bounds)
 
 
 def kurtogram(spectrum: np.ndarray, df: float) -> list[tuple[float, float, np.ndarray]]:
@@ -153,10 +201,10 @@ def kurtogram(spectrum: np.ndarray, df: float) -> list[tuple[float, float, np.nd
     For display: each entry is (band width in Hz, hop in Hz between band starts, SK array).
     """
     out = []
-    single = _single(spectrum)
-    for level in kurtogram_levels(len(spectrum)):
+    levels = kurtogram_levels(len(spectrum))
+    for level, sk in zip(levels, _levels_kurtosis(_single(spectrum), levels), strict=True):
         hop = float(level.starts[1] - level.starts[0]) * df if len(level.starts) > 1 else 0.0
-        out.append((level.width * df, hop, _level_kurtosis(single, level)))
+        out.append((level.width * df, hop, sk))
     return out
 
 
@@ -172,13 +220,15 @@ def select_band(
     """
     best: Band | None = None
     single = _single(spectrum)
+    chosen = []
     for level in kurtogram_levels(len(spectrum)):
         if level.width * df < min_width_hz:
             continue
         allowed = level.starts * df >= min_low_hz
-        if not allowed.any():
-            continue
-        sk = _level_kurtosis(single, level)
+        if allowed.any():
+            chosen.append((level, allowed))
+    levels = tuple(level for level, _ in chosen)
+    for (level, allowed), sk in zip(chosen, _levels_kurtosis(single, levels), strict=True):
         if not allowed.all():
             sk = np.where(allowed, sk, -np.inf)
         i = int(np.argmax(sk))
@@ -206,7 +256,6 @@ def candidate_kurtosis(spectrum: np.ndarray, df: float, min_width_hz: float) -> 
 
     The first maximum of this array is the band `select_band` picks for the same width floor.
     """
-    single = _single(spectrum)
-    parts = [_level_kurtosis(single, level) for level in kurtogram_levels(len(spectrum))
-             if level.width * df >= min_width_hz]
+    levels = tuple(level for level in kurtogram_levels(len(spectrum)) if level.width * df >= min_width_hz)
+    parts = _levels_kurtosis(_single(spectrum), levels)
     return np.concatenate(parts) if parts else np.zeros(0)
