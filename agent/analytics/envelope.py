@@ -62,6 +62,7 @@ SHAFT_GUARD_BINS = 2  # bins either side of a present shaft harmonic (its Hann m
 SHAFT_PRESENT_DB = SIGNIFICANT_DB / 2  # weaker shaft harmonics cannot fake a significant line
 SHAFT_REFINE_HARMONICS = 4  # harmonics used to pin down the actual shaft rate
 _EPS = 1e-300
+CONVERSION_MARGIN_DB = 3.0  # heights below -3 dB are not converted to single-block equivalents (`_heights`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +278,7 @@ def _local_medians(amps: np.ndarray, df: float, freqs: np.ndarray, background_hz
 def _heights(amps: np.ndarray, df: float, blocks: int, freqs: np.ndarray, background: np.ndarray,
              excludes: np.ndarray | None, usable: np.ndarray | bool = True) -> np.ndarray:
     """(spectra, candidates, lines): height in dB of each spectrum at `freqs` (candidates x lines)
-    over its `background` (spectra x lines).
+    over its `background` (spectra x lines); only the positive part of a height is meaningful.
 
     The amplitude is the maximum of the nearest three bins (it absorbs the Hann window's
     scalloping). 0 where a line cannot count: nearer 0 Hz than MIN_LINE_BINS, past the spectrum,
@@ -288,14 +289,18 @@ def _heights(amps: np.ndarray, df: float, blocks: int, freqs: np.ndarray, backgr
     top = length - 2
     idx = np.rint(freqs / df).astype(np.intp)
     valid = ((idx >= MIN_LINE_BINS) & (idx <= top) & usable)[None] & np.isfinite(background)[:, None, :]
-    idx = np.clip(idx, 1, max(top, 1))
+    idx = np.minimum(np.maximum(idx, 1), max(top, 1))  # np.clip, without its wrapper's overhead
     if excludes is not None:
         valid &= ~excludes[:, idx]
     peak = np.maximum(np.maximum(amps[:, idx - 1], amps[:, idx]), amps[:, np.minimum(idx + 1, length - 1)])
     with np.errstate(divide="ignore"):
         snr = 20 * np.log10(np.maximum(peak, _EPS) / np.maximum(background, _EPS)[:, None, :])
     if blocks > 1:
-        snr = single_block_equivalent_db(snr, blocks)
+        # Only what callers read is converted: they keep the positive part, and the conversion maps
+        # a height at or below 0 dB (the median) to 0 dB or less. Converted element by element, each
+        # value is what converting the whole array gives; the margin keeps rounding near 0 dB out.
+        wanted = valid & (snr > -CONVERSION_MARGIN_DB)
+        snr[wanted] = single_block_equivalent_db(snr[wanted], blocks)
     return np.where(valid, snr, 0.0)
 
 
@@ -331,6 +336,8 @@ def search_families(
     offsets = np.array([line.offset_hz for lines in specs for line in lines], dtype=np.float64)
     steps_order = [max(max(abs(line.order) for line in lines), 1.0) for lines in specs]
     family_of_line = np.repeat(np.arange(len(names)), counts)
+    line_starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    line_index = np.arange(len(orders))
     nominal = orders * bases[family_of_line] + offsets
     results: list[dict[str, FamilyEvidence]] = [{} for _ in spectra]
     for (_, df, blocks), members in _alike(spectra).items():
@@ -353,20 +360,23 @@ def search_families(
                                       for mask in masks])
         snr = _heights(amps, df, blocks, freqs, _local_medians(amps, df, nominal, background_hz), stacked_masks,
                        ~padded)
-        positive = np.maximum(snr, 0)
-        start = 0
-        for i, (name, lines) in enumerate(zip(names, specs, strict=True)):
-            cols = slice(start, start + len(lines))
-            start += len(lines)
-            best = np.argmax(positive[:, :n_candidates[i], cols].sum(axis=2), axis=1)
-            for row, member in enumerate(members):
-                b = int(best[row])
-                heights = snr[row, b, cols]
-                at = freqs[b, cols]
-                evidence = tuple(LineEvidence(line.label, float(at[j]), round(float(max(heights[j], 0.0)), 2))
+        # each family's best candidate: the summed positive heights of its lines (one reduceat for all
+        # families; padded candidates sum to 0 after every real one, so argmax never picks them)
+        totals = np.add.reduceat(np.maximum(snr, 0), line_starts, axis=2)
+        best = np.argmax(totals, axis=1)  # members x families
+        at = best[:, family_of_line]  # members x lines: the candidate each line is read at
+        heights = snr[np.arange(len(members))[:, None], at, line_index[None, :]].tolist()
+        hz = freqs[at, line_index[None, :]].tolist()
+        base_hz = candidates[np.arange(len(names))[None, :], best].tolist()
+        firsts = line_starts.tolist()
+        for row, member in enumerate(members):
+            line_heights, line_hz = heights[row], hz[row]
+            for i, (name, lines) in enumerate(zip(names, specs, strict=True)):
+                first = firsts[i]
+                evidence = tuple(LineEvidence(line.label, line_hz[first + j],
+                                              round(max(line_heights[first + j], 0.0), 2))
                                  for j, line in enumerate(lines))
-                results[member][name] = FamilyEvidence(name, float(candidates[i, b]), evidence,
-                                                       spectra[member].label)
+                results[member][name] = FamilyEvidence(name, base_hz[row][i], evidence, spectra[member].label)
     return results
 
 

@@ -220,7 +220,7 @@ def _lines_rms(power: np.ndarray, weight: np.ndarray, df: float, hz: np.ndarray,
     right = np.arange(4, 4 + BACKGROUND_BINS)
     around = peak[:, None] + np.concatenate((left, right))[None, :]
     usable = (around >= np.maximum(peak - 3 - BACKGROUND_BINS, 1)[:, None]) & (around < len(power))
-    values = np.where(usable, weighted[np.clip(around, 0, len(weighted) - 1)], np.inf)
+    values = np.where(usable, weighted[np.minimum(np.maximum(around, 0), len(weighted) - 1)], np.inf)
     values.sort(axis=1)
     count = usable.sum(axis=1)
     at = np.arange(len(rows))
@@ -247,7 +247,12 @@ def _line_rms(power: np.ndarray, weight: np.ndarray, df: float, hz: float, searc
     lobe = float(np.sum(power[peak - 2:peak + 3] * weight[peak - 2:peak + 3]))
     around = np.concatenate((np.arange(max(peak - 3 - BACKGROUND_BINS, 1), peak - 3),
                              np.arange(peak + 4, min(peak + 4 + BACKGROUND_BINS, len(power)))))
-    background = 5 * float(np.median(power[around] * weight[around])) / math.log(2) if len(around) else 0.0
+    background = 0.0
+    if len(around):  # the median, as numpy.median takes it, from one sort of at most 2 x BACKGROUND_BINS values
+        values = np.sort(power[around] * weight[around])
+        middle = len(values) // 2
+        median = float(values[middle]) if len(values) % 2 else float((values[middle - 1] + values[middle]) / 2)
+        background = 5 * median / math.log(2)
     return math.sqrt(lobe), lobe >= MECHANICAL_LINE_RATIO * background
 
 

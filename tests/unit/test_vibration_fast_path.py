@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.analytics.envelope import MIN_BACKGROUND_BINS, _local_medians
-from agent.analytics.vibration import _line_rms, _lines_rms, _plan
+from agent.analytics.envelope import MIN_BACKGROUND_BINS, _heights, _local_medians, single_block_equivalent_db
+from agent.analytics.kurtogram import KurtogramLevel, _levels_kurtosis, _single, kurtogram_levels
+from agent.analytics.vibration import BACKGROUND_BINS, MECHANICAL_LINE_RATIO, _line_rms, _lines_rms, _plan
 from tests.unit.vibration_reference_signals import EXPECTED, indicators
 
 RECORDED: dict[str, Any] = json.loads(EXPECTED.read_text(encoding="utf-8"))
@@ -48,6 +49,76 @@ def test_indicators_are_unchanged(computed: dict[str, Any], case: str) -> None:
 
 
 # --- the vectorised pieces against one-at-a-time references --------------------------------------------------
+
+
+def _line_rms_reference(power: np.ndarray, weight: np.ndarray, df: float, hz: float, search_hz: float
+                        ) -> tuple[float, bool]:
+    """One line, straightforwardly: the background is numpy.median of the bins beside the main lobe."""
+    if hz <= 0:
+        return 0.0, False
+    centre = round(hz / df)
+    reach = max(math.ceil(search_hz / df), 1)
+    lo, hi = max(centre - reach, 2), min(centre + reach + 1, len(power) - 2)
+    if hi <= lo:
+        return 0.0, False
+    peak = lo + int(np.argmax(power[lo:hi] * weight[lo:hi]))
+    lobe = float(np.sum(power[peak - 2:peak + 3] * weight[peak - 2:peak + 3]))
+    around = [i for i in range(peak - 3 - BACKGROUND_BINS, peak + 4 + BACKGROUND_BINS)
+              if abs(i - peak) >= 4 and 1 <= i < len(power)]
+    background = 5 * float(np.median(power[around] * weight[around])) / math.log(2) if around else 0.0
+    return math.sqrt(lobe), lobe >= MECHANICAL_LINE_RATIO * background
+
+
+def test_line_rms_equals_the_reference() -> None:
+    rng = np.random.default_rng(4)
+    plan = _plan(8192, 12800.0)
+    for trial in range(200):
+        power = rng.exponential(1.0, len(plan.freqs)) * (1 + 50 * (rng.random(len(plan.freqs)) > 0.995))
+        hz = float(rng.choice([rng.uniform(-5, 6400), 0.0, 3.0, 6398.0, 6400.0, rng.uniform(0, 30)]))
+        search = float(rng.uniform(0.1, 20))
+        assert _line_rms(power, plan.velocity_weight, plan.df, hz, search) == _line_rms_reference(
+            power, plan.velocity_weight, plan.df, hz, search), (trial, hz, search)
+
+
+def _level_kurtosis_reference(spectrum: np.ndarray, level: KurtogramLevel) -> np.ndarray:
+    """Spectral kurtosis of one level's bands, one band at a time."""
+    single = spectrum.astype(np.complex64)
+    out = []
+    for start in level.starts:
+        c = np.fft.ifft(single[start:start + level.width] * level.taper)
+        power = (c.real * c.real + c.imag * c.imag).astype(np.float64)
+        mean = power.mean()
+        out.append(np.mean(power * power) / mean**2 - 2.0 if mean > 0 else -np.inf)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("n", [1000, 8192, 12000])
+def test_kurtogram_levels_at_once_equal_one_band_at_a_time(n: int) -> None:
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n) * (1 + 20 * (rng.random(n) > 0.99))
+    spectrum = np.fft.rfft(x)
+    spectrum[len(spectrum) // 3:len(spectrum) // 3 + 200] = 0  # bands without power cannot be chosen
+    levels = kurtogram_levels(len(spectrum))
+    for chosen in (levels, levels[2:4], levels[-1:]):
+        got = _levels_kurtosis(_single(spectrum), chosen)
+        assert len(got) == len(chosen)
+        for sk, level in zip(got, chosen, strict=True):
+            np.testing.assert_allclose(sk, _level_kurtosis_reference(spectrum, level), rtol=1e-9)
+
+
+def test_averaged_heights_convert_what_callers_read() -> None:
+    """Converting only heights above -3 dB gives the positive part that converting all of them gives."""
+    rng = np.random.default_rng(8)
+    df = 0.5
+    amps = rng.exponential(1.0, (2, 600)) ** 2 * (1 + 30 * (rng.random((2, 600)) > 0.98))
+    freqs = rng.uniform(-5, 320, (30, 12))
+    background = _local_medians(amps, df, freqs[0], 10.0)
+    excludes = rng.random((2, 600)) > 0.9
+    usable = rng.random((30, 12)) > 0.1
+    single = _heights(amps, df, 1, freqs, background, excludes, usable)
+    every = np.where(single != 0, np.maximum(single_block_equivalent_db(single, 8), 0.0), 0.0)
+    assert (single > 0).any() and (single < -3).any()
+    np.testing.assert_array_equal(np.maximum(_heights(amps, df, 8, freqs, background, excludes, usable), 0.0), every)
 
 
 def test_lines_rms_at_once_equals_one_line_at_a_time() -> None:
