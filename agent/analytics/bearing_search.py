@@ -29,7 +29,7 @@ from agent.analytics.envelope import (
     band_envelope_spectrum,
     search_families,
     shaft_harmonic_masks,
-    shaft_lines,
+    shaft_lines_of,
     whitened_envelope_spectrum,
 )
 from agent.analytics.kurtogram import Band, select_band
@@ -179,7 +179,7 @@ def findings_from_spectra(band: Band, spectra: tuple[EnvelopeSpectrum, ...], sec
     """
     shaft_hz = fr
     if refine_speed and fr * seconds >= MIN_REVOLUTIONS_TO_REFINE:
-        shafts = [shaft_lines(es, fr, tolerance=SPEED_TOLERANCE, background_hz=0.5 * fr) for es in spectra]
+        shafts = shaft_lines_of(spectra, fr, tolerance=SPEED_TOLERANCE, background_hz=0.5 * fr)
         clearest = max(shafts, key=lambda ev: (_significant_lines(ev), ev.strength_db))
         if _significant_lines(clearest) >= 2:
             shaft_hz = clearest.base_hz

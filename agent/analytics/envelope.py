@@ -51,6 +51,7 @@ __all__ = [
     "shaft_harmonic_mask",
     "shaft_harmonic_masks",
     "shaft_lines",
+    "shaft_lines_of",
     "single_block_equivalent_db",
     "whitened_envelope_spectrum",
 ]
@@ -429,9 +430,23 @@ def shaft_lines(es: EnvelopeSpectrum, shaft_hz: float, *, tolerance: float,
     lines pull the estimate. `base_hz` is the refined rate; each line's height says whether the
     shaft modulates the envelope at all (if not, `base_hz` means nothing).
     """
-    count = min(int((len(es.amplitude) - 2) * es.df / (shaft_hz * (1 + tolerance))), SHAFT_REFINE_HARMONICS)
-    lines = [LineSpec(k, 0.0, f"{k}x") for k in range(1, max(count, 1) + 1)]
-    return measure_family(es, "shaft", shaft_hz, lines, tolerance=tolerance, background_hz=background_hz)
+    return shaft_lines_of([es], shaft_hz, tolerance=tolerance, background_hz=background_hz)[0]
+
+
+def shaft_lines_of(spectra: Sequence[EnvelopeSpectrum], shaft_hz: float, *, tolerance: float,
+                   background_hz: float) -> list[FamilyEvidence]:
+    """`shaft_lines` of each spectrum; spectra with the same harmonics are searched in one pass."""
+    by_lines: dict[tuple[LineSpec, ...], list[int]] = {}
+    for i, es in enumerate(spectra):
+        count = min(int((len(es.amplitude) - 2) * es.df / (shaft_hz * (1 + tolerance))), SHAFT_REFINE_HARMONICS)
+        lines = tuple(LineSpec(k, 0.0, f"{k}x") for k in range(1, max(count, 1) + 1))
+        by_lines.setdefault(lines, []).append(i)
+    out: dict[int, FamilyEvidence] = {}
+    for lines, members in by_lines.items():
+        found = search_families([spectra[i] for i in members], {"shaft": (shaft_hz, lines)}, tolerance=tolerance,
+                                background_hz=background_hz)
+        out.update((i, result["shaft"]) for i, result in zip(members, found, strict=True))
+    return [out[i] for i in range(len(spectra))]
 
 
 def shaft_harmonic_masks(spectra: Sequence[EnvelopeSpectrum], shaft_hz: float, *,

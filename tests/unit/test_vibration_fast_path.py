@@ -17,7 +17,15 @@ import pytest
 
 from agent.analytics.envelope import MIN_BACKGROUND_BINS, _heights, _local_medians, single_block_equivalent_db
 from agent.analytics.kurtogram import KurtogramLevel, _levels_kurtosis, _single, kurtogram_levels
-from agent.analytics.vibration import BACKGROUND_BINS, MECHANICAL_LINE_RATIO, _line_rms, _lines_rms, _plan
+from agent.analytics.vibration import (
+    BACKGROUND_BINS,
+    MECHANICAL_LINE_RATIO,
+    _line_rms,
+    _lines_rms,
+    _plan,
+    _shaft_heights,
+    estimate_shaft_hz,
+)
 from tests.unit.vibration_reference_signals import EXPECTED, indicators
 
 RECORDED: dict[str, Any] = json.loads(EXPECTED.read_text(encoding="utf-8"))
@@ -150,3 +158,27 @@ def test_local_medians_equal_a_window_by_window_median() -> None:
             else:
                 window = np.sort(amps[s, lo:hi])
                 assert got[s, j] == window[(hi - lo) // 2]  # the upper median for an even width
+
+
+def _local_height_reference(power: np.ndarray, df: float, search_hz: tuple[float, float], harmonics: int
+                            ) -> np.ndarray:
+    """The log-spectrum's height over its running median (numpy.median of each window), as estimate_shaft_hz uses."""
+    top_hz = min(search_hz[1] * harmonics * 1.05, (len(power) - 3) * df)
+    spec = np.log(np.maximum(power[:int(top_hz / df) + 3], 1e-300))
+    half = max(round(search_hz[0] / 2 / df), 3)
+    padded = np.pad(spec, half, mode="edge")
+    return np.maximum(spec - np.array([np.median(padded[i:i + 2 * half + 1]) for i in range(len(spec))]), 0.0)
+
+
+@pytest.mark.parametrize("n", [8192, 65536])
+def test_shaft_estimate_uses_the_running_median(n: int) -> None:
+    rng = np.random.default_rng(n)
+    plan = _plan(n, 12800.0)
+    power = rng.exponential(1.0, len(plan.freqs))
+    for k in range(1, 9):
+        power[round(k * 23.7 / plan.df)] += 400.0
+    height = _local_height_reference(power, plan.df, (5.0, 100.0), 8)
+    assert estimate_shaft_hz(power, plan.df) == pytest.approx(23.7, abs=plan.df)
+    # the estimate's own running median, reproduced from the height it scores
+    spec = np.log(np.maximum(power[:len(height)], 1e-300))
+    np.testing.assert_array_equal(_shaft_heights(spec, max(round(2.5 / plan.df), 3)), height)
