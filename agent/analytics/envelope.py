@@ -179,13 +179,50 @@ def _ses(power: np.ndarray, df: float, low_hz: float, high_hz: float, kurtosis: 
                             label)
 
 
+@functools.lru_cache(maxsize=64)
+def _log_factorials(blocks: int) -> tuple[float, ...]:
+    return tuple(math.lgamma(k + 1.0) for k in range(blocks))
+
+
+def _pairwise_sum(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Elementwise sum of `parts` in the order numpy's pairwise summation adds a row of that many terms.
+
+    (Sequential below 8 terms, else 8 running sums joined as a tree.) So the result is exactly
+    what `np.stack(parts, axis=-1).sum(axis=-1)` gives, without a reduction over a short inner axis.
+    """
+    if len(parts) < 8:
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return total
+    tail = len(parts) % 8
+    acc = list(parts[:8])
+    for i in range(8, len(parts) - tail, 8):
+        for j in range(8):
+            acc[j] = acc[j] + parts[i + j]
+    total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    for part in parts[len(parts) - tail:]:
+        total = total + part
+    return total
+
+
 def _log_tail(y: np.ndarray, blocks: int) -> np.ndarray:
-    """ln P(Gamma(blocks, 1) > y): ln(exp(-y) sum_{k<blocks} y^k / k!), closed form for an integer shape."""
-    k = np.arange(blocks)
-    log_factorial = np.array([math.lgamma(i + 1.0) for i in k])
-    terms = k * np.log(np.maximum(y, 1e-300))[..., None] - log_factorial
-    top = terms.max(axis=-1)
-    return -y + top + np.log(np.exp(terms - top[..., None]).sum(axis=-1))
+    """ln P(Gamma(blocks, 1) > y): ln(exp(-y) sum_{k<blocks} y^k / k!), closed form for an integer shape.
+
+    The sum is taken as a log-sum-exp over the terms k ln y - ln k!, one array per term (numpy's
+    reductions over a short last axis cost several times more than these elementwise passes).
+    """
+    if blocks > 128:  # beyond one block of numpy's pairwise summation: its order is not reproduced here
+        k = np.arange(blocks)
+        terms = k * np.log(np.maximum(y, 1e-300))[..., None] - np.array(_log_factorials(blocks))
+        top = terms.max(axis=-1)
+        return -y + top + np.log(np.exp(terms - top[..., None]).sum(axis=-1))
+    log_y = np.log(np.maximum(y, 1e-300))
+    terms = [k * log_y - log_factorial for k, log_factorial in enumerate(_log_factorials(blocks))]
+    top = terms[0]
+    for term in terms[1:]:
+        top = np.maximum(top, term)
+    return -y + top + np.log(_pairwise_sum([np.exp(term - top) for term in terms]))
 
 
 @functools.lru_cache(maxsize=64)

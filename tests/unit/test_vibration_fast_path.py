@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.analytics.envelope import MIN_BACKGROUND_BINS, _heights, _local_medians, single_block_equivalent_db
+from agent.analytics.envelope import (
+    MIN_BACKGROUND_BINS,
+    _heights,
+    _local_medians,
+    _log_tail,
+    single_block_equivalent_db,
+)
 from agent.analytics.kurtogram import KurtogramLevel, _levels_kurtosis, _single, kurtogram_levels
 from agent.analytics.vibration import (
     BACKGROUND_BINS,
@@ -182,3 +188,20 @@ def test_shaft_estimate_uses_the_running_median(n: int) -> None:
     # the estimate's own running median, reproduced from the height it scores
     spec = np.log(np.maximum(power[:len(height)], 1e-300))
     np.testing.assert_array_equal(_shaft_heights(spec, max(round(2.5 / plan.df), 3)), height)
+
+
+def _log_tail_reference(y: np.ndarray, blocks: int) -> np.ndarray:
+    """ln P(Gamma(blocks) > y) as one log-sum-exp over a (..., blocks) array of terms."""
+    k = np.arange(blocks)
+    terms = k * np.log(np.maximum(y, 1e-300))[..., None] - np.array([math.lgamma(i + 1.0) for i in k])
+    top = terms.max(axis=-1)
+    return -y + top + np.log(np.exp(terms - top[..., None]).sum(axis=-1))
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3, 7, 8, 9, 16, 17, 130])
+def test_gamma_tail_term_by_term_equals_the_log_sum_exp(blocks: int) -> None:
+    rng = np.random.default_rng(blocks)
+    y = 10 ** rng.uniform(-4, 21, (3, 500))
+    np.testing.assert_allclose(_log_tail(y, blocks), _log_tail_reference(y, blocks), rtol=1e-13)
+    assert float(_log_tail(np.array(2.5), blocks)) == pytest.approx(float(_log_tail_reference(np.array(2.5), blocks)),
+                                                                    rel=1e-13)
