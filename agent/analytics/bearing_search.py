@@ -28,7 +28,6 @@ from agent.analytics.envelope import (
     LineSpec,
     band_envelope_spectrum,
     search_families,
-    shaft_harmonic_masks,
     shaft_lines_of,
     whitened_envelope_spectrum,
 )
@@ -184,9 +183,8 @@ def findings_from_spectra(band: Band, spectra: tuple[EnvelopeSpectrum, ...], sec
         if _significant_lines(clearest) >= 2:
             shaft_hz = clearest.base_hz
     families = defect_families(defects, shaft_hz)
-    masks = shaft_harmonic_masks(spectra, shaft_hz, background_hz=0.5 * shaft_hz)
     per_spectrum = search_families(spectra, families, tolerance=tolerance, background_hz=0.5 * shaft_hz,
-                                   excludes=masks)
+                                   shaft_hz=shaft_hz)
     measured = {fault: max((found[fault] for found in per_spectrum), key=lambda ev: (ev.present, ev.strength_db))
                 for fault in families}
     return BearingFindings(band, spectra, measured, shaft_hz, tuple(per_spectrum))

@@ -330,7 +330,11 @@ def _heights(amps: np.ndarray, df: float, blocks: int, freqs: np.ndarray, backgr
     idx = np.minimum(np.maximum(idx, 1), max(top, 1))  # np.clip, without its wrapper's overhead
     if excludes is not None:
         valid &= ~excludes[:, idx]
-    peak = np.maximum(np.maximum(amps[:, idx - 1], amps[:, idx]), amps[:, np.minimum(idx + 1, length - 1)])
+    if length >= 3:  # the 3-bin maxima of the whole (short) spectrum, then one gather
+        peaks = np.maximum(np.maximum(amps[:, :-2], amps[:, 1:-1]), amps[:, 2:])
+        peak = peaks[:, idx - 1]
+    else:
+        peak = np.maximum(np.maximum(amps[:, idx - 1], amps[:, idx]), amps[:, np.minimum(idx + 1, length - 1)])
     with np.errstate(divide="ignore"):
         snr = 20 * np.log10(np.maximum(peak, _EPS) / np.maximum(background, _EPS)[:, None, :])
     if blocks > 1:
@@ -357,6 +361,7 @@ def search_families(
     tolerance: float,
     background_hz: float,
     excludes: Sequence[np.ndarray | None] | None = None,
+    shaft_hz: float = 0.0,
 ) -> list[dict[str, FamilyEvidence]]:
     """`measure_family` for several families (name -> (base_hz, lines)) in several spectra at once.
 
@@ -364,7 +369,9 @@ def search_families(
     every family's candidate fundamentals (padded to the longest grid) times every line, so the
     whole search is a handful of numpy operations instead of a pass per family and spectrum;
     each result is what `measure_family` gives for that family in that spectrum alone.
-    `excludes`: one bin mask (or None) per spectrum.
+    `excludes`: one bin mask (or None) per spectrum. `shaft_hz` > 0 also excludes the harmonics of
+    that rate present in each spectrum (`shaft_harmonic_masks`; their backgrounds are taken in the
+    same pass as the families' lines).
     """
     names = list(families)
     specs = [tuple(families[name][1]) for name in names]
@@ -396,8 +403,12 @@ def search_families(
         if masks and stacked_masks is None and any(mask is not None for mask in masks):
             stacked_masks = np.stack([mask if mask is not None else np.zeros(amps.shape[1], dtype=bool)
                                       for mask in masks])
-        snr = _heights(amps, df, blocks, freqs, _local_medians(amps, df, nominal, background_hz), stacked_masks,
-                       ~padded)
+        harmonics = _harmonics(amps.shape[1], df, shaft_hz)
+        background = _local_medians(amps, df, np.concatenate((harmonics, nominal)), background_hz)
+        if len(harmonics):
+            present = _present_harmonics(amps, df, blocks, harmonics, background[:, :len(harmonics)])
+            stacked_masks = present if stacked_masks is None else stacked_masks | present
+        snr = _heights(amps, df, blocks, freqs, background[:, len(harmonics):], stacked_masks, ~padded)
         # each family's best candidate: the summed positive heights of its lines (one reduceat for all
         # families; padded candidates sum to 0 after every real one, so argmax never picks them)
         totals = np.add.reduceat(np.maximum(snr, 0), line_starts, axis=2)
@@ -496,23 +507,40 @@ def shaft_harmonic_masks(spectra: Sequence[EnvelopeSpectrum], shaft_hz: float, *
     `shaft_lines`) at least SHAFT_PRESENT_DB above the background is masked, so a spectrum
     without shaft lines loses nothing. Half orders (looseness, rubs) are not masked: in a short
     block they are so dense that masking them would hide the defect lines too.
+    (`search_families(..., shaft_hz=...)` applies these masks with one background pass for both.)
     """
     masks = [np.zeros(len(es.amplitude), dtype=bool) for es in spectra]
     for (length, df, blocks), members in _alike(spectra).items():
-        count = int((length - 2) * df / shaft_hz) if shaft_hz > 0 else 0
-        if count < 1:
+        freqs = _harmonics(length, df, shaft_hz)
+        if len(freqs) == 0:
             continue
-        freqs = np.arange(1, count + 1, dtype=np.float64) * shaft_hz
         amps = np.stack([spectra[m].amplitude for m in members])
-        heights = _heights(amps, df, blocks, freqs[None, :], _local_medians(amps, df, freqs, background_hz), None)
+        rows = _present_harmonics(amps, df, blocks, freqs, _local_medians(amps, df, freqs, background_hz))
         for row, member in enumerate(members):
-            # a harmonic counts when its height as reported (rounded to 0.01 dB) reaches SHAFT_PRESENT_DB
-            present = [j for j in np.nonzero(heights[row, 0] >= SHAFT_PRESENT_DB - 0.01)[0]
-                       if round(float(max(heights[row, 0, j], 0.0)), 2) >= SHAFT_PRESENT_DB]
-            if present:
-                centres = np.rint(freqs[present] / df).astype(np.intp)
-                bins = (centres[:, None] + np.arange(-SHAFT_GUARD_BINS, SHAFT_GUARD_BINS + 1)[None, :]).ravel()
-                masks[member][bins[(bins >= 0) & (bins < length)]] = True
+            masks[member] = rows[row]
+    return masks
+
+
+def _harmonics(length: int, df: float, shaft_hz: float) -> np.ndarray:
+    """The shaft harmonics below the top of a spectrum of `length` bins."""
+    count = int((length - 2) * df / shaft_hz) if shaft_hz > 0 else 0
+    return np.arange(1, count + 1, dtype=np.float64) * shaft_hz
+
+
+def _present_harmonics(amps: np.ndarray, df: float, blocks: int, freqs: np.ndarray, background: np.ndarray
+                       ) -> np.ndarray:
+    """(spectra, bins) mask: the bins within SHAFT_GUARD_BINS of each harmonic `freqs` present in each spectrum."""
+    length = amps.shape[1]
+    masks = np.zeros(amps.shape, dtype=bool)
+    heights = _heights(amps, df, blocks, freqs[None, :], background, None)
+    for row in range(len(amps)):
+        # a harmonic counts when its height as reported (rounded to 0.01 dB) reaches SHAFT_PRESENT_DB
+        present = [j for j in np.nonzero(heights[row, 0] >= SHAFT_PRESENT_DB - 0.01)[0]
+                   if round(float(max(heights[row, 0, j], 0.0)), 2) >= SHAFT_PRESENT_DB]
+        if present:
+            centres = np.rint(freqs[present] / df).astype(np.intp)
+            bins = (centres[:, None] + np.arange(-SHAFT_GUARD_BINS, SHAFT_GUARD_BINS + 1)[None, :]).ravel()
+            masks[row, bins[(bins >= 0) & (bins < length)]] = True
     return masks
 
 

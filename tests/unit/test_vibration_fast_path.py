@@ -15,11 +15,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from agent.analytics.bearing_search import defect_families
+from agent.analytics.bearings import lookup
 from agent.analytics.envelope import (
     MIN_BACKGROUND_BINS,
+    EnvelopeSpectrum,
     _heights,
     _local_medians,
     _log_tail,
+    search_families,
+    shaft_harmonic_masks,
     single_block_equivalent_db,
 )
 from agent.analytics.kurtogram import KurtogramLevel, _levels_kurtosis, _single, kurtogram_levels
@@ -205,3 +210,23 @@ def test_gamma_tail_term_by_term_equals_the_log_sum_exp(blocks: int) -> None:
     np.testing.assert_allclose(_log_tail(y, blocks), _log_tail_reference(y, blocks), rtol=1e-13)
     assert float(_log_tail(np.array(2.5), blocks)) == pytest.approx(float(_log_tail_reference(np.array(2.5), blocks)),
                                                                     rel=1e-13)
+
+
+def test_shaft_harmonics_excluded_in_the_search_pass_equal_the_separate_masks() -> None:
+    """search_families(shaft_hz=...) takes the harmonics' backgrounds with the lines': same evidence as masks first."""
+    rng = np.random.default_rng(9)
+    df, shaft = 0.5, 29.5
+    bearing = lookup("6205-2RS")
+    spectra = []
+    for blocks in (1, 1, 4):
+        amplitude = rng.exponential(1.0, 900)
+        for k in range(1, 14):  # shaft harmonics, some strong enough to be masked
+            amplitude[round(k * shaft / df)] += rng.choice([0.0, 3.0, 30.0])
+        amplitude[round(bearing.bpfo * shaft / df) * np.arange(1, 4)] += 20.0
+        spectra.append(EnvelopeSpectrum(df, amplitude, 0.0, 0.0, 0.0, f"test {blocks}", blocks))
+    spectra.append(EnvelopeSpectrum(df, rng.exponential(1.0, 700), 0.0, 0.0, 0.0, "shorter"))
+    families = defect_families(bearing, shaft)
+    masks = shaft_harmonic_masks(spectra, shaft, background_hz=0.5 * shaft)
+    assert any(mask.any() for mask in masks)
+    separate = search_families(spectra, families, tolerance=0.02, background_hz=0.5 * shaft, excludes=masks)
+    assert search_families(spectra, families, tolerance=0.02, background_hz=0.5 * shaft, shaft_hz=shaft) == separate
