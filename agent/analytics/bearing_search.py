@@ -72,8 +72,14 @@ class BearingFindings:
 
 def defect_families(defects: BearingDefects, fr: float) -> dict[str, tuple[float, tuple[LineSpec, ...]]]:
     """Each family's nominal fundamental (Hz) and the lines searched with it, at shaft rate `fr`."""
+    return dict(_defect_families(defects, fr))
+
+
+@functools.lru_cache(maxsize=64)
+def _defect_families(defects: BearingDefects, fr: float) -> tuple[tuple[str, tuple[float, tuple[LineSpec, ...]]], ...]:
+    """`defect_families` as a tuple, cached: a configured speed gives the same lines block after block."""
     ftf_hz = defects.ftf * fr
-    return {
+    return tuple({
         "outer_race": (defects.bpfo * fr, (
             LineSpec(1, 0, "BPFO"), LineSpec(2, 0, "2xBPFO"), LineSpec(3, 0, "3xBPFO"))),
         "inner_race": (defects.bpfi * fr, (
@@ -86,7 +92,7 @@ def defect_families(defects: BearingDefects, fr: float) -> dict[str, tuple[float
         "cage": (ftf_hz, (
             LineSpec(1, 0, "FTF"), LineSpec(2, 0, "2xFTF"), LineSpec(3, 0, "3xFTF"),
             LineSpec(-1, fr, "1x-FTF"), LineSpec(1, fr, "1x+FTF"))),
-    }
+    }.items())
 
 
 def _overlap(a: float, b: float, tolerance: float) -> bool:

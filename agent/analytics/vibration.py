@@ -160,6 +160,11 @@ class _Plan:
     def band_mask(self, band_hz: tuple[float, float]) -> np.ndarray:
         return (self.freqs >= band_hz[0]) & (self.freqs <= band_hz[1])
 
+    def band_slice(self, band_hz: tuple[float, float]) -> slice:
+        """The bins of `band_mask` (frequencies rise, so they are one run) as a slice: no mask, no gather."""
+        return slice(int(np.searchsorted(self.freqs, band_hz[0], side="left")),
+                     int(np.searchsorted(self.freqs, band_hz[1], side="right")))
+
 
 @functools.lru_cache(maxsize=32)
 def _plan(n: int, fs: float) -> _Plan:
@@ -519,7 +524,7 @@ def analyze_block_evidence(
         rpm_value, source = fr * 60.0, "estimated"
     else:
         fr, rpm_value, source = rpm / 60.0, float(rpm), rpm_source
-    v_band = plan.band_mask(velocity_band_hz(rpm_value))
+    v_band = plan.band_slice(velocity_band_hz(rpm_value))
     v_rms = float(math.sqrt(np.sum(power[v_band] * plan.velocity_weight[v_band])))
     search = max(slip_tolerance * fr, 2 * plan.df)
     orders = np.array((0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0))

@@ -230,3 +230,11 @@ def test_shaft_harmonics_excluded_in_the_search_pass_equal_the_separate_masks() 
     assert any(mask.any() for mask in masks)
     separate = search_families(spectra, families, tolerance=0.02, background_hz=0.5 * shaft, excludes=masks)
     assert search_families(spectra, families, tolerance=0.02, background_hz=0.5 * shaft, shaft_hz=shaft) == separate
+
+
+@pytest.mark.parametrize(("n", "fs"), [(8192, 12800.0), (1000, 12000.0), (65536, 48000.0)])
+def test_velocity_band_slice_holds_the_band_mask_bins(n: int, fs: float) -> None:
+    plan = _plan(n, fs)
+    for band in ((10.0, 1000.0), (2.0, 1000.0), (0.0, fs), (plan.freqs[3], plan.freqs[40]), (fs, 2 * fs)):
+        np.testing.assert_array_equal(np.arange(len(plan.freqs))[plan.band_slice(band)],
+                                      np.nonzero(plan.band_mask(band))[0])
