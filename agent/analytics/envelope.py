@@ -162,8 +162,11 @@ def _hann(n: int) -> np.ndarray:
 
 
 def _squared_envelope(z: np.ndarray) -> np.ndarray:
+    """|z|^2 of a scratch complex signal (its imaginary part is overwritten: no temporary array)."""
     power = z.real * z.real
-    power += z.imag * z.imag
+    imag = z.imag
+    np.multiply(imag, imag, out=imag)
+    power += imag
     return power
 
 
@@ -263,7 +266,7 @@ def band_envelope_spectrum(spectrum: np.ndarray, n: int, df: float, start: int, 
     length = fast_length(2 * width)
     padded = np.zeros(length, dtype=complex)
     np.multiply(spectrum[start:stop], _tukey(width), out=padded[:width])
-    z = np.fft.ifft(padded)
+    z = np.fft.ifft(padded, out=padded)  # in place: the padded band is scratch
     z *= 2.0 * length / n  # analytic band signal, in input units
     return _ses(_squared_envelope(z), df, start * df, stop * df, kurtosis,
                 f"band {start * df:.0f}-{stop * df:.0f} Hz", max_hz)
@@ -276,8 +279,9 @@ def whitened_envelope_spectrum(spectrum: np.ndarray, df: float, *, low_hz: float
     bins = spectrum[start:]
     length = fast_length(2 * len(bins))
     padded = np.zeros(length, dtype=complex)
-    np.divide(bins, np.maximum(np.abs(bins), _EPS), out=padded[: len(bins)])
-    power = _squared_envelope(np.fft.ifft(padded))
+    magnitude = np.abs(bins)
+    np.divide(bins, np.maximum(magnitude, _EPS, out=magnitude), out=padded[: len(bins)])
+    power = _squared_envelope(np.fft.ifft(padded, out=padded))  # in place: the padded bins are scratch
     mean = power.mean()
     # einsum, not np.dot: a BLAS dot spins helper threads that cost more CPU than the sum itself
     kurt = float(np.einsum("i,i->", power, power) / len(power) / mean**2 - 2.0) if mean > 0 else 0.0

@@ -178,7 +178,9 @@ def _levels_kurtosis(spectrum: np.ndarray, levels: tuple[KurtogramLevel, ...]) -
         c = buffer[:size]
         p = power[:size]
         np.multiply(c.real, c.real, out=p)
-        p += c.imag * c.imag
+        imag = c.imag
+        np.multiply(imag, imag, out=imag)  # the buffer is scratch: no temporary
+        p += imag
         w = wide[:size]
         w[:] = p
         np.add.reduceat(w, starts, out=sums[first:first + count])
