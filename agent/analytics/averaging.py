@@ -142,8 +142,17 @@ def _checked_block(x: np.ndarray, fs: float, units: str) -> np.ndarray:
     return xg
 
 
+def _median(values: np.ndarray) -> float:
+    """numpy.median of a 1-D array without NaN, by one partition (the overhead of numpy.median is most of its cost)."""
+    middle = len(values) // 2
+    if len(values) % 2:
+        return float(np.partition(values, middle)[middle])
+    lower, upper = np.partition(values, (middle - 1, middle))[middle - 1:middle + 1]
+    return float((lower + upper) / 2)
+
+
 def _unit_median(power: np.ndarray) -> np.ndarray:
-    median = float(np.median(power[1:])) if len(power) > 1 else 0.0
+    median = _median(power[1:]) if len(power) > 1 else 0.0
     return power / median if median > 0 else power
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from agent.analytics.averaging import _median
 from agent.analytics.bearing_search import defect_families
 from agent.analytics.bearings import lookup
 from agent.analytics.envelope import (
@@ -238,3 +239,12 @@ def test_velocity_band_slice_holds_the_band_mask_bins(n: int, fs: float) -> None
     for band in ((10.0, 1000.0), (2.0, 1000.0), (0.0, fs), (plan.freqs[3], plan.freqs[40]), (fs, 2 * fs)):
         np.testing.assert_array_equal(np.arange(len(plan.freqs))[plan.band_slice(band)],
                                       np.nonzero(plan.band_mask(band))[0])
+
+
+def test_median_by_partition_equals_numpy_median() -> None:
+    rng = np.random.default_rng(10)
+    for size in (1, 2, 3, 4, 5, 450, 451, 2460):
+        for _ in range(20):
+            values = rng.exponential(1.0, size) ** 2
+            assert _median(values) == float(np.median(values))
+    assert _median(np.array([3.0, 1.0, 3.0, 1.0])) == 2.0
