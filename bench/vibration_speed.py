@@ -9,7 +9,8 @@ same run:
 * **the FFT work the analysis performs**: every numpy FFT call that one `analyze_block` makes (the
   block's rfft, the kurtogram's batched inverse FFTs, the demodulated band, the pre-whitened block,
   the envelope spectra) is recorded once, and those same calls (same lengths, shapes and precision,
-  on arrays prepared beforehand) are timed on their own;
+  on arrays prepared beforehand; a call that writes into a given array, `out=`, writes into it in
+  the replay too) are timed on their own;
 * `analyze_block` without a bearing, with a bearing (kurtogram, two envelope spectra, the defect
   line search and the diagnosis), with the speed estimated, and the averaged path the agent adds
   with `average_blocks = 8` (`EnvelopeAverager.add` on a full rolling window).

@@ -295,8 +295,8 @@ def estimate_shaft_hz(power: np.ndarray, df: float, *, search_hz: tuple[float, f
     idx = np.rint(candidates[:, None] * orders[None, :] / df).astype(np.intp)
     inside = idx < len(height) - 1
     idx = np.minimum(idx, len(height) - 2)
-    peak = np.maximum(np.maximum(height[idx - 1], height[idx]), height[idx + 1])
-    score = np.where(inside, peak, 0.0).sum(axis=1)
+    peaks = np.maximum(np.maximum(height[:-2], height[1:-1]), height[2:])  # 3-bin maxima, then one gather
+    score = np.where(inside, peaks[idx - 1], 0.0).sum(axis=1)
     return float(candidates[int(np.argmax(score))])
 
 
