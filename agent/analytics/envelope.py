@@ -171,9 +171,9 @@ def _squared_envelope(z: np.ndarray) -> np.ndarray:
 
 
 def _ses(power: np.ndarray, df: float, low_hz: float, high_hz: float, kurtosis: float, label: str,
-         max_hz: float) -> EnvelopeSpectrum:
-    """Spectrum of a squared envelope (`power`, changed in place), up to `max_hz`."""
-    power -= power.mean()
+         max_hz: float, mean: float | None = None) -> EnvelopeSpectrum:
+    """Spectrum of a squared envelope (`power`, changed in place; `mean`: its mean if known), up to `max_hz`."""
+    power -= power.mean() if mean is None else mean
     window = _hann(len(power))
     power *= window
     spec = np.fft.rfft(power)
@@ -285,7 +285,7 @@ def whitened_envelope_spectrum(spectrum: np.ndarray, df: float, *, low_hz: float
     mean = power.mean()
     # einsum, not np.dot: a BLAS dot spins helper threads that cost more CPU than the sum itself
     kurt = float(np.einsum("i,i->", power, power) / len(power) / mean**2 - 2.0) if mean > 0 else 0.0
-    return _ses(power, df, start * df, len(spectrum) * df, kurt, "whitened full band", max_hz)
+    return _ses(power, df, start * df, len(spectrum) * df, kurt, "whitened full band", max_hz, mean)
 
 
 def _local_medians(amps: np.ndarray, df: float, freqs: np.ndarray, background_hz: float) -> np.ndarray:
