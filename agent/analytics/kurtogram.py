@@ -141,6 +141,8 @@ def _levels_layout(shapes: tuple[tuple[int, int], ...]) -> _LevelsLayout:
     """Layout for levels of (bands, width) `shapes` (cached: an agent sees few block sizes)."""
     starts = tuple(width * np.arange(count, dtype=np.intp) for count, width in shapes)
     widths = np.concatenate([np.full(count, float(width)) for count, width in shapes])
+    for array in (*starts, widths):
+        array.setflags(write=False)  # shared by every call
     return _LevelsLayout(starts, widths, max(count * width for count, width in shapes))
 
 
