@@ -31,7 +31,7 @@ from agent.analytics.envelope import (
     shaft_lines_of,
     whitened_envelope_spectrum,
 )
-from agent.analytics.kurtogram import Band, select_band
+from agent.analytics.kurtogram import Band, select_band_with_kurtosis
 
 __all__ = [
     "BEARING_FAMILIES",
@@ -40,8 +40,10 @@ __all__ = [
     "MIN_REVOLUTIONS_TO_REFINE",
     "SPEED_TOLERANCE",
     "BearingFindings",
+    "Demodulation",
     "bearing_findings",
     "defect_families",
+    "demodulate",
     "discriminating_lines",
     "envelope_limits",
     "findings_from_spectra",
@@ -145,22 +147,48 @@ def envelope_limits(defects: BearingDefects, fr: float, tolerance: float) -> tup
     return 2.0 * top_line, top_line * 1.2 + 0.5 * fr
 
 
+@dataclass(frozen=True, slots=True)
+class Demodulation:
+    """One block's two envelope spectra and the band choice behind them.
+
+    spectra: the band's and the pre-whitened block's envelope spectrum (up to `max_hz`);
+    candidate_kurtosis: the spectral kurtosis of every candidate band at least `min_width_hz`
+    wide (`agent.analytics.kurtogram.candidate_kurtosis`), from which `band` is the most impulsive.
+    The envelope averager reuses all of it when its own settings for the block are the same.
+    """
+
+    band: Band
+    spectra: tuple[EnvelopeSpectrum, EnvelopeSpectrum]
+    candidate_kurtosis: np.ndarray
+    min_width_hz: float
+    max_hz: float
+
+
+def demodulate(spectrum: np.ndarray, n: int, fs: float, fr: float, defects: BearingDefects, *,
+               tolerance: float = DEFAULT_SLIP_TOLERANCE) -> Demodulation:
+    """The band with the highest spectral kurtosis at least `envelope_limits` wide, demodulated, and
+    the pre-whitened block's envelope spectrum, from the block's one-sided FFT."""
+    min_width_hz, max_hz = envelope_limits(defects, fr, tolerance)
+    df = fs / n
+    band, sk = select_band_with_kurtosis(spectrum, df, min_width_hz=min_width_hz)
+    spectra = (
+        band_envelope_spectrum(spectrum, n, df, band.start, band.stop, band.kurtosis, max_hz=max_hz),
+        whitened_envelope_spectrum(spectrum, df, max_hz=max_hz),
+    )
+    return Demodulation(band, spectra, sk, min_width_hz, max_hz)
+
+
 def bearing_findings(spectrum: np.ndarray, n: int, fs: float, fr: float, defects: BearingDefects, *,
                      tolerance: float = DEFAULT_SLIP_TOLERANCE, refine_speed: bool = True) -> BearingFindings:
     """Envelope evidence for each bearing defect family, from the block's one-sided FFT.
 
     The band with the highest spectral kurtosis at least `envelope_limits` wide is demodulated,
-    and the pre-whitened block gives a second envelope spectrum; `findings_from_spectra` searches
-    both.
+    and the pre-whitened block gives a second envelope spectrum (`demodulate`);
+    `findings_from_spectra` searches both.
     """
-    min_width_hz, max_hz = envelope_limits(defects, fr, tolerance)
-    df = fs / n
-    band = select_band(spectrum, df, min_width_hz=min_width_hz)
-    spectra = (
-        band_envelope_spectrum(spectrum, n, df, band.start, band.stop, band.kurtosis, max_hz=max_hz),
-        whitened_envelope_spectrum(spectrum, df, max_hz=max_hz),
-    )
-    return findings_from_spectra(band, spectra, n / fs, fr, defects, tolerance=tolerance, refine_speed=refine_speed)
+    demodulated = demodulate(spectrum, n, fs, fr, defects, tolerance=tolerance)
+    return findings_from_spectra(demodulated.band, demodulated.spectra, n / fs, fr, defects, tolerance=tolerance,
+                                 refine_speed=refine_speed)
 
 
 def _significant_lines(ev: FamilyEvidence) -> int:

@@ -35,6 +35,7 @@ __all__ = [
     "kurtogram",
     "kurtogram_levels",
     "select_band",
+    "select_band_with_kurtosis",
 ]
 
 MIN_BAND_BINS = 64  # fewer samples give a kurtosis estimate too noisy to rank bands with
@@ -222,6 +223,23 @@ def select_band(
     cannot show modulation faster than the band is wide). If no band satisfies the limits the
     whole spectrum is used.
     """
+    return _select_band(spectrum, df, min_width_hz, min_low_hz)[0]
+
+
+def select_band_with_kurtosis(spectrum: np.ndarray, df: float, *, min_width_hz: float = 0.0
+                              ) -> tuple[Band, np.ndarray]:
+    """`select_band` and `candidate_kurtosis` of the same block from one computation of the kurtosis.
+
+    The envelope averager chooses its band from the candidates' kurtosis; computing them once serves
+    both the block's own band choice and the average.
+    """
+    band, parts = _select_band(spectrum, df, min_width_hz, 0.0)
+    return band, np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _select_band(spectrum: np.ndarray, df: float, min_width_hz: float, min_low_hz: float
+                 ) -> tuple[Band, list[np.ndarray]]:
+    """`select_band`, and the kurtosis of every band at least `min_width_hz` wide (level by level)."""
     best: Band | None = None
     single = _single(spectrum)
     chosen = []
@@ -232,7 +250,8 @@ def select_band(
         if allowed.any():
             chosen.append((level, allowed))
     levels = tuple(level for level, _ in chosen)
-    for (level, allowed), sk in zip(chosen, _levels_kurtosis(single, levels), strict=True):
+    parts = _levels_kurtosis(single, levels)
+    for (level, allowed), sk in zip(chosen, parts, strict=True):
         if not allowed.all():
             sk = np.where(allowed, sk, -np.inf)
         i = int(np.argmax(sk))
@@ -245,7 +264,7 @@ def select_band(
                                                        np.ones(len(spectrum), dtype=np.float32))
         sk = float(_level_kurtosis(single, top)[0])
         best = Band(0, len(spectrum), 0.0, (len(spectrum)) * df, sk)
-    return best
+    return best, parts
 
 
 @functools.lru_cache(maxsize=64)

@@ -42,7 +42,9 @@ from agent.analytics.bearing_search import (
     MIN_REVOLUTIONS_TO_REFINE,
     SPEED_TOLERANCE,
     BearingFindings,
+    Demodulation,
     bearing_findings,
+    demodulate,
     envelope_limits,
     findings_from_spectra,
 )
@@ -65,6 +67,7 @@ __all__ = [
     "RPM_SOURCES",
     "SPEED_TOLERANCE",
     "STANDARD_GRAVITY",
+    "AnalysedBlock",
     "BearingFindings",
     "BlockAnalysis",
     "DiagnosisEntry",
@@ -394,11 +397,31 @@ class BlockAnalysis:
 
     The evidence is what a second sensor on the same bearing is merged with
     (`with_bearing_evidence`), and what the cross-validation re-decides with each fold's calibration.
+    block: the block's demodulation, for the envelope averager to reuse (None without a bearing).
     """
 
     indicators: VibrationIndicators
     evidence: LocationEvidence | None = None
     findings: BearingFindings | None = None
+    block: AnalysedBlock | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysedBlock:
+    """What the bearing analysis of a block computed that the envelope averager needs again.
+
+    `agent.analytics.averaging.EnvelopeAverager.add(..., analysis=)` reuses it for the same block
+    when its own settings for it are the same (units, demodulation limits, band), instead of
+    transforming and demodulating the block a second time. A few hundred bins, not the block.
+    accel_power: the Hann power spectrum of the acceleration (g^2 per bin) below the band
+    envelope spectrum's length.
+    """
+
+    n: int
+    fs: float
+    units: str
+    demodulation: Demodulation
+    accel_power: np.ndarray
 
 
 def _assemble(mechanical: list[DiagnosisEntry], bearing: list[DiagnosisEntry], note: str, normal_text: str
@@ -537,10 +560,13 @@ def analyze_block_evidence(
     snr = {"bpfo": 0.0, "bpfi": 0.0, "bsf": 0.0, "ftf": 0.0}
     band_hz, band_sk = (0.0, 0.0), 0.0
     answer = None
-    evidence = found = None
+    evidence = found = block = None
     if bearing is not None:
-        found = bearing_findings(spectrum, n, float(fs), fr, bearing, tolerance=slip_tolerance,
-                                 refine_speed=refine_speed)
+        demodulated = demodulate(spectrum, n, float(fs), fr, bearing, tolerance=slip_tolerance)
+        found = findings_from_spectra(demodulated.band, demodulated.spectra, n / float(fs), fr, bearing,
+                                      tolerance=slip_tolerance, refine_speed=refine_speed)
+        m = min(len(demodulated.spectra[0].amplitude), len(spectrum) - 1)
+        block = AnalysedBlock(n, float(fs), units, demodulated, power[:m].copy())
         ftf_hz = bearing.ftf * found.shaft_hz
         _, cage_line = _line_rms(power, plan.velocity_weight, plan.df, ftf_hz, max(slip_tolerance * ftf_hz, plan.df))
         evidence = location_evidence(found, bearing, cage_line=cage_line, given_shaft_hz=fr,
@@ -580,4 +606,4 @@ def analyze_block_evidence(
         sample_rate_hz=float(fs),
         n_samples=n,
     )
-    return BlockAnalysis(indicators, evidence, found)
+    return BlockAnalysis(indicators, evidence, found, block)
