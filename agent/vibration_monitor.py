@@ -186,7 +186,7 @@ class VibrationMonitor:
                 return result, None
             with sensor.lock:
                 try:
-                    return result, sensor.averager.add(x, fs, result.indicators.rpm, units=units)
+                    return result, sensor.averager.add(x, fs, result.indicators.rpm, units=units, analysis=result)
                 except ValueError as exc:  # the block's own indicators are still good: keep them
                     self._log.warning(f"{r.asset}/{r.point}/average",
                                       f"vibration {r.asset}/{r.point}: block not averaged: {exc}")

@@ -37,7 +37,7 @@ import numpy as np
 
 from agent.analytics.averaging import EnvelopeAverager, with_averaged
 from agent.analytics.bearings import BearingDefects
-from agent.analytics.vibration import VibrationIndicators, analyze_block
+from agent.analytics.vibration import VibrationIndicators, analyze_block_evidence
 from collector.prognosis.remaining_life import RemainingLife
 from collector.whatif import SimulatedLifecycle, load_rules_file
 from collector.workorders import history
@@ -168,15 +168,17 @@ def analyse(recording: Recording, settings: AnalysisSettings, *, asset: str = ""
     for i, row in enumerate(recording.accel):
         x = np.asarray(row, dtype=np.float64)
         try:
-            ind = analyze_block(x, recording.fs, rpm=rpm, rpm_source=source, bearing=settings.bearing,
-                                machine_group=settings.machine_group, foundation=settings.foundation,
-                                units=settings.units)
+            result = analyze_block_evidence(x, recording.fs, rpm=rpm, rpm_source=source, bearing=settings.bearing,
+                                            machine_group=settings.machine_group, foundation=settings.foundation,
+                                            units=settings.units)
         except ValueError as exc:
             yield i, None, str(exc)
             continue
+        ind = result.indicators
         if averager is not None:
             try:
-                ind = with_averaged(ind, averager.add(x, recording.fs, ind.rpm, units=settings.units))
+                ind = with_averaged(ind, averager.add(x, recording.fs, ind.rpm, units=settings.units,
+                                                      analysis=result))
             except ValueError:  # as the agent: the block's own indicators stand, the window restarts
                 averager.reset()
         yield i, indicators_doc(ind, snapshot_ns(float(recording.t_s[i])), asset, sensor), ""

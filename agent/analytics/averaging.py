@@ -31,6 +31,12 @@ vs ball reading (agent.analytics.diagnosis).
   within half the slip tolerance (1 %) of the window's first block: otherwise the lines would smear
   over the slip window. Anything else starts a new window.
 
+* The agent analyses each block on its own first (`analyze_block_evidence`), which transforms and
+  demodulates it already; `EnvelopeAverager.add(..., analysis=)` reuses that work wherever the
+  window's settings make it the same computation (same units and demodulation limits: the band
+  kurtosis and the pre-whitened spectrum; same band too: the band spectrum), so a block costs one
+  transform and one demodulation, not two.
+
 `EnvelopeAverager` keeps the rolling window of one sensor (N small spectra, not the blocks);
 `block_envelope` and `diagnose_averaged` are the pure steps it uses; `with_averaged` adds the
 averaged finding to a block's indicators when the block alone does not show it.
@@ -67,6 +73,8 @@ from agent.analytics.kurtogram import Band, candidate_bands, candidate_kurtosis,
 from agent.analytics.vibration import (
     BEARING_HEALTH_WEIGHT,
     REPORT_THRESHOLD,
+    AnalysedBlock,
+    BlockAnalysis,
     VibrationIndicators,
     _line_rms,
     _plan,
@@ -166,35 +174,59 @@ def block_envelope(
     reference_hz: float | None = None,
     units: str = "g",
     slip_tolerance: float = DEFAULT_SLIP_TOLERANCE,
+    analysed: AnalysedBlock | None = None,
 ) -> BlockEnvelope:
     """One block's envelope spectra, demodulated in `band` (None: the block's most impulsive band).
 
     reference_hz: the shaft rate that fixes the candidate bands and the spectrum range (the
     window's first block's), so that every block of a window has the same layout.
+    analysed: what `analyze_block_evidence` computed for this same block `x`. Used only where it is
+    the same computation on the same inputs: the candidates' kurtosis and the pre-whitened spectrum
+    when the units and demodulation limits are the same, the band spectrum and acceleration
+    spectrum when the band is the same too; anything else is computed here from `x`.
     Raises ValueError for a block `analyze_block` would refuse too.
     """
     if not (math.isfinite(shaft_hz) and shaft_hz > 0):
         raise ValueError(f"shaft rate must be a positive number, got {shaft_hz!r}")
-    xg = _checked_block(x, fs, units)
-    n = len(xg)
-    df = fs / n
     min_width_hz, max_hz = envelope_limits(bearing, reference_hz or shaft_hz, slip_tolerance)
-    spectrum = np.fft.rfft(xg)
-    sk = candidate_kurtosis(spectrum, df, min_width_hz)
-    bands = candidate_bands(len(spectrum), df, min_width_hz)
+    shared = None
+    if (analysed is not None and analysed.n == len(x) and analysed.fs == float(fs) and analysed.units == units
+            and (analysed.demodulation.min_width_hz, analysed.demodulation.max_hz) == (min_width_hz, max_hz)):
+        shared = analysed.demodulation
+    spectrum: np.ndarray | None = None
+    if shared is None:
+        xg = _checked_block(x, fs, units)
+        n = len(xg)
+        spectrum = np.fft.rfft(xg)
+        sk = candidate_kurtosis(spectrum, fs / n, min_width_hz)
+    else:
+        n = len(x)
+        sk = shared.candidate_kurtosis
+    df = fs / n
+    bands = candidate_bands(n // 2 + 1, df, min_width_hz)
     if band is None:
         if len(sk):
             start, stop = bands[int(np.argmax(sk))]
             band = Band(start, stop, start * df, stop * df, float(np.max(sk)))
+        elif shared is not None:  # no band is wide enough: the whole spectrum, which the analysis chose too
+            band = shared.band
         else:  # no band is wide enough: the whole spectrum, as select_band does
             band = select_band(spectrum, df, min_width_hz=min_width_hz)
     band_sk = float(sk[bands.index((band.start, band.stop))]) if (band.start, band.stop) in bands else band.kurtosis
-    band_es = band_envelope_spectrum(spectrum, n, df, band.start, band.stop, band_sk, max_hz=max_hz)
-    white_es = whitened_envelope_spectrum(spectrum, df, max_hz=max_hz)
-    plan = _plan(n, float(fs))
-    m = min(len(band_es.amplitude), len(spectrum) - 1)  # Hann window as a 3-tap convolution, first m bins
-    hann = 0.5 * spectrum[:m] - 0.25 * (np.concatenate(([np.conj(spectrum[1])], spectrum[: m - 1])) + spectrum[1:m + 1])
-    accel = (hann.real**2 + hann.imag**2) * (2.0 / (n * plan.window_power))
+    if shared is not None and (band.start, band.stop, band_sk) == (shared.band.start, shared.band.stop,
+                                                                   shared.band.kurtosis):
+        band_es, white_es = shared.spectra
+        accel = analysed.accel_power
+    else:
+        if spectrum is None:
+            spectrum = np.fft.rfft(_checked_block(x, fs, units))
+        band_es = band_envelope_spectrum(spectrum, n, df, band.start, band.stop, band_sk, max_hz=max_hz)
+        white_es = shared.spectra[1] if shared is not None else whitened_envelope_spectrum(spectrum, df, max_hz=max_hz)
+        plan = _plan(n, float(fs))
+        m = min(len(band_es.amplitude), len(spectrum) - 1)  # Hann window as a 3-tap convolution, first m bins
+        hann = 0.5 * spectrum[:m] - 0.25 * (np.concatenate(([np.conj(spectrum[1])], spectrum[: m - 1]))
+                                            + spectrum[1:m + 1])
+        accel = (hann.real**2 + hann.imag**2) * (2.0 / (n * plan.window_power))
     return BlockEnvelope(
         n=n, fs=float(fs), shaft_hz=float(shaft_hz), band=dataclasses.replace(band, kurtosis=band_sk),
         band_power=_unit_median(band_es.amplitude**2), whitened_power=_unit_median(white_es.amplitude**2),
@@ -356,19 +388,23 @@ class EnvelopeAverager:
         return (n == first.n and fs == first.fs
                 and abs(shaft_hz / self._reference_hz - 1) <= 0.5 * self.slip_tolerance)
 
-    def add(self, x: np.ndarray, fs: float, rpm: float, *, units: str = "g") -> AveragedDiagnosis:
+    def add(self, x: np.ndarray, fs: float, rpm: float, *, units: str = "g",
+            analysis: BlockAnalysis | None = None) -> AveragedDiagnosis:
         """Average the block `x` (sample rate `fs`, shaft speed `rpm` r/min) into the window.
 
         A block of another length or sample rate, or a speed more than half the slip tolerance
         off the window's reference, starts a new window. A block that cannot be analysed raises
-        ValueError and is not added.
+        ValueError and is not added. analysis: `analyze_block_evidence` of this same block `x`
+        (same units): its transform, band kurtosis and envelope spectra are reused where the
+        window's settings give the same computation (`block_envelope`); the result is the same.
         """
         shaft_hz = rpm / 60.0
         fits = self._fits(len(np.asarray(x)), float(fs), shaft_hz)
         reference = self._reference_hz if fits and self._window else None
         block = block_envelope(x, fs, shaft_hz=shaft_hz, bearing=self.bearing,
                                band=self._band if fits else None, reference_hz=reference, units=units,
-                               slip_tolerance=self.slip_tolerance)
+                               slip_tolerance=self.slip_tolerance,
+                               analysed=analysis.block if analysis is not None else None)
         if not fits:
             self.reset()
             self.resets += 1

@@ -7,6 +7,7 @@ the agent's VibrationMonitor (in-process, real asyncio loop and worker threads).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from agent.analytics.averaging import EnvelopeAverager, block_envelope, choose_b
 from agent.analytics.bearings import lookup
 from agent.analytics.envelope import single_block_equivalent_db
 from agent.analytics.kurtogram import select_band
-from agent.analytics.vibration import analyze_block, envelope_limits
+from agent.analytics.vibration import analyze_block, analyze_block_evidence, envelope_limits
 from agent.model import AssetSpec, PointSpec, Reading, VibrationSpec
 from agent.vibration_monitor import VibrationMonitor
 from tests.unit.test_vibration import noise_with_machine_tones
@@ -243,3 +244,57 @@ def test_a_jittering_speed_keeps_averaging_as_the_window_rolls() -> None:
     assert counts == [1, 2, 3] + [4] * 9 and averager.resets == 0
     # a real speed change (beyond half the slip tolerance) still starts a new window
     assert averager.add(rng.standard_normal(N), FS, FR * 60 * 1.05).blocks == 1 and averager.resets == 1
+
+
+def _assert_same(a: object, b: object, path: str = "") -> None:
+    """Exactly equal, field by field, arrays included."""
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        assert type(a) is type(b), path
+        for f in dataclasses.fields(a):
+            _assert_same(getattr(a, f.name), getattr(b, f.name), f"{path}.{f.name}")
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            _assert_same(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), path
+        for i, (u, v) in enumerate(zip(a, b, strict=True)):
+            _assert_same(u, v, f"{path}[{i}]")
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), path
+    else:
+        assert a == b or (a != a and b != b), (path, a, b)
+
+
+@pytest.mark.parametrize("rpm, units", [(FR * 60, "g"), (None, "g"), (FR * 60, "m/s^2")])
+def test_averaging_the_analysed_block_gives_what_averaging_the_samples_gives(rpm: float | None, units: str) -> None:
+    """The agent's path (analysis reused) against `add(x, ...)` transforming and demodulating again.
+
+    Eleven blocks: the band is chosen again after eight, so some blocks are demodulated in a band
+    the block's own analysis did not choose; with the speed estimated the demodulation limits
+    follow each block's estimate, not the window's reference, and less can be reused.
+    """
+    scale = 9.80665 if units == "m/s^2" else 1.0
+    xs = [scale * b for b in blocks_of(weak_ball_fault(11, seed=5, amplitude=0.3))]
+    shared, alone = EnvelopeAverager(BEARING, blocks=8), EnvelopeAverager(BEARING, blocks=8)
+    reused, kurtosis_reused = 0, 0
+    for x in xs:
+        analysis = analyze_block_evidence(x, FS, rpm=rpm, bearing=BEARING, units=units)
+        assert analysis.block is not None
+        got = shared.add(x, FS, analysis.indicators.rpm, units=units, analysis=analysis)
+        want = alone.add(x, FS, analysis.indicators.rpm, units=units)
+        _assert_same(got, want)
+        _assert_same(list(shared._window), list(alone._window))
+        reused += shared._window[-1].accel_power is analysis.block.accel_power
+        kurtosis_reused += shared._window[-1].band_sk is analysis.block.demodulation.candidate_kurtosis
+    if rpm is not None:  # the configured speed: the same limits for every block, the same band for most
+        assert kurtosis_reused == len(xs)
+        assert reused >= len(xs) // 2
+
+
+def test_an_analysis_in_other_units_is_not_reused() -> None:
+    x = blocks_of(weak_ball_fault(1, seed=6))[0]
+    analysis = analyze_block_evidence(x, FS, rpm=FR * 60, bearing=BEARING, units="g")
+    shared, alone = EnvelopeAverager(BEARING, blocks=8), EnvelopeAverager(BEARING, blocks=8)
+    _assert_same(shared.add(x, FS, FR * 60, units="m/s^2", analysis=analysis), alone.add(x, FS, FR * 60, units="m/s^2"))
+    assert shared._window[-1].band_sk is not analysis.block.demodulation.candidate_kurtosis
