@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.analytics.averaging import EnvelopeAverager, with_averaged  # noqa: E402
 from agent.analytics.bearings import bearing_defects  # noqa: E402
-from agent.analytics.vibration import analyze_block  # noqa: E402
+from agent.analytics.vibration import analyze_block, analyze_block_evidence  # noqa: E402
 from collector.backtest import (  # noqa: E402
     AnalysisSettings,
     Recording,
@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     averager = EnvelopeAverager(bearing, blocks=8)
-    for x in rows:
-        ind = analyze_block(x, rec.fs, rpm=rec.rpm, rpm_source="config", bearing=bearing)
-        with_averaged(ind, averager.add(x, rec.fs, ind.rpm))
+    for x in rows:  # as the agent does: the averager reuses the block's own analysis
+        result = analyze_block_evidence(x, rec.fs, rpm=rec.rpm, rpm_source="config", bearing=bearing)
+        with_averaged(result.indicators, averager.add(x, rec.fs, result.indicators.rpm, analysis=result))
     agent = per_second(n, started)
 
     docs = [(float(rec.t_s[i]), doc) for i, doc, _ in analyse(rec, settings)]
