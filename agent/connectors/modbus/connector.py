@@ -9,8 +9,8 @@ exception code is online: only the points of that request are BAD. Every cycle i
 one surprise (a bug, a strange response) is counted and logged, never the end of the task.
 
 Every point is read once right after start, whatever its interval: the units' first polls are
-spread over at most START_SPREAD_S (not a fraction of the interval, which with a 1 h interval
-left units unread for minutes), then each request follows its own interval.
+spread over at most START_SPREAD_S (agent/connectors/periodic.py; not a fraction of the interval,
+which with a 1 h interval left units unread for minutes), then each request follows its own interval.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from agent.connectors.modbus.codec import Decoding, decode
 from agent.connectors.modbus.config import ModbusPoint, ModbusSourceConfig, parse_source
 from agent.connectors.modbus.link import ExceptionResponse, Link, NoResponse
 from agent.connectors.modbus.plan import BIT_FUNCTIONS, ReadRequest, Span, plan_reads
+from agent.connectors.periodic import first_due
 from agent.model import PointSpec, Quality, Reading, now_ns
 from runtime.backoff import backoff_delay
 from runtime.cancellation import raise_if_cancelling
@@ -38,7 +39,6 @@ __all__ = ["ModbusConnector", "build", "refusal_reason"]
 log = logging.getLogger("twin.agent.modbus")
 
 LOG_EVERY_S = 60.0  # at most one log line per unit and kind of problem in this period
-START_SPREAD_S = 1.0  # the units' first polls are spread over at most this long, whatever the interval
 ILLEGAL_DATA_VALUE = 3
 
 
@@ -172,7 +172,7 @@ class ModbusConnector:
     async def _poll_unit(self, link: Link, unit: _Unit, emit: Emit) -> None:
         # Every request is due at start; the units' first polls are spread a little (bounded in
         # absolute time) so that a gateway with many units does not open with one burst.
-        start = time.monotonic() + self._rng.uniform(0, min(START_SPREAD_S, 0.1 * unit.base_interval_s))
+        start = first_due(self._rng, unit.base_interval_s)
         due = [start] * len(unit.requests)
         while True:
             raise_if_cancelling()  # pymodbus awaits each answer with wait_for, which can swallow a cancel
