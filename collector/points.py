@@ -35,9 +35,9 @@ NaN/inf), as are empty tag values (line protocol has no empty tag value).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from influxdb_client import Point as LineProtocolPoint
 
@@ -57,18 +57,21 @@ __all__ = [
     "Point",
     "PointSink",
     "PointsRejectedError",
+    "SeriesTexts",
     "SinkStats",
     "asset_status_point",
     "batch_to_points",
     "other_points",
     "remaining_life_point",
     "storable_fields",
+    "summary_ts",
     "telemetry_point",
     "to_line_protocol",
     "work_order_point",
 ]
 
 FieldValue = float | int | str | bool
+R = TypeVar("R")  # a sink's record: a line of line protocol, a SQLite row
 
 INT64_MAX = 2**63 - 1  # line protocol integers are signed 64-bit; uint64 counters are clamped
 
@@ -295,6 +298,62 @@ def _number(x: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+class SeriesTexts:
+    """The text a sink writes for each telemetry series of one agent stream, made once per
+    (asset, point, unit): sorting and escaping the tags costs more than the rest of a summary.
+
+    `render` turns the series' tags (empty values included) into the sink's own text (a line
+    protocol head, the stored series JSON). Bounded by MAX_CACHED_SERIES, so an agent inventing
+    point names cannot grow it forever.
+    """
+
+    def __init__(self, agent_id: str, site: str, asset_types: Mapping[str, str],
+                 render: Callable[[dict[str, str]], str]) -> None:
+        self.agent_id = agent_id
+        self.site = site
+        self.asset_types = asset_types
+        self._render = render
+        self.cached: dict[tuple[str, str, str], str] = {}
+
+    def new(self, key: tuple[str, str, str]) -> str:
+        asset, point, unit = key
+        text = self._render({"site": self.site, "agent": self.agent_id, "asset": asset,
+                             "asset_type": self.asset_types.get(asset, ""), "point": point, "unit": unit})
+        if len(self.cached) >= MAX_CACHED_SERIES:
+            self.cached.clear()
+        self.cached[key] = text
+        return text
+
+    def general_point(self, s: twin_pb2.Summary, batch: twin_pb2.Batch) -> Point:
+        """The summary as a Point, for the few summaries the encoders leave to the general path."""
+        return telemetry_point(s, batch, agent_id=self.agent_id, site=self.site, asset_types=self.asset_types)
+
+    def other_records(self, batch: twin_pb2.Batch, encode: Callable[[Point], R]) -> tuple[list[R], list[str]]:
+        """The batch's points other than telemetry, encoded, and the reasons for those refused."""
+        records: list[R] = []
+        rejected: list[str] = []
+        for p in other_points(batch, agent_id=self.agent_id, site=self.site):
+            try:
+                records.append(encode(p))
+            except ValueError as exc:
+                rejected.append(str(exc))
+        return records, rejected
+
+
+def summary_ts(s: twin_pb2.Summary, batch: twin_pb2.Batch) -> int:
+    """The time a summary is stored under: its interval end, else the batch's creation."""
+    ts = s.interval_end_ns or batch.created_ns
+    if ts <= 0:
+        raise ValueError(f"batch seq {batch.seq}: summary {s.asset}/{s.point} has no timestamp "
+                         "(and created_ns is 0)")
+    return ts
+
+
+def _line_protocol_head(tags: dict[str, str]) -> str:
+    parts = [f"{_escape_tag(k)}={_escape_tag(v)}" for k, v in sorted(tags.items()) if v]
+    return "telemetry" + "".join("," + p for p in parts) + " "
+
+
 class LineProtocolEncoder:
     """InfluxDB line protocol for one agent stream, straight from the protobuf.
 
@@ -305,38 +364,20 @@ class LineProtocolEncoder:
     """
 
     def __init__(self, agent_id: str, site: str, asset_types: Mapping[str, str]) -> None:
-        self.agent_id = agent_id
-        self.site = site
-        self.asset_types = asset_types
-        self._heads: dict[tuple[str, str, str], str] = {}
-
-    def _head(self, key: tuple[str, str, str]) -> str:
-        asset, point, unit = key
-        tags = {"agent": self.agent_id, "asset": asset, "asset_type": self.asset_types.get(asset, ""),
-                "point": point, "site": self.site, "unit": unit}
-        parts = [f"{_escape_tag(k)}={_escape_tag(v)}" for k, v in sorted(tags.items()) if v]
-        head = "telemetry" + "".join("," + p for p in parts) + " "
-        if len(self._heads) >= MAX_CACHED_SERIES:
-            self._heads.clear()
-        self._heads[key] = head
-        return head
+        self.series = SeriesTexts(agent_id, site, asset_types, _line_protocol_head)
 
     def encode(self, batch: twin_pb2.Batch) -> tuple[list[str], list[str]]:
         isfinite = math.isfinite
-        created = batch.created_ns
-        heads = self._heads
+        series = self.series
+        heads = series.cached
         lines: list[str] = []
         for s in batch.summaries:
             if s.HasField("increase"):  # a counter point (few): the general path, byte for byte the same
-                lines.append(to_line_protocol(telemetry_point(s, batch, agent_id=self.agent_id, site=self.site,
-                                                              asset_types=self.asset_types)))
+                lines.append(to_line_protocol(series.general_point(s, batch)))
                 continue
             key = (s.asset, s.point, s.unit)
-            head = heads.get(key) or self._head(key)
-            ts = s.interval_end_ns or created
-            if ts <= 0:
-                raise ValueError(f"batch seq {batch.seq}: summary {s.asset}/{s.point} has no timestamp "
-                                 "(and created_ns is 0)")
+            head = heads.get(key) or series.new(key)
+            ts = summary_ts(s, batch)
             count = s.count
             if count:
                 text = s.last_text
@@ -357,12 +398,8 @@ class LineProtocolEncoder:
                     lines.append(f"{head}bad={s.bad_count}i,count={count}i{fields} {ts}")
                     continue
             lines.append(f"{head}bad={s.bad_count}i,count={count}i {ts}")
-        rejected: list[str] = []
-        for p in other_points(batch, agent_id=self.agent_id, site=self.site):
-            try:
-                lines.append(to_line_protocol(p))
-            except ValueError as exc:
-                rejected.append(str(exc))
+        others, rejected = series.other_records(batch, to_line_protocol)
+        lines.extend(others)
         return lines, rejected
 
 

@@ -24,14 +24,13 @@ from pathlib import Path
 import aiosqlite
 
 from collector.points import (
-    MAX_CACHED_SERIES,
     FieldValue,
     Point,
     PointsRejectedError,
+    SeriesTexts,
     SinkStats,
-    other_points,
     storable_fields,
-    telemetry_point,
+    summary_ts,
 )
 from protos.twin.v1 import twin_pb2
 from runtime.errors import SinkError
@@ -99,42 +98,26 @@ class SummaryRowEncoder:
     """
 
     def __init__(self, agent_id: str, site: str, asset_types: Mapping[str, str]) -> None:
-        self.agent_id = agent_id
-        self.site = site
-        self.asset_types = asset_types
-        self._series: dict[tuple[str, str, str], str] = {}
-
-    def _new_series(self, key: tuple[str, str, str]) -> str:
-        asset, point, unit = key
-        series = _series({"site": self.site, "agent": self.agent_id, "asset": asset,
-                          "asset_type": self.asset_types.get(asset, ""), "point": point, "unit": unit})
-        if len(self._series) >= MAX_CACHED_SERIES:
-            self._series.clear()
-        self._series[key] = series
-        return series
+        self.series = SeriesTexts(agent_id, site, asset_types, _series)
 
     def encode(self, batch: twin_pb2.Batch) -> tuple[list[Row], list[str]]:
         isfinite = math.isfinite
-        created = batch.created_ns
-        cache = self._series
+        series = self.series
+        cache = series.cached
         rows: list[Row] = []
         for s in batch.summaries:
             if s.HasField("increase"):  # a counter point (few): the general path, the same row
-                rows.append(_row(telemetry_point(s, batch, agent_id=self.agent_id, site=self.site,
-                                                 asset_types=self.asset_types)))
+                rows.append(_row(series.general_point(s, batch)))
                 continue
             key = (s.asset, s.point, s.unit)
-            series = cache.get(key) or self._new_series(key)
-            ts = s.interval_end_ns or created
-            if ts <= 0:
-                raise ValueError(f"batch seq {batch.seq}: summary {s.asset}/{s.point} has no timestamp "
-                                 "(and created_ns is 0)")
+            text = cache.get(key) or series.new(key)
+            ts = summary_ts(s, batch)
             count = s.count
             fields = f'{{"count": {count}, "bad": {s.bad_count}'
             if count:
-                text = s.last_text
-                if text:
-                    fields += ', "text": ' + json.dumps(text)
+                last_text = s.last_text
+                if last_text:
+                    fields += ', "text": ' + json.dumps(last_text)
                 else:
                     low, high = s.min, s.max
                     if low <= high:  # min > max marks "no numeric statistics"
@@ -145,13 +128,9 @@ class SummaryRowEncoder:
                             for name, value in (("mean", mean), ("min", low), ("max", high), ("last", last)):
                                 if isfinite(value):
                                     fields += f', "{name}": {value!r}'
-            rows.append(("telemetry", series, ts, fields + "}"))
-        rejected: list[str] = []
-        for p in other_points(batch, agent_id=self.agent_id, site=self.site):
-            try:
-                rows.append(_row(p))
-            except ValueError as exc:
-                rejected.append(str(exc))
+            rows.append(("telemetry", text, ts, fields + "}"))
+        others, rejected = series.other_records(batch, _row)
+        rows.extend(others)
         return rows, rejected
 
 

@@ -100,3 +100,16 @@ def test_typical_line() -> None:
     assert LineProtocolEncoder("gw-1", "s", TYPES).encode(batch)[0] == [
         f"telemetry,agent=gw-1,asset=ahu-1,asset_type=ahu,point=supply_temp,site=s,unit=degC "
         f"bad=1i,count=10i,max=21,mean=20,min=19.5 {T0}"]
+
+
+@pytest.mark.parametrize("make, encode", [(lambda: LineProtocolEncoder("gw 1", "plant,a", TYPES), to_line_protocol),
+                                          (lambda: SummaryRowEncoder("gw 1", "plant,a", TYPES), _row)])
+def test_an_agent_inventing_point_names_cannot_grow_the_series_cache(make, encode, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("collector.points.MAX_CACHED_SERIES", 5)
+    encoder = make()
+    for i in range(12):
+        batch = twin_pb2.Batch(seq=i + 1, created_ns=T0, summaries=[twin_pb2.Summary(
+            asset="ahu-1", point=f"p{i}", unit="degC", interval_end_ns=T0, mean=1.0, min=1.0, max=1.0, last=1.0,
+            count=1)])
+        assert encoder.encode(batch) == reference(batch, encode)
+        assert len(encoder.series.cached) <= 5
