@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from sys import intern
 from typing import Any, Protocol, TypeVar
 
 from influxdb_client import Point as LineProtocolPoint
@@ -316,7 +317,8 @@ class SeriesTexts:
         self.cached: dict[tuple[str, str, str], str] = {}
 
     def new(self, key: tuple[str, str, str]) -> str:
-        asset, point, unit = key
+        # Kept with interned names: a stream's series share asset and unit, streams share point names.
+        asset, point, unit = key = (intern(key[0]), intern(key[1]), intern(key[2]))
         text = self._render({"site": self.site, "agent": self.agent_id, "asset": asset,
                              "asset_type": self.asset_types.get(asset, ""), "point": point, "unit": unit})
         if len(self.cached) >= MAX_CACHED_SERIES:
