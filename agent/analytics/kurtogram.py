@@ -56,12 +56,13 @@ class Band:
         return self.high_hz - self.low_hz
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class KurtogramLevel:
     """All bands of one width: `starts` are first bins, each band spans `width` bins.
 
-    The first `on_grid` bands start at multiples of `hop` (half the width), which lets them be
-    read as a strided view of the spectrum; a last band ending at the Nyquist bin may be off it.
+    The first `on_grid` bands start at multiples of `hop` (half the width); a last band ending at
+    the Nyquist bin may be off that grid. Compared and hashed by identity (the levels come from the
+    cached `kurtogram_levels`), so the band layout of a tuple of levels is cached too (`_levels_plan`).
     """
 
     width: int
@@ -125,79 +126,91 @@ def _single(spectrum: np.ndarray) -> np.ndarray:
 
 def _level_kurtosis(spectrum: np.ndarray, level: KurtogramLevel) -> np.ndarray:
     """SK of every band of one level (`_levels_kurtosis` for a single level)."""
-    return _levels_kurtosis(spectrum, (level,))[0]
+    return _bands_kurtosis(spectrum, (level,))
 
 
-@dataclass(frozen=True, slots=True)
-class _LevelsLayout:
-    """For levels of given (bands, width): each band's first element in its level's flat buffer."""
+@dataclass(frozen=True, slots=True, eq=False)
+class _LevelsPlan:
+    """For a tuple of levels: where every band's bins come from and where each band lies in one buffer.
 
-    band_starts: tuple[np.ndarray, ...]  # per level
-    band_widths: np.ndarray  # float64 width of every band, all levels in order
-    largest: int  # elements of the largest level
+    The bands of all levels lie one after the other in one flat buffer (level by level, band by
+    band), so that gathering and tapering them, their power and the sums over each band are one
+    numpy call each for all levels; only the inverse FFTs stay one per level (one width each).
+    """
+
+    gather: np.ndarray  # spectrum bin of every buffer element
+    taper: np.ndarray  # complex64 taper of every buffer element (imaginary part 0)
+    shapes: tuple[tuple[int, int, int], ...]  # per level: (first element, bands, width)
+    band_starts: np.ndarray  # first element of every band
+    band_widths: np.ndarray  # float64 width of every band
+    band_level: np.ndarray  # index (into the levels) of every band's level
+    band_bins: np.ndarray  # first spectrum bin of every band
+    bounds: np.ndarray  # where each level's bands end in the kurtosis array (for np.split)
 
 
 @functools.lru_cache(maxsize=64)
-def _levels_layout(shapes: tuple[tuple[int, int], ...]) -> _LevelsLayout:
-    """Layout for levels of (bands, width) `shapes` (cached: an agent sees few block sizes)."""
-    starts = tuple(width * np.arange(count, dtype=np.intp) for count, width in shapes)
-    widths = np.concatenate([np.full(count, float(width)) for count, width in shapes])
-    for array in (*starts, widths):
+def _levels_plan(levels: tuple[KurtogramLevel, ...]) -> _LevelsPlan:
+    """The plan for `levels` (cached by identity: the levels come from the cached `kurtogram_levels`)."""
+    gather, taper, shapes, band_starts = [], [], [], []
+    offset = 0
+    for level in levels:
+        count, width = len(level.starts), level.width
+        gather.append((level.starts[:, None] + np.arange(width)[None, :]).ravel())
+        taper.append(np.tile(level.taper.astype(np.complex64), count))
+        shapes.append((offset, count, width))
+        band_starts.append(offset + width * np.arange(count, dtype=np.intp))
+        offset += count * width
+    plan = _LevelsPlan(
+        np.concatenate(gather).astype(np.intp), np.concatenate(taper), tuple(shapes), np.concatenate(band_starts),
+        np.concatenate([np.full(len(level.starts), float(level.width)) for level in levels]),
+        np.concatenate([np.full(len(level.starts), i) for i, level in enumerate(levels)]),
+        np.concatenate([level.starts for level in levels]),
+        np.cumsum([len(level.starts) for level in levels])[:-1],
+    )
+    for array in (plan.gather, plan.taper, plan.band_starts, plan.band_widths, plan.band_level, plan.band_bins,
+                  plan.bounds):
         array.setflags(write=False)  # shared by every call
-    return _LevelsLayout(starts, widths, max(count * width for count, width in shapes))
+    return plan
 
 
 def _levels_kurtosis(spectrum: np.ndarray, levels: tuple[KurtogramLevel, ...]) -> list[np.ndarray]:
-    """SK of every band of each level; single precision (numpy >= 2 FFTs keep it), ample for ranking.
-
-    The levels take turns in one set of buffers (each level while it is in cache): its tapered
-    bands are written in, inverse transformed in place (one batched FFT per level), and the sums of
-    every band's power and squared power (double precision) taken with one `reduceat` each; the
-    kurtosis of all bands is then one pass. Few numpy calls per level, no per-level allocations.
-    `spectrum` should already be complex64 (`_single`).
-    """
+    """SK of every band of each level, one array per level (`_bands_kurtosis` split by level)."""
     if not levels:
         return []
-    layout = _levels_layout(tuple((len(level.starts), level.width) for level in levels))
-    spectrum = np.ascontiguousarray(spectrum, dtype=np.complex64)
-    buffer = np.empty(layout.largest, dtype=np.complex64)
-    power = np.empty(layout.largest, dtype=np.float32)
-    wide = np.empty(layout.largest, dtype=np.float64)
-    sums = np.empty(len(layout.band_widths))
-    squares = np.empty(len(layout.band_widths))
-    step = spectrum.strides[0]
-    first = 0
-    for level, starts in zip(levels, layout.band_starts, strict=True):
-        count, width = len(level.starts), level.width
-        size = count * width
-        bands = buffer[:size].reshape(count, width)
-        # the bands on the hop grid are a strided view of the spectrum (np.ndarray: no copy, no checks)
-        grid = np.ndarray((level.on_grid, width), np.complex64, spectrum, 0, (level.hop * step, step))
-        np.multiply(grid, level.taper, out=bands[: level.on_grid])
-        for row in range(level.on_grid, count):
-            start = int(level.starts[row])
-            np.multiply(spectrum[start:start + width], level.taper, out=bands[row])
-        np.fft.ifft(bands, axis=1, out=bands)
-        c = buffer[:size]
-        p = power[:size]
-        np.multiply(c.real, c.real, out=p)
-        imag = c.imag
-        np.multiply(imag, imag, out=imag)  # the buffer is scratch: no temporary
-        p += imag
-        w = wide[:size]
-        w[:] = p
-        np.add.reduceat(w, starts, out=sums[first:first + count])
-        np.multiply(w, w, out=w)
-        np.add.reduceat(w, starts, out=squares[first:first + count])
-        first += count
-    mean = sums / layout.band_widths
-    fourth = squares / layout.band_widths
+    return np.split(_bands_kurtosis(spectrum, levels), _levels_plan(levels).bounds)
+
+
+def _bands_kurtosis(spectrum: np.ndarray, levels: tuple[KurtogramLevel, ...]) -> np.ndarray:
+    """SK of every band of `levels`, level after level; single precision (numpy >= 2 FFTs keep it), ample
+    for ranking.
+
+    All bands are gathered from the spectrum and tapered into one buffer at once (`_levels_plan`),
+    each level inverse transformed in place (one batched FFT per level), then every band's power
+    and squared power summed in double precision with one `reduceat` each. `spectrum` should
+    already be complex64 (`_single`).
+    """
+    if not levels:
+        return np.zeros(0)
+    plan = _levels_plan(levels)
+    spectrum = np.asarray(spectrum, dtype=np.complex64)
+    bands = spectrum[plan.gather]
+    np.multiply(bands, plan.taper, out=bands)
+    for offset, count, width in plan.shapes:
+        level = bands[offset:offset + count * width].reshape(count, width)
+        np.fft.ifft(level, axis=1, out=level)
+    parts = bands.view(np.float32).reshape(-1, 2)
+    np.multiply(parts, parts, out=parts)  # the buffer is scratch: real and imaginary parts squared in place
+    power = np.add(parts[:, 0], parts[:, 1], dtype=np.float32).astype(np.float64)
+    sums = np.add.reduceat(power, plan.band_starts)
+    np.multiply(power, power, out=power)
+    squares = np.add.reduceat(power, plan.band_starts)
+    mean = sums / plan.band_widths
+    fourth = squares / plan.band_widths
     sk = np.full(len(mean), -np.inf)  # a band without power cannot be chosen
     live = mean > 0
     np.divide(fourth, mean**2, out=sk, where=live)
     np.subtract(sk, 2.0, out=sk, where=live)
-    bounds = np.cumsum([len(level.starts) for level in levels])[:-1]
-    return np.split(sk, bounds)
+    return sk
 
 
 def kurtogram(spectrum: np.ndarray, df: float) -> list[tuple[float, float, np.ndarray]]:
@@ -233,14 +246,16 @@ def select_band_with_kurtosis(spectrum: np.ndarray, df: float, *, min_width_hz: 
     The envelope averager chooses its band from the candidates' kurtosis; computing them once serves
     both the block's own band choice and the average.
     """
-    band, parts = _select_band(spectrum, df, min_width_hz, 0.0)
-    return band, np.concatenate(parts) if parts else np.zeros(0)
+    return _select_band(spectrum, df, min_width_hz, 0.0)
 
 
 def _select_band(spectrum: np.ndarray, df: float, min_width_hz: float, min_low_hz: float
-                 ) -> tuple[Band, list[np.ndarray]]:
-    """`select_band`, and the kurtosis of every band at least `min_width_hz` wide (level by level)."""
-    best: Band | None = None
+                 ) -> tuple[Band, np.ndarray]:
+    """`select_band`, and the kurtosis of every band at least `min_width_hz` wide (level after level).
+
+    The first maximum over the levels' bands in order is the band a level-by-level search keeping
+    the first strictly higher band picks.
+    """
     single = _single(spectrum)
     chosen = []
     for level in kurtogram_levels(len(spectrum)):
@@ -250,21 +265,18 @@ def _select_band(spectrum: np.ndarray, df: float, min_width_hz: float, min_low_h
         if allowed.any():
             chosen.append((level, allowed))
     levels = tuple(level for level, _ in chosen)
-    parts = _levels_kurtosis(single, levels)
-    for (level, allowed), sk in zip(chosen, parts, strict=True):
-        if not allowed.all():
-            sk = np.where(allowed, sk, -np.inf)
-        i = int(np.argmax(sk))
-        if best is None or sk[i] > best.kurtosis:
-            start = int(level.starts[i])
-            best = Band(start, start + level.width, start * df, (start + level.width) * df, float(sk[i]))
-    if best is None:
-        levels = kurtogram_levels(len(spectrum))
-        top = levels[0] if levels else KurtogramLevel(len(spectrum), np.zeros(1, np.intp),
-                                                       np.ones(len(spectrum), dtype=np.float32))
-        sk = float(_level_kurtosis(single, top)[0])
-        best = Band(0, len(spectrum), 0.0, (len(spectrum)) * df, sk)
-    return best, parts
+    sk = _bands_kurtosis(single, levels)
+    if levels:
+        ranked = sk if min_low_hz <= 0 else np.where(np.concatenate([allowed for _, allowed in chosen]), sk, -np.inf)
+        i = int(np.argmax(ranked))
+        plan = _levels_plan(levels)
+        level, start = levels[int(plan.band_level[i])], int(plan.band_bins[i])
+        return Band(start, start + level.width, start * df, (start + level.width) * df, float(ranked[i])), sk
+    all_levels = kurtogram_levels(len(spectrum))
+    top = all_levels[0] if all_levels else KurtogramLevel(len(spectrum), np.zeros(1, np.intp),
+                                                          np.ones(len(spectrum), dtype=np.float32))
+    whole = float(_level_kurtosis(single, top)[0])
+    return Band(0, len(spectrum), 0.0, (len(spectrum)) * df, whole), sk
 
 
 @functools.lru_cache(maxsize=64)
@@ -280,5 +292,4 @@ def candidate_kurtosis(spectrum: np.ndarray, df: float, min_width_hz: float) -> 
     The first maximum of this array is the band `select_band` picks for the same width floor.
     """
     levels = tuple(level for level in kurtogram_levels(len(spectrum)) if level.width * df >= min_width_hz)
-    parts = _levels_kurtosis(_single(spectrum), levels)
-    return np.concatenate(parts) if parts else np.zeros(0)
+    return _bands_kurtosis(_single(spectrum), levels)
