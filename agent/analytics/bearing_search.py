@@ -25,8 +25,10 @@ from agent.analytics.envelope import (
     SIGNIFICANT_DB,
     EnvelopeSpectrum,
     FamilyEvidence,
+    FamilySet,
     LineSpec,
     band_envelope_spectrum,
+    family_set,
     search_families,
     shaft_lines_of,
     whitened_envelope_spectrum,
@@ -95,6 +97,12 @@ def _defect_families(defects: BearingDefects, fr: float) -> tuple[tuple[str, tup
             LineSpec(1, 0, "FTF"), LineSpec(2, 0, "2xFTF"), LineSpec(3, 0, "3xFTF"),
             LineSpec(-1, fr, "1x-FTF"), LineSpec(1, fr, "1x+FTF"))),
     }.items())
+
+
+@functools.lru_cache(maxsize=64)
+def _defect_family_set(defects: BearingDefects, fr: float) -> FamilySet:
+    """`defect_families` laid out for `search_families` (cached, so is the search layout built on it)."""
+    return family_set(dict(_defect_families(defects, fr)))
 
 
 def _overlap(a: float, b: float, tolerance: float) -> bool:
@@ -216,10 +224,10 @@ def findings_from_spectra(band: Band, spectra: tuple[EnvelopeSpectrum, ...], sec
         clearest = max(shafts, key=lambda ev: (_significant_lines(ev), ev.strength_db))
         if _significant_lines(clearest) >= 2:
             shaft_hz = clearest.base_hz
-    families = defect_families(defects, shaft_hz)
+    families = _defect_family_set(defects, shaft_hz)
     per_spectrum = search_families(spectra, families, tolerance=tolerance, background_hz=0.5 * shaft_hz,
                                    shaft_hz=shaft_hz)
     measured = {fault: max((found[fault] for found in per_spectrum), key=lambda ev: (ev.present, ev.strength_db))
-                for fault in families}
+                for fault in families.names}
     return BearingFindings(band, spectra, measured, shaft_hz, tuple(per_spectrum))
 

@@ -42,9 +42,11 @@ __all__ = [
     "SIGNIFICANT_DB",
     "EnvelopeSpectrum",
     "FamilyEvidence",
+    "FamilySet",
     "LineEvidence",
     "LineSpec",
     "band_envelope_spectrum",
+    "family_set",
     "measure_families",
     "measure_family",
     "search_families",
@@ -288,6 +290,65 @@ def whitened_envelope_spectrum(spectrum: np.ndarray, df: float, *, low_hz: float
     return _ses(power, df, start * df, len(spectrum) * df, kurt, "whitened full band", max_hz, mean)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Windows:
+    """Background windows of lines in a spectrum: `gather` (lines, widest) indexes the spectrum with
+    one +inf bin appended (index = length: unused places); `middle` is each sorted window's median."""
+
+    gather: np.ndarray
+    middle: np.ndarray
+    rows: np.ndarray  # arange(lines)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _LineBins:
+    """Where lines are read in a spectrum: bin `idx` (clipped into it), `peak` (= idx - 1, its place in
+    `_three_bin_maxima`), and `valid`: the line can count at all (far enough from 0 Hz, inside, usable)."""
+
+    idx: np.ndarray
+    peak: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _SearchPlan:
+    """Everything of a family search in spectra of one length and bin spacing that the data do not change."""
+
+    candidates: np.ndarray  # (families, candidates) fundamentals, 0 past each family's grid
+    freqs: np.ndarray  # (candidates, lines) every line's frequency at every candidate fundamental
+    lines: _LineBins  # where the lines are read (padded candidates are not usable)
+    windows: _Windows  # background windows: the shaft harmonics' first, then the lines' nominal ones
+    harmonics: _LineBins | None  # where the shaft harmonics are read (None without any)
+    guard: np.ndarray  # (harmonics, 2 SHAFT_GUARD_BINS + 1) bins masked around each, past the end: length
+    line_index: np.ndarray
+
+
+def _median_windows(length: int, df: float, freqs: np.ndarray, background_hz: float) -> _Windows:
+    """Where the background windows of `freqs` lie in a spectrum of `length` bins (see `_local_medians`)."""
+    half = np.maximum(np.minimum(background_hz, 0.5 * np.abs(freqs)), MIN_BACKGROUND_BINS * df)
+    half_bins = np.rint(half / df).astype(np.intp)
+    centre = np.rint(freqs / df).astype(np.intp)
+    lo = np.maximum(centre - half_bins, 1)
+    width = np.minimum(centre + half_bins + 1, length) - lo
+    usable = (freqs > 0) & (width >= 2 * MIN_BACKGROUND_BINS)
+    width = np.where(usable, width, 0)
+    offsets = np.arange(max(int(width.max(initial=0)), 1))
+    inside = offsets[None, :] < width[:, None]
+    gather = np.where(inside, np.minimum(lo[:, None] + offsets[None, :], length - 1), length)
+    return _Windows(gather, width // 2, np.arange(len(freqs)))
+
+
+def _medians(amps: np.ndarray, windows: _Windows) -> np.ndarray:
+    """(spectra, lines): each row's median in each window; +inf for a line without a window."""
+    spectra, length = amps.shape
+    padded = np.empty((spectra, length + 1))  # one +inf bin past the end: what unused window places read
+    padded[:, :length] = amps
+    padded[:, length] = np.inf
+    values = padded[:, windows.gather]
+    values.sort(axis=-1)
+    return values[:, windows.rows, windows.middle]
+
+
 def _local_medians(amps: np.ndarray, df: float, freqs: np.ndarray, background_hz: float) -> np.ndarray:
     """(spectra, lines): median of each spectrum (a row of `amps`) within +/- min(background_hz, f/2)
     (>= MIN_BACKGROUND_BINS bins) of each line frequency f.
@@ -297,24 +358,39 @@ def _local_medians(amps: np.ndarray, df: float, freqs: np.ndarray, background_hz
     gathered into one array padded with +inf to the widest, sorted, and each row's median (the
     upper one for an even width) picked at its own width's middle.
     """
-    out = np.full((amps.shape[0], len(freqs)), np.inf)
-    length = amps.shape[1]
-    half = np.maximum(np.minimum(background_hz, 0.5 * np.abs(freqs)), MIN_BACKGROUND_BINS * df)
-    half_bins = np.rint(half / df).astype(np.intp)
-    centre = np.rint(freqs / df).astype(np.intp)
-    lo = np.maximum(centre - half_bins, 1)
-    hi = np.minimum(centre + half_bins + 1, length)
-    width = hi - lo
-    rows = np.nonzero((freqs > 0) & (width >= 2 * MIN_BACKGROUND_BINS))[0]
-    if len(rows) == 0:
-        return out
-    widths = width[rows]
-    offsets = np.arange(int(widths.max()))
-    inside = offsets[None, :] < widths[:, None]
-    windows = np.where(inside, amps[:, np.minimum(lo[rows, None] + offsets[None, :], length - 1)], np.inf)
-    windows.sort(axis=-1)
-    out[:, rows] = windows[:, np.arange(len(rows)), widths // 2]
-    return out
+    return _medians(amps, _median_windows(amps.shape[1], df, freqs, background_hz))
+
+
+def _line_bins(length: int, df: float, freqs: np.ndarray, usable: np.ndarray | bool = True) -> _LineBins:
+    """Where lines at `freqs` are read in a spectrum of `length` bins (see `_heights`)."""
+    top = length - 2
+    idx = np.rint(freqs / df).astype(np.intp)
+    valid = (idx >= MIN_LINE_BINS) & (idx <= top) & usable
+    idx = np.minimum(np.maximum(idx, 1), max(top, 1))  # np.clip, without its wrapper's overhead
+    return _LineBins(idx, idx - 1, valid)
+
+
+def _three_bin_maxima(amps: np.ndarray) -> np.ndarray:
+    """(spectra, bins - 2): the maximum of bins k, k + 1, k + 2 of each row (a line at bin k + 1 is read there)."""
+    return np.maximum(np.maximum(amps[:, :-2], amps[:, 1:-1]), amps[:, 2:])
+
+
+def _heights_at(peaks: np.ndarray, bins: _LineBins, blocks: int, background: np.ndarray,
+                excludes: np.ndarray | None) -> np.ndarray:
+    """`_heights` from the spectra's `_three_bin_maxima` and the lines' `_line_bins`."""
+    valid = bins.valid[None] & np.isfinite(background)[:, None, :]
+    if excludes is not None:
+        valid &= ~excludes[:, bins.idx]
+    peak = peaks[:, bins.peak]
+    with np.errstate(divide="ignore"):
+        snr = 20 * np.log10(np.maximum(peak, _EPS) / np.maximum(background, _EPS)[:, None, :])
+    if blocks > 1:
+        # Only what callers read is converted: they keep the positive part, and the conversion maps
+        # a height at or below 0 dB (the median) to 0 dB or less. Converted element by element, each
+        # value is what converting the whole array gives; the margin keeps rounding near 0 dB out.
+        wanted = valid & (snr > -CONVERSION_MARGIN_DB)
+        snr[wanted] = single_block_equivalent_db(snr[wanted], blocks)
+    return np.where(valid, snr, 0.0)
 
 
 def _heights(amps: np.ndarray, df: float, blocks: int, freqs: np.ndarray, background: np.ndarray,
@@ -327,27 +403,10 @@ def _heights(amps: np.ndarray, df: float, blocks: int, freqs: np.ndarray, backgr
     without a background, in an excluded bin (`excludes`: spectra x bins), or not `usable`.
     Single-block-equivalent dB for averaged spectra (`blocks` > 1).
     """
-    length = amps.shape[1]
-    top = length - 2
-    idx = np.rint(freqs / df).astype(np.intp)
-    valid = ((idx >= MIN_LINE_BINS) & (idx <= top) & usable)[None] & np.isfinite(background)[:, None, :]
-    idx = np.minimum(np.maximum(idx, 1), max(top, 1))  # np.clip, without its wrapper's overhead
-    if excludes is not None:
-        valid &= ~excludes[:, idx]
-    if length >= 3:  # the 3-bin maxima of the whole (short) spectrum, then one gather
-        peaks = np.maximum(np.maximum(amps[:, :-2], amps[:, 1:-1]), amps[:, 2:])
-        peak = peaks[:, idx - 1]
-    else:
-        peak = np.maximum(np.maximum(amps[:, idx - 1], amps[:, idx]), amps[:, np.minimum(idx + 1, length - 1)])
-    with np.errstate(divide="ignore"):
-        snr = 20 * np.log10(np.maximum(peak, _EPS) / np.maximum(background, _EPS)[:, None, :])
-    if blocks > 1:
-        # Only what callers read is converted: they keep the positive part, and the conversion maps
-        # a height at or below 0 dB (the median) to 0 dB or less. Converted element by element, each
-        # value is what converting the whole array gives; the margin keeps rounding near 0 dB out.
-        wanted = valid & (snr > -CONVERSION_MARGIN_DB)
-        snr[wanted] = single_block_equivalent_db(snr[wanted], blocks)
-    return np.where(valid, snr, 0.0)
+    if amps.shape[1] < 3:  # no bin is both MIN_LINE_BINS from 0 Hz and inside the spectrum
+        return np.zeros((amps.shape[0], *np.shape(freqs)))
+    return _heights_at(_three_bin_maxima(amps), _line_bins(amps.shape[1], df, freqs, usable), blocks, background,
+                       excludes)
 
 
 def _alike(spectra: Sequence[EnvelopeSpectrum]) -> dict[tuple[int, float, int], list[int]]:
@@ -358,79 +417,158 @@ def _alike(spectra: Sequence[EnvelopeSpectrum]) -> dict[tuple[int, float, int], 
     return groups
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class FamilySet:
+    """Defect families (name -> (base_hz, lines)) laid out as the arrays `search_families` works on.
+
+    Build it once with `family_set` for families searched again and again (a configured speed gives
+    the same families block after block): the search's layout for each spectrum length is then
+    cached with it. Compared and hashed by identity.
+    """
+
+    names: tuple[str, ...]
+    specs: tuple[tuple[LineSpec, ...], ...]
+    bases: np.ndarray  # each family's nominal fundamental
+    orders: np.ndarray  # every line's order, family after family
+    offsets: np.ndarray  # every line's offset in Hz
+    family_of_line: np.ndarray
+    line_starts: np.ndarray  # each family's first line
+    nominal: np.ndarray  # every line's nominal frequency
+
+
+def family_set(families: Mapping[str, tuple[float, Sequence[LineSpec]]]) -> FamilySet:
+    """`families` (name -> (base_hz, lines)) as a `FamilySet`."""
+    names = tuple(families)
+    specs = tuple(tuple(families[name][1]) for name in names)
+    counts = np.array([len(lines) for lines in specs])
+    bases = np.array([families[name][0] for name in names], dtype=np.float64)
+    orders = np.array([line.order for lines in specs for line in lines], dtype=np.float64)
+    offsets = np.array([line.offset_hz for lines in specs for line in lines], dtype=np.float64)
+    family_of_line = np.repeat(np.arange(len(names)), counts)
+    line_starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    return FamilySet(names, specs, bases, orders, offsets, family_of_line, line_starts,
+                     orders * bases[family_of_line] + offsets)
+
+
+@functools.lru_cache(maxsize=64)
+def _search_plan(families: FamilySet, length: int, df: float, tolerance: float, background_hz: float,
+                 shaft_hz: float) -> _SearchPlan:
+    """The search layout of `families` in spectra of `length` bins spaced `df` (cached per family set)."""
+    grids = []
+    for base, lines in zip(families.bases, families.specs, strict=True):
+        step = df / max(max(abs(line.order) for line in lines), 1.0) / 2
+        span = base * tolerance
+        grids.append(base + np.arange(-span, span + step / 2, step) if span > 0 else np.array([base]))
+    n_candidates = np.array([len(grid) for grid in grids])
+    candidates = np.zeros((len(families.names), int(n_candidates.max())))
+    for i, grid in enumerate(grids):
+        candidates[i, :len(grid)] = grid
+    line_of = families.family_of_line
+    padded = np.arange(candidates.shape[1])[:, None] >= n_candidates[line_of][None, :]
+    freqs = candidates[line_of].T * families.orders[None, :] + families.offsets[None, :]
+    harmonics = _harmonics(length, df, shaft_hz)
+    return _SearchPlan(candidates, freqs, _line_bins(length, df, freqs, ~padded),
+                       _median_windows(length, df, np.concatenate((harmonics, families.nominal)), background_hz),
+                       _line_bins(length, df, harmonics[None, :]) if len(harmonics) else None,
+                       _guard_bins(harmonics, df, length), np.arange(len(families.orders)))
+
+
+def _guard_bins(harmonics: np.ndarray, df: float, length: int) -> np.ndarray:
+    """(harmonics, 2 SHAFT_GUARD_BINS + 1): the bins masked around each harmonic; `length` for those outside."""
+    guard = np.rint(harmonics / df).astype(np.intp)[:, None] + np.arange(-SHAFT_GUARD_BINS, SHAFT_GUARD_BINS + 1)
+    return np.where((guard >= 0) & (guard < length), guard, length)
+
+
+def _reported_from(db: float) -> float:
+    """The smallest height whose report (rounded to 0.01 dB by `round`) is at least `db`.
+
+    `round` rises with its argument, so "reported >= db" is "height >= this" for a whole array at once.
+    """
+    lo, hi = db - 0.01, db  # round(lo, 2) < db <= round(hi, 2): bisect to adjacent floats
+    while math.nextafter(lo, math.inf) < hi:
+        mid = lo + (hi - lo) / 2
+        lo, hi = (lo, mid) if round(mid, 2) >= db else (mid, hi)
+    return hi
+
+
+_SHAFT_REPORTED_FROM = _reported_from(SHAFT_PRESENT_DB)
+
+
 def search_families(
     spectra: Sequence[EnvelopeSpectrum],
-    families: Mapping[str, tuple[float, Sequence[LineSpec]]],
+    families: Mapping[str, tuple[float, Sequence[LineSpec]]] | FamilySet,
     *,
     tolerance: float,
     background_hz: float,
     excludes: Sequence[np.ndarray | None] | None = None,
     shaft_hz: float = 0.0,
 ) -> list[dict[str, FamilyEvidence]]:
-    """`measure_family` for several families (name -> (base_hz, lines)) in several spectra at once.
+    """`measure_family` for several families (name -> (base_hz, lines), or a `family_set`) in several
+    spectra at once.
 
     Spectra of the same length, bin spacing and block count are stacked, and one array holds
     every family's candidate fundamentals (padded to the longest grid) times every line, so the
     whole search is a handful of numpy operations instead of a pass per family and spectrum;
-    each result is what `measure_family` gives for that family in that spectrum alone.
+    each result is what `measure_family` gives for that family in that spectrum alone. What does
+    not depend on the spectra's values (candidates, bins, background windows) is laid out once
+    per family set and spectrum length (`_search_plan`).
     `excludes`: one bin mask (or None) per spectrum. `shaft_hz` > 0 also excludes the harmonics of
     that rate present in each spectrum (`shaft_harmonic_masks`; their backgrounds are taken in the
     same pass as the families' lines).
     """
-    names = list(families)
-    specs = [tuple(families[name][1]) for name in names]
-    counts = np.array([len(lines) for lines in specs])
-    bases = np.array([families[name][0] for name in names], dtype=np.float64)
-    orders = np.array([line.order for lines in specs for line in lines], dtype=np.float64)
-    offsets = np.array([line.offset_hz for lines in specs for line in lines], dtype=np.float64)
-    steps_order = [max(max(abs(line.order) for line in lines), 1.0) for lines in specs]
-    family_of_line = np.repeat(np.arange(len(names)), counts)
-    line_starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    line_index = np.arange(len(orders))
-    nominal = orders * bases[family_of_line] + offsets
+    fset = families if isinstance(families, FamilySet) else family_set(families)
     results: list[dict[str, FamilyEvidence]] = [{} for _ in spectra]
-    for (_, df, blocks), members in _alike(spectra).items():
-        grids = []
-        for base, top_order in zip(bases, steps_order, strict=True):
-            step = df / top_order / 2
-            span = base * tolerance
-            grids.append(base + np.arange(-span, span + step / 2, step) if span > 0 else np.array([base]))
-        n_candidates = np.array([len(grid) for grid in grids])
-        candidates = np.zeros((len(names), int(n_candidates.max())))
-        for i, grid in enumerate(grids):
-            candidates[i, :len(grid)] = grid
-        padded = np.arange(candidates.shape[1])[:, None] >= n_candidates[family_of_line][None, :]
-        freqs = candidates[family_of_line].T * orders[None, :] + offsets[None, :]
+    for (length, df, blocks), members in _alike(spectra).items():
         amps = np.stack([spectra[m].amplitude for m in members])
         masks = [excludes[m] for m in members] if excludes is not None else []
-        stacked_masks = np.stack(masks) if masks and all(mask is not None for mask in masks) else None
-        if masks and stacked_masks is None and any(mask is not None for mask in masks):
-            stacked_masks = np.stack([mask if mask is not None else np.zeros(amps.shape[1], dtype=bool)
-                                      for mask in masks])
-        harmonics = _harmonics(amps.shape[1], df, shaft_hz)
-        background = _local_medians(amps, df, np.concatenate((harmonics, nominal)), background_hz)
-        if len(harmonics):
-            present = _present_harmonics(amps, df, blocks, harmonics, background[:, :len(harmonics)])
-            stacked_masks = present if stacked_masks is None else stacked_masks | present
-        snr = _heights(amps, df, blocks, freqs, background[:, len(harmonics):], stacked_masks, ~padded)
+        stacked_masks = None
+        if any(mask is not None for mask in masks):
+            stacked_masks = np.stack([mask if mask is not None else np.zeros(length, dtype=bool) for mask in masks])
+        plan = _search_plan(fset, length, df, tolerance, background_hz, shaft_hz)
+        if length < 3:  # no line can count (`_heights`): every height 0
+            snr = np.zeros((len(members), *plan.freqs.shape))
+        else:
+            peaks = _three_bin_maxima(amps)
+            background = _medians(amps, plan.windows)
+            if plan.harmonics is not None:
+                count = len(plan.guard)
+                present = _present_guard(peaks, plan.harmonics, plan.guard, blocks, background[:, :count])
+                stacked_masks = present if stacked_masks is None else stacked_masks | present
+                background = background[:, count:]
+            snr = _heights_at(peaks, plan.lines, blocks, background, stacked_masks)
         # each family's best candidate: the summed positive heights of its lines (one reduceat for all
         # families; padded candidates sum to 0 after every real one, so argmax never picks them)
-        totals = np.add.reduceat(np.maximum(snr, 0), line_starts, axis=2)
+        totals = np.add.reduceat(np.maximum(snr, 0), fset.line_starts, axis=2)
         best = np.argmax(totals, axis=1)  # members x families
-        at = best[:, family_of_line]  # members x lines: the candidate each line is read at
-        heights = snr[np.arange(len(members))[:, None], at, line_index[None, :]].tolist()
-        hz = freqs[at, line_index[None, :]].tolist()
-        base_hz = candidates[np.arange(len(names))[None, :], best].tolist()
-        firsts = line_starts.tolist()
+        at = best[:, fset.family_of_line]  # members x lines: the candidate each line is read at
+        heights = snr[np.arange(len(members))[:, None], at, plan.line_index[None, :]].tolist()
+        hz = plan.freqs[at, plan.line_index[None, :]].tolist()
+        base_hz = plan.candidates[np.arange(len(fset.names))[None, :], best].tolist()
+        firsts = fset.line_starts.tolist()
         for row, member in enumerate(members):
             line_heights, line_hz = heights[row], hz[row]
-            for i, (name, lines) in enumerate(zip(names, specs, strict=True)):
+            label = spectra[member].label
+            for i, (name, lines) in enumerate(zip(fset.names, fset.specs, strict=True)):
                 first = firsts[i]
                 evidence = tuple(LineEvidence(line.label, line_hz[first + j],
                                               round(max(line_heights[first + j], 0.0), 2))
                                  for j, line in enumerate(lines))
-                results[member][name] = FamilyEvidence(name, base_hz[row][i], evidence, spectra[member].label)
+                results[member][name] = FamilyEvidence(name, base_hz[row][i], evidence, label)
     return results
+
+
+def _present_guard(peaks: np.ndarray, harmonics: _LineBins, guard: np.ndarray, blocks: int,
+                   background: np.ndarray) -> np.ndarray:
+    """(spectra, bins) mask: the `guard` bins of each harmonic present in each spectrum.
+
+    A harmonic counts when its height as reported (rounded to 0.01 dB) reaches SHAFT_PRESENT_DB.
+    """
+    spectra, length = peaks.shape[0], peaks.shape[1] + 2
+    present = _heights_at(peaks, harmonics, blocks, background, None)[:, 0, :] >= _SHAFT_REPORTED_FROM
+    masks = np.zeros((spectra, length + 1), dtype=bool)  # one bin past the end for the guard bins outside
+    rows, which = np.nonzero(present)
+    masks[rows[:, None], guard[which]] = True
+    return masks[:, :length]
 
 
 def measure_families(
@@ -488,17 +626,22 @@ def shaft_lines(es: EnvelopeSpectrum, shaft_hz: float, *, tolerance: float,
 def shaft_lines_of(spectra: Sequence[EnvelopeSpectrum], shaft_hz: float, *, tolerance: float,
                    background_hz: float) -> list[FamilyEvidence]:
     """`shaft_lines` of each spectrum; spectra with the same harmonics are searched in one pass."""
-    by_lines: dict[tuple[LineSpec, ...], list[int]] = {}
+    by_count: dict[int, list[int]] = {}
     for i, es in enumerate(spectra):
         count = min(int((len(es.amplitude) - 2) * es.df / (shaft_hz * (1 + tolerance))), SHAFT_REFINE_HARMONICS)
-        lines = tuple(LineSpec(k, 0.0, f"{k}x") for k in range(1, max(count, 1) + 1))
-        by_lines.setdefault(lines, []).append(i)
+        by_count.setdefault(max(count, 1), []).append(i)
     out: dict[int, FamilyEvidence] = {}
-    for lines, members in by_lines.items():
-        found = search_families([spectra[i] for i in members], {"shaft": (shaft_hz, lines)}, tolerance=tolerance,
+    for count, members in by_count.items():
+        found = search_families([spectra[i] for i in members], _shaft_family(shaft_hz, count), tolerance=tolerance,
                                 background_hz=background_hz)
         out.update((i, result["shaft"]) for i, result in zip(members, found, strict=True))
     return [out[i] for i in range(len(spectra))]
+
+
+@functools.lru_cache(maxsize=64)
+def _shaft_family(shaft_hz: float, count: int) -> FamilySet:
+    """The shaft rate's first `count` harmonics as a family (cached: a configured speed recurs)."""
+    return family_set({"shaft": (shaft_hz, tuple(LineSpec(k, 0.0, f"{k}x") for k in range(1, count + 1)))})
 
 
 def shaft_harmonic_masks(spectra: Sequence[EnvelopeSpectrum], shaft_hz: float, *,
@@ -519,7 +662,8 @@ def shaft_harmonic_masks(spectra: Sequence[EnvelopeSpectrum], shaft_hz: float, *
         if len(freqs) == 0:
             continue
         amps = np.stack([spectra[m].amplitude for m in members])
-        rows = _present_harmonics(amps, df, blocks, freqs, _local_medians(amps, df, freqs, background_hz))
+        rows = _present_guard(_three_bin_maxima(amps), _line_bins(length, df, freqs[None, :]),
+                              _guard_bins(freqs, df, length), blocks, _local_medians(amps, df, freqs, background_hz))
         for row, member in enumerate(members):
             masks[member] = rows[row]
     return masks
@@ -529,23 +673,6 @@ def _harmonics(length: int, df: float, shaft_hz: float) -> np.ndarray:
     """The shaft harmonics below the top of a spectrum of `length` bins."""
     count = int((length - 2) * df / shaft_hz) if shaft_hz > 0 else 0
     return np.arange(1, count + 1, dtype=np.float64) * shaft_hz
-
-
-def _present_harmonics(amps: np.ndarray, df: float, blocks: int, freqs: np.ndarray, background: np.ndarray
-                       ) -> np.ndarray:
-    """(spectra, bins) mask: the bins within SHAFT_GUARD_BINS of each harmonic `freqs` present in each spectrum."""
-    length = amps.shape[1]
-    masks = np.zeros(amps.shape, dtype=bool)
-    heights = _heights(amps, df, blocks, freqs[None, :], background, None)
-    for row in range(len(amps)):
-        # a harmonic counts when its height as reported (rounded to 0.01 dB) reaches SHAFT_PRESENT_DB
-        present = [j for j in np.nonzero(heights[row, 0] >= SHAFT_PRESENT_DB - 0.01)[0]
-                   if round(float(max(heights[row, 0, j], 0.0)), 2) >= SHAFT_PRESENT_DB]
-        if present:
-            centres = np.rint(freqs[present] / df).astype(np.intp)
-            bins = (centres[:, None] + np.arange(-SHAFT_GUARD_BINS, SHAFT_GUARD_BINS + 1)[None, :]).ravel()
-            masks[row, bins[(bins >= 0) & (bins < length)]] = True
-    return masks
 
 
 def shaft_harmonic_mask(es: EnvelopeSpectrum, shaft_hz: float, *, background_hz: float) -> np.ndarray:
