@@ -95,6 +95,7 @@ BEARING_HEALTH_WEIGHT = 65.0  # a bearing defect caps health at 100 - 65 x its s
 MECHANICAL_HEALTH_WEIGHT = 40.0  # unbalance, misalignment, looseness: 100 - 40 x confidence
 MECHANICAL_LINE_RATIO = 10.0  # 10 dB over the local background: a shaft-order line, not noise
 BACKGROUND_BINS = 12  # spectrum bins each side of a line used for its background
+SHAFT_ORDERS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)  # the velocity lines measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,43 @@ def _hann_spectrum(spectrum: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _LinesPlan:
+    """Where `_lines_rms` searches each line and takes its background, for given lines and spectrum length."""
+
+    rows: np.ndarray  # the lines that have a search window
+    lo: np.ndarray  # each searched line's first bin
+    search: np.ndarray  # (rows, widest window) bins searched, `top` past each window (-inf there)
+    top: int  # bins [0, top) are read; `top` holds -inf, `top + 1` +inf
+    inside: bool  # every background bin any peak can have lies inside the spectrum
+    n_bins: int
+
+
+@functools.lru_cache(maxsize=64)
+def _lines_plan(n_bins: int, df: float, hz: tuple[float, ...], search_hz: tuple[float, ...]) -> _LinesPlan:
+    """The `_LinesPlan` of lines at `hz` (+/- `search_hz`) in a spectrum of `n_bins` (cached: the same
+    shaft speed gives the same lines block after block)."""
+    hz_array = np.array(hz, dtype=np.float64)
+    centre = np.rint(hz_array / df).astype(np.intp)
+    reach = np.maximum(np.ceil(np.array(search_hz, dtype=np.float64) / df).astype(np.intp), 1)
+    lo = np.maximum(centre - reach, 2)
+    hi = np.minimum(centre + reach + 1, n_bins - 2)
+    rows = np.nonzero((hz_array > 0) & (hi > lo))[0]
+    lo, hi = lo[rows], hi[rows]
+    if len(rows) == 0:
+        return _LinesPlan(rows, lo, np.zeros((0, 1), dtype=np.intp), 0, True, n_bins)
+    top = min(int(hi.max()) + 16, n_bins)  # every bin a window, lobe or background can reach
+    span = np.arange(int((hi - lo).max()))
+    search = np.where(span[None, :] < (hi - lo)[:, None], lo[:, None] + span[None, :], top)
+    # a peak lies in [lo, hi): its background bins peak - 3 - BACKGROUND_BINS .. peak + 3 + BACKGROUND_BINS
+    inside = bool(lo.min() - 3 - BACKGROUND_BINS >= 1 and hi.max() - 1 + 3 + BACKGROUND_BINS < n_bins)
+    return _LinesPlan(rows, lo, search, top, inside, n_bins)
+
+
+_LOBE = np.arange(-2, 3)
+_BACKGROUND = np.concatenate((np.arange(-3 - BACKGROUND_BINS, -3), np.arange(4, 4 + BACKGROUND_BINS)))
+
+
 def _lines_rms(power: np.ndarray, weight: np.ndarray, df: float, hz: np.ndarray, search_hz: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """Velocity r.m.s. of the strongest line within +/- search_hz of each hz, and whether it is a real line.
@@ -204,41 +242,62 @@ def _lines_rms(power: np.ndarray, weight: np.ndarray, df: float, hz: np.ndarray,
     is at least MECHANICAL_LINE_RATIO times what 5 bins of the local background hold (the median
     of the BACKGROUND_BINS bins each side beyond the lobe, / ln 2 for the mean of an exponentially
     distributed periodogram). All lines at once: windows and backgrounds are gathered into padded
-    arrays (-inf for the search, +inf for the median) instead of one pass per line.
+    arrays (-inf for the search, +inf for the median) instead of one pass per line; where the
+    windows lie is worked out once per set of lines (`_lines_plan`).
     """
-    hz = np.asarray(hz, dtype=np.float64)
-    rms = np.zeros(len(hz))
-    is_line = np.zeros(len(hz), dtype=bool)
-    centre = np.rint(hz / df).astype(np.intp)
-    reach = np.maximum(np.ceil(np.asarray(search_hz) / df).astype(np.intp), 1)
-    lo = np.maximum(centre - reach, 2)
-    hi = np.minimum(centre + reach + 1, len(power) - 2)
-    rows = np.nonzero((hz > 0) & (hi > lo))[0]
-    if len(rows) == 0:
+    hz = tuple(np.asarray(hz, dtype=np.float64).tolist())
+    search = np.broadcast_to(np.asarray(search_hz, dtype=np.float64), (len(hz),))
+    return _lines_at(power, weight, _lines_plan(len(power), df, hz, tuple(search.tolist())), len(hz))
+
+
+def _lines_at(power: np.ndarray, weight: np.ndarray, plan: _LinesPlan, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_lines_rms` of `count` lines laid out by `plan`."""
+    rms = np.zeros(count)
+    is_line = np.zeros(count, dtype=bool)
+    if len(plan.rows) == 0:
         return rms, is_line
-    lo, hi = lo[rows], hi[rows]
-    top = int(hi.max())
-    weighted = power[:top + 16] * weight[:top + 16]  # every bin a window, lobe or background can reach
-    span = np.arange(int((hi - lo).max()))
-    inside = span[None, :] < (hi - lo)[:, None]
-    search = np.where(inside, weighted[np.minimum(lo[:, None] + span[None, :], top - 1)], -np.inf)
-    peak = lo + np.argmax(search, axis=1)
-    lobe = weighted[peak[:, None] + np.arange(-2, 3)[None, :]].sum(axis=1)
-    left = np.arange(-3 - BACKGROUND_BINS, -3)
-    right = np.arange(4, 4 + BACKGROUND_BINS)
-    around = peak[:, None] + np.concatenate((left, right))[None, :]
-    usable = (around >= np.maximum(peak - 3 - BACKGROUND_BINS, 1)[:, None]) & (around < len(power))
-    values = np.where(usable, weighted[np.minimum(np.maximum(around, 0), len(weighted) - 1)], np.inf)
-    values.sort(axis=1)
-    count = usable.sum(axis=1)
-    at = np.arange(len(rows))
-    upper = values[at, np.maximum(count // 2, 0)]
-    lower = values[at, np.maximum((count - 1) // 2, 0)]
-    median = np.where(count % 2 == 1, upper, (lower + upper) / 2)
-    background = np.where(count > 0, 5 * median / math.log(2), 0.0)
-    rms[rows] = np.sqrt(lobe)
-    is_line[rows] = lobe >= MECHANICAL_LINE_RATIO * background
+    top = plan.top
+    weighted = np.empty(top + 2)
+    np.multiply(power[:top], weight[:top], out=weighted[:top])
+    weighted[top] = -np.inf
+    weighted[top + 1] = np.inf
+    peak = plan.lo + np.argmax(weighted[plan.search], axis=1)
+    lobe = weighted[peak[:, None] + _LOBE].sum(axis=1)
+    around = peak[:, None] + _BACKGROUND
+    if plan.inside:  # all 2 x BACKGROUND_BINS bins: the median is the mean of the middle two
+        values = weighted[around]
+        values.partition((BACKGROUND_BINS - 1, BACKGROUND_BINS), axis=1)
+        median = (values[:, BACKGROUND_BINS - 1] + values[:, BACKGROUND_BINS]) / 2
+        background = 5 * median / math.log(2)
+    else:
+        usable = (around >= 1) & (around < plan.n_bins)  # (>= peak - 3 - BACKGROUND_BINS always holds)
+        values = weighted[np.where(usable, around, top + 1)]
+        values.sort(axis=1)
+        count_used = usable.sum(axis=1)
+        at = np.arange(len(plan.rows))
+        upper = values[at, count_used // 2]
+        lower = values[at, np.maximum((count_used - 1) // 2, 0)]
+        median = np.where(count_used % 2 == 1, upper, (lower + upper) / 2)
+        background = np.where(count_used > 0, 5 * median / math.log(2), 0.0)
+    rms[plan.rows] = np.sqrt(lobe)
+    is_line[plan.rows] = lobe >= MECHANICAL_LINE_RATIO * background
     return rms, is_line
+
+
+@functools.lru_cache(maxsize=64)
+def _shaft_lines_plan(n: int, fs: float, fr: float, slip_tolerance: float, ftf: float | None) -> _LinesPlan:
+    """The lines `analyze_block` measures at shaft rate `fr`: SHAFT_ORDERS, and the cage rate (FTF, times
+    `fr`) after them when a bearing is configured (cached: a configured speed recurs block after block)."""
+    df = _plan(n, fs).df
+    orders = np.array(SHAFT_ORDERS)
+    hz = orders * fr
+    search_hz = np.minimum(max(slip_tolerance * fr, 2 * df) * orders, 0.25 * fr)
+    hz_list, search_list = hz.tolist(), search_hz.tolist()
+    if ftf is not None:
+        ftf_hz = ftf * fr
+        hz_list.append(ftf_hz)
+        search_list.append(max(slip_tolerance * ftf_hz, df))
+    return _lines_plan(n // 2 + 1, df, tuple(hz_list), tuple(search_list))
 
 
 def _line_rms(power: np.ndarray, weight: np.ndarray, df: float, hz: float, search_hz: float) -> tuple[float, bool]:
@@ -549,12 +608,12 @@ def analyze_block_evidence(
         fr, rpm_value, source = rpm / 60.0, float(rpm), rpm_source
     v_band = plan.band_slice(velocity_band_hz(rpm_value))
     v_rms = float(math.sqrt(np.sum(power[v_band] * plan.velocity_weight[v_band])))
-    search = max(slip_tolerance * fr, 2 * plan.df)
-    orders = np.array((0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0))
-    line_rms, is_line = _lines_rms(power, plan.velocity_weight, plan.df, orders * fr,
-                                   np.minimum(search * orders, 0.25 * fr))
-    lines = {float(h): float(v) for h, v in zip(orders, line_rms, strict=True)}
-    real_lines = {float(h): float(v) if real else 0.0 for h, v, real in zip(orders, line_rms, is_line, strict=True)}
+    ftf = bearing.ftf if bearing is not None else None
+    rms_of, line_of = _lines_at(power, plan.velocity_weight, _shaft_lines_plan(n, float(fs), fr, slip_tolerance, ftf),
+                                len(SHAFT_ORDERS) + (ftf is not None))
+    line_rms, is_line = rms_of.tolist(), line_of.tolist()
+    lines = dict(zip(SHAFT_ORDERS, line_rms, strict=False))
+    real_lines = {h: v if real else 0.0 for h, v, real in zip(SHAFT_ORDERS, line_rms, is_line, strict=False)}
 
     mechanical = _mechanical_diagnosis(v_rms, real_lines, bounds)
     snr = {"bpfo": 0.0, "bpfi": 0.0, "bsf": 0.0, "ftf": 0.0}
@@ -567,8 +626,12 @@ def analyze_block_evidence(
                                       tolerance=slip_tolerance, refine_speed=refine_speed)
         m = min(len(demodulated.spectra[0].amplitude), len(spectrum) - 1)
         block = AnalysedBlock(n, float(fs), units, demodulated, power[:m].copy())
-        ftf_hz = bearing.ftf * found.shaft_hz
-        _, cage_line = _line_rms(power, plan.velocity_weight, plan.df, ftf_hz, max(slip_tolerance * ftf_hz, plan.df))
+        if found.shaft_hz == fr:  # the cage line was searched with the shaft-order lines
+            cage_line = is_line[len(SHAFT_ORDERS)]
+        else:
+            ftf_hz = bearing.ftf * found.shaft_hz
+            _, cage_line = _line_rms(power, plan.velocity_weight, plan.df, ftf_hz,
+                                     max(slip_tolerance * ftf_hz, plan.df))
         evidence = location_evidence(found, bearing, cage_line=cage_line, given_shaft_hz=fr,
                                      tolerance=slip_tolerance, sensor=sensor, speed_estimated=source == "estimated")
         answer = bearing_answer(evidence, calibration)
