@@ -145,14 +145,19 @@ class FamilyEvidence:
 
 @functools.lru_cache(maxsize=64)
 def _tukey(width: int) -> np.ndarray:
-    """Band taper: flat, with raised-cosine quarters at each edge (cached: the same widths recur)."""
+    """Band taper: flat, with raised-cosine quarters at each edge (cached: the same widths recur).
+
+    Complex (imaginary part 0): the product with a complex spectrum is then the one numpy computes
+    for a real taper, without casting the taper on every call.
+    """
     taper = np.ones(width)
     edge = max(width // 4, 1)
     ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(edge) + 0.5) / edge)
     taper[:edge] = ramp
     taper[width - edge:] = ramp[::-1]
-    taper.setflags(write=False)
-    return taper
+    complex_taper = taper.astype(complex)
+    complex_taper.setflags(write=False)
+    return complex_taper
 
 
 @functools.lru_cache(maxsize=32)
@@ -164,18 +169,16 @@ def _hann(n: int) -> np.ndarray:
 
 
 def _squared_envelope(z: np.ndarray) -> np.ndarray:
-    """|z|^2 of a scratch complex signal (its imaginary part is overwritten: no temporary array)."""
-    power = z.real * z.real
-    imag = z.imag
-    np.multiply(imag, imag, out=imag)
-    power += imag
-    return power
+    """|z|^2 (real^2 + imag^2) of a scratch complex signal (squared in place: one temporary array fewer)."""
+    parts = z.view(z.real.dtype).reshape(-1, 2)
+    np.multiply(parts, parts, out=parts)
+    return np.add(parts[:, 0], parts[:, 1])
 
 
 def _ses(power: np.ndarray, df: float, low_hz: float, high_hz: float, kurtosis: float, label: str,
          max_hz: float, mean: float | None = None) -> EnvelopeSpectrum:
     """Spectrum of a squared envelope (`power`, changed in place; `mean`: its mean if known), up to `max_hz`."""
-    power -= power.mean() if mean is None else mean
+    power -= np.add.reduce(power) / len(power) if mean is None else mean  # = power.mean(), without its wrapper
     window = _hann(len(power))
     power *= window
     spec = np.fft.rfft(power)
@@ -284,7 +287,7 @@ def whitened_envelope_spectrum(spectrum: np.ndarray, df: float, *, low_hz: float
     magnitude = np.abs(bins)
     np.divide(bins, np.maximum(magnitude, _EPS, out=magnitude), out=padded[: len(bins)])
     power = _squared_envelope(np.fft.ifft(padded, out=padded))  # in place: the padded bins are scratch
-    mean = power.mean()
+    mean = np.add.reduce(power) / len(power)  # = power.mean(), without its wrapper
     # einsum, not np.dot: a BLAS dot spins helper threads that cost more CPU than the sum itself
     kurt = float(np.einsum("i,i->", power, power) / len(power) / mean**2 - 2.0) if mean > 0 else 0.0
     return _ses(power, df, start * df, len(spectrum) * df, kurt, "whitened full band", max_hz, mean)
@@ -321,6 +324,8 @@ class _SearchPlan:
     harmonics: _LineBins | None  # where the shaft harmonics are read (None without any)
     guard: np.ndarray  # (harmonics, 2 SHAFT_GUARD_BINS + 1) bins masked around each, past the end: length
     line_index: np.ndarray
+    peak: np.ndarray  # `_three_bin_maxima` place of the harmonics, then of every (candidate, line)
+    background: np.ndarray  # the `windows` column of each of them
 
 
 def _median_windows(length: int, df: float, freqs: np.ndarray, background_hz: float) -> _Windows:
@@ -338,12 +343,17 @@ def _median_windows(length: int, df: float, freqs: np.ndarray, background_hz: fl
     return _Windows(gather, width // 2, np.arange(len(freqs)))
 
 
-def _medians(amps: np.ndarray, windows: _Windows) -> np.ndarray:
-    """(spectra, lines): each row's median in each window; +inf for a line without a window."""
-    spectra, length = amps.shape
-    padded = np.empty((spectra, length + 1))  # one +inf bin past the end: what unused window places read
-    padded[:, :length] = amps
+def _padded(rows: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """(spectra, length + 1): the rows stacked, with one +inf bin past the end (what unused window places read)."""
+    padded = np.empty((len(rows), length + 1))
+    for i, row in enumerate(rows):
+        padded[i, :length] = row
     padded[:, length] = np.inf
+    return padded
+
+
+def _medians(padded: np.ndarray, windows: _Windows) -> np.ndarray:
+    """(spectra, lines): each row's median in each window of `_padded` spectra; +inf for a line without one."""
     values = padded[:, windows.gather]
     values.sort(axis=-1)
     return values[:, windows.rows, windows.middle]
@@ -358,7 +368,7 @@ def _local_medians(amps: np.ndarray, df: float, freqs: np.ndarray, background_hz
     gathered into one array padded with +inf to the widest, sorted, and each row's median (the
     upper one for an even width) picked at its own width's middle.
     """
-    return _medians(amps, _median_windows(amps.shape[1], df, freqs, background_hz))
+    return _medians(_padded(amps, amps.shape[1]), _median_windows(amps.shape[1], df, freqs, background_hz))
 
 
 def _line_bins(length: int, df: float, freqs: np.ndarray, usable: np.ndarray | bool = True) -> _LineBins:
@@ -375,21 +385,33 @@ def _three_bin_maxima(amps: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(amps[:, :-2], amps[:, 1:-1]), amps[:, 2:])
 
 
+def _snr(peak: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Height in dB of amplitudes `peak` over `background` (same shape)."""
+    with np.errstate(divide="ignore"):
+        return 20 * np.log10(np.maximum(peak, _EPS) / np.maximum(background, _EPS))
+
+
+def _as_single_block(snr: np.ndarray, valid: np.ndarray, blocks: int) -> None:
+    """Heights in a mean of `blocks` spectra converted, in place, to single-block-equivalent dB.
+
+    Only what callers read is converted: they keep the positive part of valid heights, and the
+    conversion maps a height at or below 0 dB (the median) to 0 dB or less. Converted element by
+    element, each value is what converting the whole array gives; the margin keeps rounding near
+    0 dB out.
+    """
+    if blocks > 1:
+        wanted = valid & (snr > -CONVERSION_MARGIN_DB)
+        snr[wanted] = single_block_equivalent_db(snr[wanted], blocks)
+
+
 def _heights_at(peaks: np.ndarray, bins: _LineBins, blocks: int, background: np.ndarray,
                 excludes: np.ndarray | None) -> np.ndarray:
     """`_heights` from the spectra's `_three_bin_maxima` and the lines' `_line_bins`."""
     valid = bins.valid[None] & np.isfinite(background)[:, None, :]
     if excludes is not None:
         valid &= ~excludes[:, bins.idx]
-    peak = peaks[:, bins.peak]
-    with np.errstate(divide="ignore"):
-        snr = 20 * np.log10(np.maximum(peak, _EPS) / np.maximum(background, _EPS)[:, None, :])
-    if blocks > 1:
-        # Only what callers read is converted: they keep the positive part, and the conversion maps
-        # a height at or below 0 dB (the median) to 0 dB or less. Converted element by element, each
-        # value is what converting the whole array gives; the margin keeps rounding near 0 dB out.
-        wanted = valid & (snr > -CONVERSION_MARGIN_DB)
-        snr[wanted] = single_block_equivalent_db(snr[wanted], blocks)
+    snr = _snr(peaks[:, bins.peak], np.broadcast_to(background[:, None, :], (len(peaks), *bins.peak.shape)))
+    _as_single_block(snr, valid, blocks)
     return np.where(valid, snr, 0.0)
 
 
@@ -434,6 +456,8 @@ class FamilySet:
     family_of_line: np.ndarray
     line_starts: np.ndarray  # each family's first line
     nominal: np.ndarray  # every line's nominal frequency
+    labels: tuple[str, ...]  # every line's label
+    slices: tuple[tuple[str, int, int], ...]  # each family's name, first line and end
 
 
 def family_set(families: Mapping[str, tuple[float, Sequence[LineSpec]]]) -> FamilySet:
@@ -446,8 +470,10 @@ def family_set(families: Mapping[str, tuple[float, Sequence[LineSpec]]]) -> Fami
     offsets = np.array([line.offset_hz for lines in specs for line in lines], dtype=np.float64)
     family_of_line = np.repeat(np.arange(len(names)), counts)
     line_starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    ends = np.cumsum(counts).tolist()
     return FamilySet(names, specs, bases, orders, offsets, family_of_line, line_starts,
-                     orders * bases[family_of_line] + offsets)
+                     orders * bases[family_of_line] + offsets, tuple(line.label for lines in specs for line in lines),
+                     tuple(zip(names, line_starts.tolist(), ends, strict=True)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -467,10 +493,15 @@ def _search_plan(families: FamilySet, length: int, df: float, tolerance: float, 
     padded = np.arange(candidates.shape[1])[:, None] >= n_candidates[line_of][None, :]
     freqs = candidates[line_of].T * families.orders[None, :] + families.offsets[None, :]
     harmonics = _harmonics(length, df, shaft_hz)
-    return _SearchPlan(candidates, freqs, _line_bins(length, df, freqs, ~padded),
+    lines = _line_bins(length, df, freqs, ~padded)
+    harmonic_bins = _line_bins(length, df, harmonics[None, :])
+    count = len(harmonics)
+    return _SearchPlan(candidates, freqs, lines,
                        _median_windows(length, df, np.concatenate((harmonics, families.nominal)), background_hz),
-                       _line_bins(length, df, harmonics[None, :]) if len(harmonics) else None,
-                       _guard_bins(harmonics, df, length), np.arange(len(families.orders)))
+                       harmonic_bins if count else None, _guard_bins(harmonics, df, length),
+                       np.arange(len(families.orders)),
+                       np.concatenate((harmonic_bins.peak.ravel(), lines.peak.ravel())),
+                       np.concatenate((np.arange(count), count + np.tile(np.arange(freqs.shape[1]), freqs.shape[0]))))
 
 
 def _guard_bins(harmonics: np.ndarray, df: float, length: int) -> np.ndarray:
@@ -519,42 +550,56 @@ def search_families(
     fset = families if isinstance(families, FamilySet) else family_set(families)
     results: list[dict[str, FamilyEvidence]] = [{} for _ in spectra]
     for (length, df, blocks), members in _alike(spectra).items():
-        amps = np.stack([spectra[m].amplitude for m in members])
+        plan = _search_plan(fset, length, df, tolerance, background_hz, shaft_hz)
+        padded = _padded([spectra[m].amplitude for m in members], length)
         masks = [excludes[m] for m in members] if excludes is not None else []
         stacked_masks = None
         if any(mask is not None for mask in masks):
             stacked_masks = np.stack([mask if mask is not None else np.zeros(length, dtype=bool) for mask in masks])
-        plan = _search_plan(fset, length, df, tolerance, background_hz, shaft_hz)
         if length < 3:  # no line can count (`_heights`): every height 0
             snr = np.zeros((len(members), *plan.freqs.shape))
         else:
-            peaks = _three_bin_maxima(amps)
-            background = _medians(amps, plan.windows)
+            # the harmonics' and the lines' heights in one pass (`_heights_at` of each, with the lines'
+            # validity known only once the present harmonics are masked)
+            background = _medians(padded, plan.windows)
+            heights = _snr(_three_bin_maxima(padded[:, :length])[:, plan.peak], background[:, plan.background])
+            finite = np.isfinite(background)
+            count = len(plan.guard)
             if plan.harmonics is not None:
-                count = len(plan.guard)
-                present = _present_guard(peaks, plan.harmonics, plan.guard, blocks, background[:, :count])
-                stacked_masks = present if stacked_masks is None else stacked_masks | present
-                background = background[:, count:]
-            snr = _heights_at(peaks, plan.lines, blocks, background, stacked_masks)
+                valid = plan.harmonics.valid & finite[:, :count]
+                _as_single_block(heights[:, :count], valid, blocks)
+                present = valid & (heights[:, :count] >= _SHAFT_REPORTED_FROM)
+                guard = _guard_mask(present, plan.guard, length)
+                stacked_masks = guard if stacked_masks is None else stacked_masks | guard
+            snr = heights[:, count:].reshape(len(members), *plan.freqs.shape)
+            valid = plan.lines.valid[None] & finite[:, None, count:]
+            if stacked_masks is not None:
+                valid &= ~stacked_masks[:, plan.lines.idx]
+            _as_single_block(snr, valid, blocks)
+            snr = np.where(valid, snr, 0.0)
         # each family's best candidate: the summed positive heights of its lines (one reduceat for all
         # families; padded candidates sum to 0 after every real one, so argmax never picks them)
-        totals = np.add.reduceat(np.maximum(snr, 0), fset.line_starts, axis=2)
-        best = np.argmax(totals, axis=1)  # members x families
+        positive = np.maximum(snr, 0.0)
+        best = np.argmax(np.add.reduceat(positive, fset.line_starts, axis=2), axis=1)  # members x families
         at = best[:, fset.family_of_line]  # members x lines: the candidate each line is read at
-        heights = snr[np.arange(len(members))[:, None], at, plan.line_index[None, :]].tolist()
-        hz = plan.freqs[at, plan.line_index[None, :]].tolist()
-        base_hz = plan.candidates[np.arange(len(fset.names))[None, :], best].tolist()
-        firsts = fset.line_starts.tolist()
+        line_heights = positive[np.arange(len(members))[:, None], at, plan.line_index].tolist()
+        line_hz = plan.freqs[at, plan.line_index].tolist()
+        base_hz = plan.candidates[np.arange(len(fset.names)), best].tolist()
         for row, member in enumerate(members):
-            line_heights, line_hz = heights[row], hz[row]
-            label = spectra[member].label
-            for i, (name, lines) in enumerate(zip(fset.names, fset.specs, strict=True)):
-                first = firsts[i]
-                evidence = tuple(LineEvidence(line.label, line_hz[first + j],
-                                              round(max(line_heights[first + j], 0.0), 2))
-                                 for j, line in enumerate(lines))
-                results[member][name] = FamilyEvidence(name, base_hz[row][i], evidence, label)
+            found = [LineEvidence(label, hz, round(height, 2))
+                     for label, hz, height in zip(fset.labels, line_hz[row], line_heights[row], strict=True)]
+            source, bases, out = spectra[member].label, base_hz[row], results[member]
+            for i, (name, first, end) in enumerate(fset.slices):
+                out[name] = FamilyEvidence(name, bases[i], tuple(found[first:end]), source)
     return results
+
+
+def _guard_mask(present: np.ndarray, guard: np.ndarray, length: int) -> np.ndarray:
+    """(spectra, length) mask: the `guard` bins of each harmonic `present` (spectra x harmonics) in each spectrum."""
+    masks = np.zeros((len(present), length + 1), dtype=bool)  # one bin past the end for guard bins outside
+    rows, which = np.nonzero(present)
+    masks[rows[:, None], guard[which]] = True
+    return masks[:, :length]
 
 
 def _present_guard(peaks: np.ndarray, harmonics: _LineBins, guard: np.ndarray, blocks: int,
@@ -563,12 +608,8 @@ def _present_guard(peaks: np.ndarray, harmonics: _LineBins, guard: np.ndarray, b
 
     A harmonic counts when its height as reported (rounded to 0.01 dB) reaches SHAFT_PRESENT_DB.
     """
-    spectra, length = peaks.shape[0], peaks.shape[1] + 2
     present = _heights_at(peaks, harmonics, blocks, background, None)[:, 0, :] >= _SHAFT_REPORTED_FROM
-    masks = np.zeros((spectra, length + 1), dtype=bool)  # one bin past the end for the guard bins outside
-    rows, which = np.nonzero(present)
-    masks[rows[:, None], guard[which]] = True
-    return masks[:, :length]
+    return _guard_mask(present, guard, peaks.shape[1] + 2)
 
 
 def measure_families(
