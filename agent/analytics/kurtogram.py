@@ -129,19 +129,26 @@ def _level_kurtosis(spectrum: np.ndarray, level: KurtogramLevel) -> np.ndarray:
     return _bands_kurtosis(spectrum, (level,))
 
 
+GROUP_ELEMENTS = 2  # levels are done in groups of at most this many times the largest level's elements
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class _LevelsPlan:
-    """For a tuple of levels: where every band's bins come from and where each band lies in one buffer.
+    """For a tuple of levels: where every band's bins come from and where each band lies in a work buffer.
 
-    The bands of all levels lie one after the other in one flat buffer (level by level, band by
-    band), so that gathering and tapering them, their power and the sums over each band are one
-    numpy call each for all levels; only the inverse FFTs stay one per level (one width each).
+    The levels are taken in groups of consecutive levels (at most GROUP_ELEMENTS times the largest
+    level's elements each). A group's bands lie one after the other in one work buffer (level by
+    level, band by band), so that gathering and tapering them, their power and the sums over each
+    band are one numpy call each per group; the inverse FFTs stay one per level (one width each).
+    The work buffers are only as large as a group, which keeps the memory one block takes (and so
+    returns to the allocator) no larger than a level-by-level pass needs.
     """
 
-    gather: np.ndarray  # spectrum bin of every buffer element
-    taper: np.ndarray  # complex64 taper of every buffer element (imaginary part 0)
-    shapes: tuple[tuple[int, int, int], ...]  # per level: (first element, bands, width)
-    band_starts: np.ndarray  # first element of every band
+    gather: np.ndarray  # spectrum bin of every element, all levels in order
+    taper: np.ndarray  # complex64 taper of every element (imaginary part 0)
+    groups: tuple[tuple[int, int, int, int, np.ndarray, tuple[tuple[int, int, int], ...]], ...]
+    # per group: (first element, end, first band, end band, band starts in the group, (offset, bands, width) per level)
+    largest: int  # elements of the largest group
     band_widths: np.ndarray  # float64 width of every band
     band_level: np.ndarray  # index (into the levels) of every band's level
     band_bins: np.ndarray  # first spectrum bin of every band
@@ -151,24 +158,42 @@ class _LevelsPlan:
 @functools.lru_cache(maxsize=64)
 def _levels_plan(levels: tuple[KurtogramLevel, ...]) -> _LevelsPlan:
     """The plan for `levels` (cached by identity: the levels come from the cached `kurtogram_levels`)."""
-    gather, taper, shapes, band_starts = [], [], [], []
-    offset = 0
+    gather = [(level.starts[:, None] + np.arange(level.width)[None, :]).ravel() for level in levels]
+    taper = [np.tile(level.taper.astype(np.complex64), len(level.starts)) for level in levels]
+    limit = GROUP_ELEMENTS * max(len(level.starts) * level.width for level in levels)
+    groups = []
+    element = band = 0
+    members: list[KurtogramLevel] = []
+
+    def close() -> None:
+        nonlocal element, band
+        shapes, starts, offset = [], [], 0
+        for level in members:
+            count, width = len(level.starts), level.width
+            shapes.append((offset, count, width))
+            starts.append(offset + width * np.arange(count, dtype=np.intp))
+            offset += count * width
+        bands = sum(len(level.starts) for level in members)
+        groups.append((element, element + offset, band, band + bands, np.concatenate(starts), tuple(shapes)))
+        element, band = element + offset, band + bands
+        members.clear()
+
     for level in levels:
-        count, width = len(level.starts), level.width
-        gather.append((level.starts[:, None] + np.arange(width)[None, :]).ravel())
-        taper.append(np.tile(level.taper.astype(np.complex64), count))
-        shapes.append((offset, count, width))
-        band_starts.append(offset + width * np.arange(count, dtype=np.intp))
-        offset += count * width
+        size = len(level.starts) * level.width
+        if members and sum(len(m.starts) * m.width for m in members) + size > limit:
+            close()
+        members.append(level)
+    close()
     plan = _LevelsPlan(
-        np.concatenate(gather).astype(np.intp), np.concatenate(taper), tuple(shapes), np.concatenate(band_starts),
+        np.concatenate(gather).astype(np.intp), np.concatenate(taper), tuple(groups),
+        max(end - first for first, end, *_ in groups),
         np.concatenate([np.full(len(level.starts), float(level.width)) for level in levels]),
         np.concatenate([np.full(len(level.starts), i) for i, level in enumerate(levels)]),
         np.concatenate([level.starts for level in levels]),
         np.cumsum([len(level.starts) for level in levels])[:-1],
     )
-    for array in (plan.gather, plan.taper, plan.band_starts, plan.band_widths, plan.band_level, plan.band_bins,
-                  plan.bounds):
+    for array in (plan.gather, plan.taper, plan.band_widths, plan.band_level, plan.band_bins, plan.bounds,
+                  *(group[4] for group in groups)):
         array.setflags(write=False)  # shared by every call
     return plan
 
@@ -184,26 +209,36 @@ def _bands_kurtosis(spectrum: np.ndarray, levels: tuple[KurtogramLevel, ...]) ->
     """SK of every band of `levels`, level after level; single precision (numpy >= 2 FFTs keep it), ample
     for ranking.
 
-    All bands are gathered from the spectrum and tapered into one buffer at once (`_levels_plan`),
-    each level inverse transformed in place (one batched FFT per level), then every band's power
-    and squared power summed in double precision with one `reduceat` each. `spectrum` should
-    already be complex64 (`_single`).
+    Group by group (`_levels_plan`), in one set of work buffers: the group's bands are gathered
+    from the spectrum and tapered, each level inverse transformed in place (one batched FFT per
+    level), then every band's power and squared power summed in double precision with one
+    `reduceat` each. `spectrum` should already be complex64 (`_single`).
     """
     if not levels:
         return np.zeros(0)
     plan = _levels_plan(levels)
     spectrum = np.asarray(spectrum, dtype=np.complex64)
-    bands = spectrum[plan.gather]
-    np.multiply(bands, plan.taper, out=bands)
-    for offset, count, width in plan.shapes:
-        level = bands[offset:offset + count * width].reshape(count, width)
-        np.fft.ifft(level, axis=1, out=level)
-    parts = bands.view(np.float32).reshape(-1, 2)
-    np.multiply(parts, parts, out=parts)  # the buffer is scratch: real and imaginary parts squared in place
-    power = np.add(parts[:, 0], parts[:, 1], dtype=np.float32).astype(np.float64)
-    sums = np.add.reduceat(power, plan.band_starts)
-    np.multiply(power, power, out=power)
-    squares = np.add.reduceat(power, plan.band_starts)
+    buffer = np.empty(plan.largest, dtype=np.complex64)
+    single = np.empty(plan.largest, dtype=np.float32)
+    wide = np.empty(plan.largest, dtype=np.float64)
+    sums = np.empty(len(plan.band_widths))
+    squares = np.empty(len(plan.band_widths))
+    for first, end, band, band_end, starts, shapes in plan.groups:
+        size = end - first
+        bands = buffer[:size]
+        np.take(spectrum, plan.gather[first:end], out=bands)
+        np.multiply(bands, plan.taper[first:end], out=bands)
+        for offset, count, width in shapes:
+            level = bands[offset:offset + count * width].reshape(count, width)
+            np.fft.ifft(level, axis=1, out=level)
+        parts = bands.view(np.float32).reshape(-1, 2)
+        np.multiply(parts, parts, out=parts)  # the buffer is scratch: real and imaginary parts squared in place
+        power = wide[:size]
+        np.add(parts[:, 0], parts[:, 1], out=single[:size])
+        power[:] = single[:size]
+        np.add.reduceat(power, starts, out=sums[band:band_end])
+        np.multiply(power, power, out=power)
+        np.add.reduceat(power, starts, out=squares[band:band_end])
     mean = sums / plan.band_widths
     fourth = squares / plan.band_widths
     sk = np.full(len(mean), -np.inf)  # a band without power cannot be chosen
