@@ -135,12 +135,12 @@ class FamilyEvidence:
     @property
     def strength_db(self) -> float:
         """Mean of the fundamental's and the best supporting line's height: one number per family."""
-        return 0.5 * (self.fundamental_db + self.support_db)
+        return 0.5 * (self.lines[0].snr_db + self.support_db)
 
     @property
     def present(self) -> bool:
         """The fundamental and at least one harmonic or sideband stand out of the background."""
-        return self.fundamental_db >= SIGNIFICANT_DB and self.support_db >= SIGNIFICANT_DB
+        return self.lines[0].snr_db >= SIGNIFICANT_DB and self.support_db >= SIGNIFICANT_DB
 
 
 @functools.lru_cache(maxsize=64)

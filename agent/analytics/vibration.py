@@ -178,6 +178,12 @@ def _plan(n: int, fs: float) -> _Plan:
     return _Plan(n, fs, fs / n, freqs, 3.0 * n / 8.0, weight)
 
 
+@functools.lru_cache(maxsize=64)
+def _band_slice(n: int, fs: float, band_hz: tuple[float, float]) -> slice:
+    """`_Plan.band_slice` of the block length's plan (cached: the band is the same block after block)."""
+    return _plan(n, fs).band_slice(band_hz)
+
+
 def _hann_spectrum(spectrum: np.ndarray, n: int) -> np.ndarray:
     """Spectrum of the periodic-Hann-windowed block from the unwindowed one (3-tap convolution).
 
@@ -585,29 +591,31 @@ def analyze_block_evidence(
         raise ValueError(f"slip_tolerance must be in [0, 0.2), got {slip_tolerance!r}")
     bounds = zone_boundaries(machine_group, foundation)
     xg = _to_g(arr, units)
-    xg = xg - xg.mean()
-
     n = len(xg)
+    xg = xg - np.add.reduce(xg) / n  # the mean as ndarray.mean takes it, without its wrapper (here and below)
+
     squares = xg * xg
-    mean_square = float(squares.mean())
+    mean_square = float(np.add.reduce(squares) / n)
     rms = math.sqrt(mean_square)
     if rms == 0.0:
         raise ValueError("waveform block is constant: no vibration signal (sensor or cabling fault?)")
-    peak = float(max(xg.max(), -xg.min()))
+    peak = float(max(np.maximum.reduce(xg), -np.minimum.reduce(xg)))
     kurt = float(np.einsum("i,i->", squares, squares) / n / mean_square**2)  # no BLAS: its threads cost more
 
     plan = _plan(n, float(fs))
     spectrum = np.fft.rfft(xg)
-    hann = _hann_spectrum(spectrum, n)
-    power = (hann.real**2 + hann.imag**2) * (2.0 / (n * plan.window_power))  # g^2 per bin
+    parts = _hann_spectrum(spectrum, n).view(np.float64).reshape(-1, 2)
+    np.multiply(parts, parts, out=parts)  # real and imaginary parts squared in place (the windowed spectrum is scratch)
+    power = np.add(parts[:, 0], parts[:, 1])
+    power *= 2.0 / (n * plan.window_power)  # g^2 per bin
 
     if rpm is None:
         fr = estimate_shaft_hz(power, plan.df)
         rpm_value, source = fr * 60.0, "estimated"
     else:
         fr, rpm_value, source = rpm / 60.0, float(rpm), rpm_source
-    v_band = plan.band_slice(velocity_band_hz(rpm_value))
-    v_rms = float(math.sqrt(np.sum(power[v_band] * plan.velocity_weight[v_band])))
+    v_band = _band_slice(n, float(fs), velocity_band_hz(rpm_value))
+    v_rms = float(math.sqrt(np.add.reduce(power[v_band] * plan.velocity_weight[v_band])))
     ftf = bearing.ftf if bearing is not None else None
     rms_of, line_of = _lines_at(power, plan.velocity_weight, _shaft_lines_plan(n, float(fs), fr, slip_tolerance, ftf),
                                 len(SHAFT_ORDERS) + (ftf is not None))
