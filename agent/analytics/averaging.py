@@ -76,7 +76,8 @@ from agent.analytics.vibration import (
     AnalysedBlock,
     BlockAnalysis,
     VibrationIndicators,
-    _line_rms,
+    _lines_at,
+    _lines_plan,
     _plan,
     _to_g,
     checked_block,
@@ -292,8 +293,9 @@ def diagnose_averaged(blocks: Sequence[BlockEnvelope], bearing: BearingDefects, 
     plan = _plan(last.n, last.fs)
     accel = np.mean([b.accel_power for b in blocks], axis=0)
     ftf_hz = bearing.ftf * found.shaft_hz
-    _, cage_line = _line_rms(accel, plan.velocity_weight[: len(accel)], df, ftf_hz,
-                             max(slip_tolerance * ftf_hz, df))
+    _, cage = _lines_at(accel, plan.velocity_weight, _lines_plan(len(accel), df, (ftf_hz,),
+                                                                 (max(slip_tolerance * ftf_hz, df),)), 1)
+    cage_line = bool(cage[0])  # what `_line_rms` gives for the one line
     evidence = location_evidence(found, bearing, cage_line=cage_line, given_shaft_hz=shaft_hz,
                                  tolerance=slip_tolerance)
     answer = bearing_answer(evidence, calibration)

@@ -326,6 +326,7 @@ class _SearchPlan:
     line_index: np.ndarray
     peak: np.ndarray  # `_three_bin_maxima` place of the harmonics, then of every (candidate, line)
     background: np.ndarray  # the `windows` column of each of them
+    valid: np.ndarray  # each of them can count at all (`_LineBins.valid`)
 
 
 def _median_windows(length: int, df: float, freqs: np.ndarray, background_hz: float) -> _Windows:
@@ -501,7 +502,8 @@ def _search_plan(families: FamilySet, length: int, df: float, tolerance: float, 
                        harmonic_bins if count else None, _guard_bins(harmonics, df, length),
                        np.arange(len(families.orders)),
                        np.concatenate((harmonic_bins.peak.ravel(), lines.peak.ravel())),
-                       np.concatenate((np.arange(count), count + np.tile(np.arange(freqs.shape[1]), freqs.shape[0]))))
+                       np.concatenate((np.arange(count), count + np.tile(np.arange(freqs.shape[1]), freqs.shape[0]))),
+                       np.concatenate((harmonic_bins.valid.ravel(), lines.valid.ravel())))
 
 
 def _guard_bins(harmonics: np.ndarray, df: float, length: int) -> np.ndarray:
@@ -563,20 +565,20 @@ def search_families(
             # validity known only once the present harmonics are masked)
             background = _medians(padded, plan.windows)
             heights = _snr(_three_bin_maxima(padded[:, :length])[:, plan.peak], background[:, plan.background])
-            finite = np.isfinite(background)
+            readable = plan.valid & np.isfinite(background)[:, plan.background]
+            # converted in one pass: a line later masked by a present harmonic is converted for nothing,
+            # but each value is what converting it alone gives
+            _as_single_block(heights, readable, blocks)
             count = len(plan.guard)
             if plan.harmonics is not None:
-                valid = plan.harmonics.valid & finite[:, :count]
-                _as_single_block(heights[:, :count], valid, blocks)
-                present = valid & (heights[:, :count] >= _SHAFT_REPORTED_FROM)
+                present = readable[:, :count] & (heights[:, :count] >= _SHAFT_REPORTED_FROM)
                 guard = _guard_mask(present, plan.guard, length)
                 stacked_masks = guard if stacked_masks is None else stacked_masks | guard
-            snr = heights[:, count:].reshape(len(members), *plan.freqs.shape)
-            valid = plan.lines.valid[None] & finite[:, None, count:]
+            shape = (len(members), *plan.freqs.shape)
+            valid = readable[:, count:].reshape(shape)
             if stacked_masks is not None:
                 valid &= ~stacked_masks[:, plan.lines.idx]
-            _as_single_block(snr, valid, blocks)
-            snr = np.where(valid, snr, 0.0)
+            snr = np.where(valid, heights[:, count:].reshape(shape), 0.0)
         # each family's best candidate: the summed positive heights of its lines (one reduceat for all
         # families; padded candidates sum to 0 after every real one, so argmax never picks them)
         positive = np.maximum(snr, 0.0)
