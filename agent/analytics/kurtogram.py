@@ -226,7 +226,7 @@ def _bands_kurtosis(spectrum: np.ndarray, levels: tuple[KurtogramLevel, ...]) ->
     for first, end, band, band_end, starts, shapes in plan.groups:
         size = end - first
         bands = buffer[:size]
-        np.take(spectrum, plan.gather[first:end], out=bands)
+        np.take(spectrum, plan.gather[first:end], out=bands, mode="clip")  # in range: "raise" would buffer `out`
         np.multiply(bands, plan.taper[first:end], out=bands)
         for offset, count, width in shapes:
             level = bands[offset:offset + count * width].reshape(count, width)
