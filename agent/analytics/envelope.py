@@ -217,8 +217,10 @@ def _pairwise_sum(parts: Sequence[np.ndarray]) -> np.ndarray:
 def _log_tail(y: np.ndarray, blocks: int) -> np.ndarray:
     """ln P(Gamma(blocks, 1) > y): ln(exp(-y) sum_{k<blocks} y^k / k!), closed form for an integer shape.
 
-    The sum is taken as a log-sum-exp over the terms k ln y - ln k!, one array per term (numpy's
-    reductions over a short last axis cost several times more than these elementwise passes).
+    The sum is taken as a log-sum-exp over the terms k ln y - ln k!, held as a leading axis of one
+    array: every step is one elementwise pass over all terms, the maximum is a reduction over that
+    leading axis (term after term, like a running maximum) and the sum is added term by term in
+    pairwise order (numpy's reductions over a short last axis cost several times more).
     """
     if blocks > 128:  # beyond one block of numpy's pairwise summation: its order is not reproduced here
         k = np.arange(blocks)
@@ -226,11 +228,11 @@ def _log_tail(y: np.ndarray, blocks: int) -> np.ndarray:
         top = terms.max(axis=-1)
         return -y + top + np.log(np.exp(terms - top[..., None]).sum(axis=-1))
     log_y = np.log(np.maximum(y, 1e-300))
-    terms = [k * log_y - log_factorial for k, log_factorial in enumerate(_log_factorials(blocks))]
-    top = terms[0]
-    for term in terms[1:]:
-        top = np.maximum(top, term)
-    return -y + top + np.log(_pairwise_sum([np.exp(term - top) for term in terms]))
+    shape = (blocks,) + (1,) * log_y.ndim
+    k = np.arange(blocks, dtype=np.float64).reshape(shape)
+    terms = k * log_y - np.array(_log_factorials(blocks)).reshape(shape)
+    top = np.maximum.reduce(terms, axis=0)
+    return -y + top + np.log(_pairwise_sum(list(np.exp(terms - top))))
 
 
 @functools.lru_cache(maxsize=64)
