@@ -284,6 +284,12 @@ def select_band_with_kurtosis(spectrum: np.ndarray, df: float, *, min_width_hz: 
     return _select_band(spectrum, df, min_width_hz, 0.0)
 
 
+@functools.lru_cache(maxsize=64)
+def _wide_levels(n_bins: int, df: float, min_width_hz: float) -> tuple[KurtogramLevel, ...]:
+    """The levels of `kurtogram_levels(n_bins)` whose bands are at least `min_width_hz` wide (cached)."""
+    return tuple(level for level in kurtogram_levels(n_bins) if level.width * df >= min_width_hz)
+
+
 def _select_band(spectrum: np.ndarray, df: float, min_width_hz: float, min_low_hz: float
                  ) -> tuple[Band, np.ndarray]:
     """`select_band`, and the kurtosis of every band at least `min_width_hz` wide (level after level).
@@ -292,17 +298,19 @@ def _select_band(spectrum: np.ndarray, df: float, min_width_hz: float, min_low_h
     the first strictly higher band picks.
     """
     single = _single(spectrum)
-    chosen = []
-    for level in kurtogram_levels(len(spectrum)):
-        if level.width * df < min_width_hz:
-            continue
-        allowed = level.starts * df >= min_low_hz
-        if allowed.any():
-            chosen.append((level, allowed))
-    levels = tuple(level for level, _ in chosen)
+    if min_low_hz <= 0:  # every band starts at or above 0 Hz: all levels wide enough, all bands allowed
+        levels = _wide_levels(len(spectrum), df, min_width_hz)
+        chosen = []
+    else:
+        chosen = []
+        for level in _wide_levels(len(spectrum), df, min_width_hz):
+            allowed = level.starts * df >= min_low_hz
+            if allowed.any():
+                chosen.append((level, allowed))
+        levels = tuple(level for level, _ in chosen)
     sk = _bands_kurtosis(single, levels)
     if levels:
-        ranked = sk if min_low_hz <= 0 else np.where(np.concatenate([allowed for _, allowed in chosen]), sk, -np.inf)
+        ranked = sk if not chosen else np.where(np.concatenate([allowed for _, allowed in chosen]), sk, -np.inf)
         i = int(np.argmax(ranked))
         plan = _levels_plan(levels)
         level, start = levels[int(plan.band_level[i])], int(plan.band_bins[i])
@@ -326,5 +334,4 @@ def candidate_kurtosis(spectrum: np.ndarray, df: float, min_width_hz: float) -> 
 
     The first maximum of this array is the band `select_band` picks for the same width floor.
     """
-    levels = tuple(level for level in kurtogram_levels(len(spectrum)) if level.width * df >= min_width_hz)
-    return _bands_kurtosis(_single(spectrum), levels)
+    return _bands_kurtosis(_single(spectrum), _wide_levels(len(spectrum), df, min_width_hz))
