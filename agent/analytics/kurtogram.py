@@ -138,16 +138,17 @@ class _LevelsPlan:
 
     The levels are taken in groups of consecutive levels (at most GROUP_ELEMENTS times the largest
     level's elements each). A group's bands lie one after the other in one work buffer (level by
-    level, band by band), so that gathering and tapering them, their power and the sums over each
-    band are one numpy call each per group; the inverse FFTs stay one per level (one width each).
-    The work buffers are only as large as a group, which keeps the memory one block takes (and so
-    returns to the allocator) no larger than a level-by-level pass needs.
+    level, band by band): each level's bands are tapered into it from a strided view of the
+    spectrum and inverse transformed in place (one batched FFT per level), then the power and the
+    sums over each band are one numpy call each per group. The work buffers are only as large as a
+    group, which keeps the memory one block takes (and so returns to the allocator) no larger than
+    a level-by-level pass needs.
     """
 
-    gather: np.ndarray  # spectrum bin of every element, all levels in order
-    taper: np.ndarray  # complex64 taper of every element (imaginary part 0)
-    groups: tuple[tuple[int, int, int, int, np.ndarray, tuple[tuple[int, int, int], ...]], ...]
-    # per group: (first element, end, first band, end band, band starts in the group, (offset, bands, width) per level)
+    groups: tuple[tuple[int, int, int, int, np.ndarray, tuple[tuple[int, int, KurtogramLevel, np.ndarray], ...]],
+                  ...]
+    # per group: (first element, end, first band, end band, band starts in the group,
+    # (offset, bands, level, complex64 taper) per level)
     largest: int  # elements of the largest group
     band_widths: np.ndarray  # float64 width of every band
     band_level: np.ndarray  # index (into the levels) of every band's level
@@ -158,8 +159,6 @@ class _LevelsPlan:
 @functools.lru_cache(maxsize=64)
 def _levels_plan(levels: tuple[KurtogramLevel, ...]) -> _LevelsPlan:
     """The plan for `levels` (cached by identity: the levels come from the cached `kurtogram_levels`)."""
-    gather = [(level.starts[:, None] + np.arange(level.width)[None, :]).ravel() for level in levels]
-    taper = [np.tile(level.taper.astype(np.complex64), len(level.starts)) for level in levels]
     limit = GROUP_ELEMENTS * max(len(level.starts) * level.width for level in levels)
     groups = []
     element = band = 0
@@ -170,7 +169,9 @@ def _levels_plan(levels: tuple[KurtogramLevel, ...]) -> _LevelsPlan:
         shapes, starts, offset = [], [], 0
         for level in members:
             count, width = len(level.starts), level.width
-            shapes.append((offset, count, width))
+            taper = level.taper.astype(np.complex64)  # the product numpy computes for the real taper, uncast
+            taper.setflags(write=False)
+            shapes.append((offset, count, level, taper))
             starts.append(offset + width * np.arange(count, dtype=np.intp))
             offset += count * width
         bands = sum(len(level.starts) for level in members)
@@ -185,14 +186,14 @@ def _levels_plan(levels: tuple[KurtogramLevel, ...]) -> _LevelsPlan:
         members.append(level)
     close()
     plan = _LevelsPlan(
-        np.concatenate(gather).astype(np.intp), np.concatenate(taper), tuple(groups),
+        tuple(groups),
         max(end - first for first, end, *_ in groups),
         np.concatenate([np.full(len(level.starts), float(level.width)) for level in levels]),
         np.concatenate([np.full(len(level.starts), i) for i, level in enumerate(levels)]),
         np.concatenate([level.starts for level in levels]),
         np.cumsum([len(level.starts) for level in levels])[:-1],
     )
-    for array in (plan.gather, plan.taper, plan.band_widths, plan.band_level, plan.band_bins, plan.bounds,
+    for array in (plan.band_widths, plan.band_level, plan.band_bins, plan.bounds,
                   *(group[4] for group in groups)):
         array.setflags(write=False)  # shared by every call
     return plan
@@ -209,15 +210,17 @@ def _bands_kurtosis(spectrum: np.ndarray, levels: tuple[KurtogramLevel, ...]) ->
     """SK of every band of `levels`, level after level; single precision (numpy >= 2 FFTs keep it), ample
     for ranking.
 
-    Group by group (`_levels_plan`), in one set of work buffers: the group's bands are gathered
-    from the spectrum and tapered, each level inverse transformed in place (one batched FFT per
-    level), then every band's power and squared power summed in double precision with one
-    `reduceat` each. `spectrum` should already be complex64 (`_single`).
+    Group by group (`_levels_plan`), in one set of work buffers: each level's bands are tapered
+    in (those on the hop grid from a strided view of the spectrum: no copy) and inverse transformed
+    in place (one batched FFT per level), then every band's power and squared power of the group
+    summed in double precision with one `reduceat` each. `spectrum` should already be complex64
+    (`_single`).
     """
     if not levels:
         return np.zeros(0)
     plan = _levels_plan(levels)
-    spectrum = np.asarray(spectrum, dtype=np.complex64)
+    spectrum = np.ascontiguousarray(spectrum, dtype=np.complex64)
+    step = spectrum.strides[0]
     buffer = np.empty(plan.largest, dtype=np.complex64)
     single = np.empty(plan.largest, dtype=np.float32)
     wide = np.empty(plan.largest, dtype=np.float64)
@@ -226,11 +229,16 @@ def _bands_kurtosis(spectrum: np.ndarray, levels: tuple[KurtogramLevel, ...]) ->
     for first, end, band, band_end, starts, shapes in plan.groups:
         size = end - first
         bands = buffer[:size]
-        np.take(spectrum, plan.gather[first:end], out=bands, mode="clip")  # in range: "raise" would buffer `out`
-        np.multiply(bands, plan.taper[first:end], out=bands)
-        for offset, count, width in shapes:
-            level = bands[offset:offset + count * width].reshape(count, width)
-            np.fft.ifft(level, axis=1, out=level)
+        for offset, count, level, taper in shapes:
+            width = level.width
+            rows = bands[offset:offset + count * width].reshape(count, width)
+            # the bands on the hop grid are a strided view of the spectrum (np.ndarray: no copy, no checks)
+            grid = np.ndarray((level.on_grid, width), np.complex64, spectrum, 0, (level.hop * step, step))
+            np.multiply(grid, taper, out=rows[:level.on_grid])
+            for row in range(level.on_grid, count):  # a last band ending at the Nyquist bin, off the grid
+                start = int(level.starts[row])
+                np.multiply(spectrum[start:start + width], taper, out=rows[row])
+            np.fft.ifft(rows, axis=1, out=rows)
         parts = bands.view(np.float32).reshape(-1, 2)
         np.multiply(parts, parts, out=parts)  # the buffer is scratch: real and imaginary parts squared in place
         power = wide[:size]
