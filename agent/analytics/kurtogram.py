@@ -133,6 +133,28 @@ GROUP_ELEMENTS = 2  # levels are done in groups of at most this many times the l
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class _LevelSlot:
+    """Where one level's bands lie in its group's work buffer, and its taper as complex64 (the product
+    numpy computes for the real taper, without a cast per call)."""
+
+    offset: int  # first element in the group's buffer
+    count: int  # bands
+    level: KurtogramLevel
+    taper: np.ndarray
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _LevelGroup:
+    """Consecutive levels whose bands share one work buffer: one power pass and one sum per group."""
+
+    size: int  # elements of the buffer the group fills
+    first_band: int  # its bands' range in the kurtosis of all bands
+    end_band: int
+    band_starts: np.ndarray  # each band's first element in the buffer
+    slots: tuple[_LevelSlot, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class _LevelsPlan:
     """For a tuple of levels: where every band's bins come from and where each band lies in a work buffer.
 
@@ -145,10 +167,7 @@ class _LevelsPlan:
     a level-by-level pass needs.
     """
 
-    groups: tuple[tuple[int, int, int, int, np.ndarray, tuple[tuple[int, int, KurtogramLevel, np.ndarray], ...]],
-                  ...]
-    # per group: (first element, end, first band, end band, band starts in the group,
-    # (offset, bands, level, complex64 taper) per level)
+    groups: tuple[_LevelGroup, ...]
     largest: int  # elements of the largest group
     band_widths: np.ndarray  # float64 width of every band
     band_level: np.ndarray  # index (into the levels) of every band's level
@@ -156,45 +175,42 @@ class _LevelsPlan:
     bounds: np.ndarray  # where each level's bands end in the kurtosis array (for np.split)
 
 
+def _level_group(members: list[KurtogramLevel], first_band: int) -> _LevelGroup:
+    slots, starts, offset = [], [], 0
+    for level in members:
+        count, width = len(level.starts), level.width
+        taper = level.taper.astype(np.complex64)
+        taper.setflags(write=False)
+        slots.append(_LevelSlot(offset, count, level, taper))
+        starts.append(offset + width * np.arange(count, dtype=np.intp))
+        offset += count * width
+    band_starts = np.concatenate(starts)
+    band_starts.setflags(write=False)
+    return _LevelGroup(offset, first_band, first_band + len(band_starts), band_starts, tuple(slots))
+
+
 @functools.lru_cache(maxsize=64)
 def _levels_plan(levels: tuple[KurtogramLevel, ...]) -> _LevelsPlan:
     """The plan for `levels` (cached by identity: the levels come from the cached `kurtogram_levels`)."""
     limit = GROUP_ELEMENTS * max(len(level.starts) * level.width for level in levels)
-    groups = []
-    element = band = 0
+    groups: list[_LevelGroup] = []
     members: list[KurtogramLevel] = []
-
-    def close() -> None:
-        nonlocal element, band
-        shapes, starts, offset = [], [], 0
-        for level in members:
-            count, width = len(level.starts), level.width
-            taper = level.taper.astype(np.complex64)  # the product numpy computes for the real taper, uncast
-            taper.setflags(write=False)
-            shapes.append((offset, count, level, taper))
-            starts.append(offset + width * np.arange(count, dtype=np.intp))
-            offset += count * width
-        bands = sum(len(level.starts) for level in members)
-        groups.append((element, element + offset, band, band + bands, np.concatenate(starts), tuple(shapes)))
-        element, band = element + offset, band + bands
-        members.clear()
-
     for level in levels:
         size = len(level.starts) * level.width
         if members and sum(len(m.starts) * m.width for m in members) + size > limit:
-            close()
+            groups.append(_level_group(members, groups[-1].end_band if groups else 0))
+            members = []
         members.append(level)
-    close()
+    groups.append(_level_group(members, groups[-1].end_band if groups else 0))
     plan = _LevelsPlan(
         tuple(groups),
-        max(end - first for first, end, *_ in groups),
+        max(group.size for group in groups),
         np.concatenate([np.full(len(level.starts), float(level.width)) for level in levels]),
         np.concatenate([np.full(len(level.starts), i) for i, level in enumerate(levels)]),
         np.concatenate([level.starts for level in levels]),
         np.cumsum([len(level.starts) for level in levels])[:-1],
     )
-    for array in (plan.band_widths, plan.band_level, plan.band_bins, plan.bounds,
-                  *(group[4] for group in groups)):
+    for array in (plan.band_widths, plan.band_level, plan.band_bins, plan.bounds):
         array.setflags(write=False)  # shared by every call
     return plan
 
@@ -226,12 +242,13 @@ def _bands_kurtosis(spectrum: np.ndarray, levels: tuple[KurtogramLevel, ...]) ->
     wide = np.empty(plan.largest, dtype=np.float64)
     sums = np.empty(len(plan.band_widths))
     squares = np.empty(len(plan.band_widths))
-    for first, end, band, band_end, starts, shapes in plan.groups:
-        size = end - first
+    for group in plan.groups:
+        size = group.size
         bands = buffer[:size]
-        for offset, count, level, taper in shapes:
+        for slot in group.slots:
+            level, count, taper = slot.level, slot.count, slot.taper
             width = level.width
-            rows = bands[offset:offset + count * width].reshape(count, width)
+            rows = bands[slot.offset:slot.offset + count * width].reshape(count, width)
             # the bands on the hop grid are a strided view of the spectrum (np.ndarray: no copy, no checks)
             grid = np.ndarray((level.on_grid, width), np.complex64, spectrum, 0, (level.hop * step, step))
             np.multiply(grid, taper, out=rows[:level.on_grid])
@@ -244,9 +261,9 @@ def _bands_kurtosis(spectrum: np.ndarray, levels: tuple[KurtogramLevel, ...]) ->
         power = wide[:size]
         np.add(parts[:, 0], parts[:, 1], out=single[:size])
         power[:] = single[:size]
-        np.add.reduceat(power, starts, out=sums[band:band_end])
+        np.add.reduceat(power, group.band_starts, out=sums[group.first_band:group.end_band])
         np.multiply(power, power, out=power)
-        np.add.reduceat(power, starts, out=squares[band:band_end])
+        np.add.reduceat(power, group.band_starts, out=squares[group.first_band:group.end_band])
     mean = sums / plan.band_widths
     fourth = squares / plan.band_widths
     sk = np.full(len(mean), -np.inf)  # a band without power cannot be chosen
