@@ -21,6 +21,7 @@ from collector.itsm import Forwarder, Outbox, WebhookSettings, load_webhooks
 from collector.state import StateLocation
 from collector.workorders.evaluate import parse_rules
 from tests.integration.test_workorders_lifecycle import FILTER_RULE, MIN, T0, Feeder, hello, summary
+from tests.integration.webhook_receiver import serve_webhook
 from tests.servers import free_port
 
 SECRET = "hook-secret-0123456789"
@@ -52,12 +53,7 @@ class Receiver:
 
 
 async def start_receiver(receiver: Receiver, port: int) -> web.AppRunner:
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner
+    return await serve_webhook(receiver.handle, port, "/{tail:.*}")
 
 
 async def wait_until(predicate: Any, limit_s: float, what: str) -> None:
@@ -172,11 +168,7 @@ def test_rejected_payload_is_set_aside_and_the_queue_moves_on(tmp_path: Path, st
             seen.append(key)
             return web.Response(status=422 if len(seen) == 1 else 200)
 
-        app = web.Application()
-        app.router.add_post("/hook", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner = await serve_webhook(handle, port)
         hooks = load_webhooks([WebhookSettings(name="ops", url=f"http://127.0.0.1:{port}/hook",
                                                retry_initial_s=0.05)])
         fleet, forwarder = await start_collector(state_location, hooks)

@@ -39,6 +39,7 @@ from tests.conftest import new_postgres_database, query_state, state_toml
 from tests.integration.daemons import pattern_device, status
 from tests.integration.influx_query import influxql
 from tests.integration.light_fleet import FILTER_ESCALATE_AT
+from tests.integration.webhook_receiver import serve_webhook
 from tests.servers import LOOPBACK, PostgresServer, ServerProcess, free_port, influxd_server, tcp_open, wait_for
 
 pytestmark = pytest.mark.integration
@@ -111,11 +112,7 @@ class Receiver:
                 self.requests.append((request.headers["Idempotency-Key"], body))
             return web.json_response({"result": "ok"})
 
-        app = web.Application()
-        app.router.add_post("/hook", handle)
-        self._runner = web.AppRunner(app)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, LOOPBACK, self.port).start())
+        self._runner = self._loop.run_until_complete(serve_webhook(handle, self.port))
         self._ready.set()
         self._loop.run_forever()
 

@@ -24,6 +24,7 @@ from protos.twin.v1 import twin_pb2
 from tests.conftest import new_postgres_database
 from tests.integration.test_itsm_outbox import wait_until
 from tests.integration.test_workorders_lifecycle import FILTER_RULE, MIN, T0, hello, summary
+from tests.integration.webhook_receiver import serve_webhook
 from tests.servers import PostgresServer, free_port
 
 VALUES = [200, 240, 280, 310, 320, 330, 350, 380, 450, 460, 470, 300, 240, 230, 220, 210]
@@ -96,11 +97,7 @@ def test_two_collectors_forward_each_change_once(postgres: PostgresServer) -> No
             await asyncio.sleep(0.05)  # slow enough that both forwarders see pending rows together
             return web.Response(status=200)
 
-        app = web.Application()
-        app.router.add_post("/hook", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner = await serve_webhook(handle, port)
         hooks = load_webhooks([WebhookSettings(name="ops", url=f"http://127.0.0.1:{port}/hook",
                                                retry_initial_s=0.05)])
         outboxes = (Outbox(hooks), Outbox(hooks))

@@ -30,6 +30,7 @@ from tests.conftest import collector_state, state_toml
 from tests.integration.daemons import TOKENS
 from tests.integration.test_collector_auth import exchange
 from tests.integration.test_workorders_lifecycle import Feeder, summary, vibration
+from tests.integration.webhook_receiver import serve_webhook
 from tests.servers import free_port
 
 S = 10**9
@@ -206,11 +207,7 @@ def test_probable_cause_in_show_api_and_itsm_and_ready_with_a_locked_state_datab
             received.append(json.loads(await request.read()))
             return web.Response(status=204)
 
-        app = web.Application()
-        app.router.add_post("/hook", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+        runner = await serve_webhook(handle, hook_port)
         config = build_collector_config({
             "collector": {"listen": f"127.0.0.1:{free_port()}", "state_dir": str(state), "check_interval_s": 0.2},
             "agents": [{"id": "gw-a", "token_sha256": hash_token(TOKENS["gw-a"])}],

@@ -19,6 +19,7 @@ from tests.conftest import state_table
 from tests.integration.daemons import TOKENS
 from tests.integration.test_collector_auth import exchange
 from tests.integration.test_workorders_lifecycle import hello, summary
+from tests.integration.webhook_receiver import serve_webhook
 from tests.servers import free_port
 
 
@@ -33,11 +34,7 @@ def test_periodic_check_outbox_and_api(tmp_path: Path, state_location: StateLoca
             arrived.set()
             return web.Response(status=204)
 
-        app = web.Application()
-        app.router.add_post("/hook", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+        runner = await serve_webhook(handle, hook_port)
         config = build_collector_config({
             "collector": {"listen": f"127.0.0.1:{free_port()}", "state_dir": str(tmp_path / "state"),
                           "check_interval_s": 0.2},
